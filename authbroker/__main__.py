@@ -1,0 +1,3 @@
+from authbroker.cli import main
+
+raise SystemExit(main())

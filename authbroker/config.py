@@ -1,0 +1,188 @@
+"""Settings, read once from `AUTHBROKER_*` variables and checked before anything starts.
+
+A wrong value must stop the process at once with the variable's name, not surface later as a
+confusing failure in a worker, so every variable is parsed and validated here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+Environment = Literal["development", "production", "test"]
+LogFormat = Literal["json", "console"]
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message names the variable and what to do."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: Environment = "development"
+    database_url: str | None = None
+    redis_url: str | None = None
+    redis_prefix: str = "authbroker"
+    data_dir: Path = Path(".authbroker")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    encryption_keys: str | None = field(default=None, repr=False)
+    log_format: LogFormat | None = None
+    log_level: str = "info"
+    allow_http: bool = False
+    provider_timeout: float = 15.0
+    worker_concurrency: int = 20
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def embedded(self) -> bool:
+        """Whether either server is missing and must be started from the data directory."""
+        return self.database_url is None or self.redis_url is None
+
+    @property
+    def redirect_url(self) -> str:
+        return f"{self.public_url}/oauth/callback"
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self.redis_prefix}:events"
+
+    @property
+    def events_channel(self) -> str:
+        return f"{self.redis_prefix}:events"
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.redis_prefix}:queue"
+
+    def replace(self, **changes: object) -> Settings:
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(f"AUTHBROKER_{name}")
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    value = _text(env, name)
+    if value is None:
+        return False
+    lowered = value.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"AUTHBROKER_{name}={value!r}: expected 1/0, true/false, yes/no or on/off")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    value = _text(env, name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"AUTHBROKER_{name}={value!r}: expected a number") from None
+    if not low <= number <= high:
+        raise SettingsError(f"AUTHBROKER_{name}={value!r}: expected between {low:g} and {high:g}")
+    return number
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:
+    value = _text(env, name)
+    if value is not None and value.lower() not in choices:
+        raise SettingsError(f"AUTHBROKER_{name}={value!r}: expected one of {', '.join(choices)}")
+    return value.lower() if value else None
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    value = _text(env, name)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not (parts.hostname or parts.path or parts.query):
+        raise SettingsError(
+            f"AUTHBROKER_{name}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}"
+        )
+    return value
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every `AUTHBROKER_*` variable; raise SettingsError on the first bad one."""
+    env = os.environ if env is None else env
+    mode = _choice(env, "ENV", ("development", "production", "test")) or "development"
+    host = _text(env, "HOST") or "127.0.0.1"
+    port = int(_number(env, "PORT", 8080, 0, 65535))
+    public_url = _url(env, "PUBLIC_URL", ("http", "https"))
+    if public_url is None:
+        shown = f"[{host}]" if ":" in host else host
+        shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else shown  # noqa: S104
+        public_url = f"http://{shown}:{port}"
+    public_url = public_url.rstrip("/")
+    prefix = _text(env, "REDIS_PREFIX") or "authbroker"
+    if any(ch.isspace() for ch in prefix):
+        raise SettingsError(f"AUTHBROKER_REDIS_PREFIX={prefix!r}: must not contain spaces")
+    settings = Settings(
+        env=mode,  # type: ignore[arg-type]
+        database_url=_url(env, "DATABASE_URL", ("postgres", "postgresql")),
+        redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
+        redis_prefix=prefix,
+        data_dir=Path(_text(env, "DATA_DIR") or ".authbroker"),
+        host=host,
+        port=port,
+        public_url=public_url,
+        encryption_keys=_text(env, "ENCRYPTION_KEYS"),
+        log_format=_choice(env, "LOG_FORMAT", ("json", "console")),  # type: ignore[arg-type]
+        log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error")) or "info",
+        allow_http=_bool(env, "ALLOW_HTTP"),
+        provider_timeout=_number(env, "PROVIDER_TIMEOUT", 15.0, 1, 120),
+        worker_concurrency=int(_number(env, "WORKER_CONCURRENCY", 20, 1, 1000)),
+    )
+    if settings.production:
+        missing = [
+            f"AUTHBROKER_{name}"
+            for name, value in (
+                ("DATABASE_URL", settings.database_url),
+                ("REDIS_URL", settings.redis_url),
+                ("ENCRYPTION_KEYS", settings.encryption_keys),
+            )
+            if value is None
+        ]
+        if missing:
+            raise SettingsError(
+                f"AUTHBROKER_ENV=production needs {', '.join(missing)}: production never starts "
+                "embedded servers or generates encryption keys"
+            )
+        if urlsplit(public_url).scheme != "https" and not is_loopback(
+            urlsplit(public_url).hostname
+        ):
+            raise SettingsError(
+                "AUTHBROKER_PUBLIC_URL: production needs an https URL (providers redirect users "
+                "here with authorization codes)"
+            )
+    return settings

@@ -1,0 +1,64 @@
+"""The event contract for integration runtimes: one JSON object per change of auth status.
+
+Events are built here only, so their shape stays the one the README documents. They never carry
+a token or a secret: `detail` is prose for people, `data` holds names, counts and times.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from authbroker.problems import Problem
+
+
+class EventType(StrEnum):
+    AUTHORIZED = "connection.authorized"
+    REFRESHED = "connection.refreshed"
+    REFRESH_FAILED = "connection.refresh_failed"
+    INVALIDATED = "connection.invalidated"
+    EXPIRED = "connection.expired"
+    REVOKED = "connection.revoked"
+    SCOPES_DENIED = "connection.scopes_denied"
+    REFRESH_TOKEN_MISSING = "connection.refresh_token_missing"
+    AUTHORIZATION_FAILED = "connection.authorization_failed"
+    APP_SETTINGS_INVALID = "app.settings_invalid"
+
+
+FIELDS = (
+    "id",
+    "type",
+    "occurred_at",
+    "app",
+    "connection_id",
+    "status",
+    "problem",
+    "detail",
+    "data",
+)
+
+
+def make_event(
+    type: EventType,
+    *,
+    app: str,
+    connection_id: str | None = None,
+    status: str | None = None,
+    problem: Problem | None = None,
+    detail: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build an event; `detail` defaults to the problem's remedy so consumers can show it."""
+    return {
+        "id": str(uuid.uuid4()),
+        "type": str(type),
+        "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "app": app,
+        "connection_id": connection_id,
+        "status": status,
+        "problem": str(problem) if problem else None,
+        "detail": detail if detail is not None else (problem.remedy if problem else None),
+        "data": data or {},
+    }

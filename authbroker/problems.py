@@ -1,0 +1,92 @@
+"""The problems a connection or an application can have, each with the remedy an operator needs.
+
+Every failure authbroker records is one of these codes, so that runtimes can branch on it and
+operators read the same words in events, the API and the logs.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Problem(StrEnum):
+    INVALID_SETTINGS = "invalid_settings"
+    REDIRECT_MISMATCH = "redirect_mismatch"
+    SCOPE_MISMATCH = "scope_mismatch"
+    SCOPES_DENIED = "scopes_denied"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    ACCESS_DENIED = "access_denied"
+    CLIENT_AUTH_METHOD = "client_auth_method"
+    REFRESH_TOKEN_MISSING = "refresh_token_missing"
+    REFRESH_TOKEN_INVALIDATED = "refresh_token_invalidated"
+    TOKEN_EXPIRED = "token_expired"
+    # Not in the original table: the provider refused the authorization code itself (expired,
+    # already used, or issued to another client). Nothing is wrong with the settings; the user
+    # only has to authorize again.
+    CODE_REJECTED = "code_rejected"
+    # The authorization was started but never completed at the provider within its lifetime.
+    AUTHORIZATION_EXPIRED = "authorization_expired"
+    # The provider answered something that is not an OAuth token response at all.
+    PROVIDER_ERROR = "provider_error"
+
+    @property
+    def remedy(self) -> str:
+        return REMEDIES[self]
+
+
+REMEDIES: dict[Problem, str] = {
+    Problem.INVALID_SETTINGS: (
+        "The provider refused the client credentials. Check the client id and secret (and that "
+        "the secret has not expired) against the provider's application settings, then update "
+        "the app."
+    ),
+    Problem.REDIRECT_MISMATCH: (
+        "The provider does not have this broker's redirect URL. Copy the app's redirect_url "
+        "exactly into the provider's application settings."
+    ),
+    Problem.SCOPE_MISMATCH: (
+        "The app requests scopes the provider's application does not allow. Enable them at the "
+        "provider or remove them from the app's scopes."
+    ),
+    Problem.SCOPES_DENIED: (
+        "The user granted fewer scopes than requested. Ask the user to authorize again and "
+        "accept every requested scope, or reduce the scopes the integration needs."
+    ),
+    Problem.INSUFFICIENT_SCOPE: (
+        "The web service needs a scope the token does not have. Add the scope to the app and "
+        "authorize the connection again."
+    ),
+    Problem.ACCESS_DENIED: (
+        "The user declined, or the provider restricts access (IP ranges, domains, admin "
+        "consent). Ask the user to authorize again or lift the restriction at the provider."
+    ),
+    Problem.CLIENT_AUTH_METHOD: (
+        "The provider wants client credentials elsewhere in the token request. Set the app's "
+        "client_auth to body, basic or query (or auto to let authbroker find out)."
+    ),
+    Problem.REFRESH_TOKEN_MISSING: (
+        "The provider issued no refresh token: the token may not expire, the provider may not "
+        "support refresh, refresh may need enabling (e.g. Google's access_type=offline and "
+        "prompt=consent, scope offline_access elsewhere), or it is issued once per user and the "
+        "old grant must be revoked in the provider's settings before authorizing again."
+    ),
+    Problem.REFRESH_TOKEN_INVALIDATED: (
+        "The provider no longer accepts the stored refresh token (revoked, expired, or used "
+        "twice). Delete the connection and authorize again."
+    ),
+    Problem.TOKEN_EXPIRED: (
+        "The access token expired and could not be refreshed yet. Retry later; if the problem "
+        "stays, authorize the connection again."
+    ),
+    Problem.CODE_REJECTED: (
+        "The provider refused the authorization code (expired, already used, or issued to "
+        "another client). Start the authorization again."
+    ),
+    Problem.AUTHORIZATION_EXPIRED: (
+        "The authorization was not completed in time. Start the authorization again."
+    ),
+    Problem.PROVIDER_ERROR: (
+        "The provider answered with something that is not a valid token response. Check the "
+        "app's token URL; if it is right, the provider may be failing."
+    ),
+}

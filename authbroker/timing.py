@@ -1,0 +1,51 @@
+"""When to refresh and when to retry: the arithmetic of the token lifecycle, kept pure.
+
+Refreshing well before expiry leaves room for a provider outage; jitter keeps a batch authorized
+together from refreshing together; retries back off exponentially with full jitter so a
+recovering provider is not met by a thundering herd.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+MARGIN_SHARE = 0.2
+JITTER_SHARE = 0.1
+
+
+def refresh_margin(lifetime: float, app_margin: float) -> float:
+    """The larger of the app's margin and 20 % of the lifetime, never more than half of it
+    (a 60-second token refreshes after 30 s, not in a loop)."""
+    return min(max(app_margin, MARGIN_SHARE * lifetime), lifetime / 2)
+
+
+def refresh_at(
+    issued_at: datetime,
+    *,
+    lifetime: float | None,
+    app_margin: float,
+    refresh_token_lifetime: float | None = None,
+    rng: random.Random | None = None,
+) -> datetime | None:
+    """When to refresh a token issued at `issued_at`; None when nothing ever expires."""
+    rng = rng or random
+    deadlines = [t for t in (lifetime, refresh_token_lifetime) if t is not None and t > 0]
+    if not deadlines:
+        return None
+    moments = []
+    for span in deadlines:
+        margin = refresh_margin(span, app_margin)
+        jitter = rng.uniform(0, JITTER_SHARE * margin)
+        # Jitter never pushes past the halfway point's floor of zero.
+        moments.append(max(span - margin - jitter, 0.0))
+    return issued_at + timedelta(seconds=min(moments))
+
+
+def backoff(
+    attempt: int, *, base: float = 2.0, cap: float = 300.0, rng: random.Random | None = None
+) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**(attempt-1))]."""
+    rng = rng or random
+    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
+    return rng.uniform(0, ceiling)

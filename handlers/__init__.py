@@ -1,0 +1,1 @@
+"""The HTTP edge (aiohttp): callback, connect, API, auth, health."""

@@ -1,0 +1,69 @@
+"""The aiohttp application: routes, middlewares and the resources they share."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import structlog
+from aiohttp import web
+
+from authbroker.logs import get_logger
+from handlers import apps, basic, callback, connections, health
+from handlers.auth import api_key_middleware
+from handlers.context import RESOURCES
+from handlers.responses import ApiError, ok
+from storage.resources import Resources
+
+log = get_logger("authbroker.web")
+
+
+@web.middleware
+async def context_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Bind a request id to every log line of the request and answer errors as JSON."""
+    request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = exc.response()
+    except web.HTTPException as exc:
+        if not (request.path.startswith("/v1/") or exc.status < 400):
+            raise
+        response = ok(
+            {"error": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason},
+            status=exc.status,
+        )
+    except Exception:
+        log.exception("request_failed", method=request.method, route=_route(request))
+        response = ok(
+            {"error": "internal", "message": "internal error", "request_id": request_id},
+            status=500,
+        )
+    response.headers["X-Request-Id"] = request_id
+    log.debug(
+        "request",
+        method=request.method,
+        route=_route(request),
+        status=response.status,
+        ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return response
+
+
+def _route(request: web.Request) -> str:
+    """The route pattern, never the concrete path (it may carry ids worth not logging)."""
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"
+
+
+def create_app(resources: Resources) -> web.Application:
+    app = web.Application(
+        middlewares=[context_middleware, api_key_middleware], client_max_size=256 * 1024
+    )
+    app[RESOURCES] = resources
+    for module in (health, apps, basic, connections, callback):
+        app.add_routes(module.routes)
+    return app

@@ -1,0 +1,139 @@
+"""`/v1/apps`: OAuth applications. Secrets go in, never come out; `redirect_url` always does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from authbroker.logs import get_logger
+from authbroker.schemas import AppCreate, AppUpdate
+from handlers.context import resources
+from handlers.responses import fail, ok, read_model
+from storage import apps, connections
+from storage.apps import App
+from storage.jobs import enqueue_revokes
+from storage.resources import Resources
+
+routes = web.RouteTableDef()
+log = get_logger("authbroker.api")
+
+
+def app_view(app: App, redirect_url: str) -> dict[str, Any]:
+    return {
+        "name": app.name,
+        "client_id": app.client_id,
+        "client_secret_set": app.client_secret is not None,
+        "client_secrets_previous_set": app.client_secrets_previous is not None,
+        "authorization_url": app.authorization_url,
+        "token_url": app.token_url,
+        "revoke_url": app.revoke_url,
+        "scopes": app.scopes,
+        "scope_separator": app.scope_separator,
+        "client_auth": app.client_auth,
+        "client_auth_detected": app.client_auth_detected,
+        "authorize_params": app.authorize_params,
+        "token_params": app.token_params,
+        "pkce": app.pkce,
+        "refresh_margin": app.refresh_margin,
+        "default_token_lifetime": app.default_token_lifetime,
+        "refresh_token_lifetime": app.refresh_token_lifetime,
+        "probe_url": app.probe_url,
+        "probe_interval": app.probe_interval,
+        "preset": app.preset,
+        "paused": app.paused_at is not None,
+        "paused_problem": app.paused_problem,
+        "redirect_url": redirect_url,
+        "created_at": app.created_at,
+        "updated_at": app.updated_at,
+    }
+
+
+async def load_app(request: web.Request) -> App:
+    name = request.match_info["name"]
+    app = await apps.get(resources(request).pool, name)
+    if app is None:
+        fail(404, "app_not_found", f"no app named {name!r}")
+    return app
+
+
+@routes.post("/v1/apps")
+async def create_app(request: web.Request) -> web.Response:
+    res = resources(request)
+    body = await read_model(request, AppCreate, allow_http=res.settings.allow_http)
+    values = body.model_dump()
+    try:
+        async with res.pool.acquire() as conn:
+            app = await apps.create(conn, res.ring, values)
+    except asyncpg.UniqueViolationError:
+        fail(409, "app_exists", f"an app named {body.name!r} already exists")
+    log.info("app_created", app=app.name, client_auth=app.client_auth)
+    return ok(app_view(app, res.settings.redirect_url), status=201)
+
+
+@routes.get("/v1/apps")
+async def list_apps(request: web.Request) -> web.Response:
+    res = resources(request)
+    found = await apps.list_all(res.pool)
+    return ok({"items": [app_view(a, res.settings.redirect_url) for a in found]})
+
+
+@routes.get("/v1/apps/{name}")
+async def show_app(request: web.Request) -> web.Response:
+    return ok(app_view(await load_app(request), resources(request).settings.redirect_url))
+
+
+@routes.patch("/v1/apps/{name}")
+async def update_app(request: web.Request) -> web.Response:
+    res = resources(request)
+    app = await load_app(request)
+    body = await read_model(request, AppUpdate, allow_http=res.settings.allow_http)
+    try:
+        changes = body.changes()
+    except ValueError as exc:
+        fail(400, "invalid_request", str(exc))
+    async with res.pool.acquire() as conn:
+        updated = await apps.update(conn, res.ring, app, changes)
+    log.info("app_updated", app=app.name, fields=sorted(changes), resumed=app.paused_at is not None)
+    return ok(app_view(updated, res.settings.redirect_url))
+
+
+@routes.delete("/v1/apps/{name}")
+async def delete_app(request: web.Request) -> web.Response:
+    res = resources(request)
+    app = await load_app(request)
+    cascade = request.query.get("cascade", "false").lower() in {"1", "true", "yes"}
+    live = await connections.count_live(res.pool, app.id)
+    if live and not cascade:
+        fail(
+            409,
+            "app_has_connections",
+            f"app {app.name!r} has {live} live connection(s); delete them first or pass "
+            "?cascade=true to revoke and delete them with the app",
+            connections=live,
+        )
+    pending = await delete_app_with_connections(res, app)
+    if pending:
+        return ok(
+            {"status": "deleting", "connections_revoking": pending, "app": app.name}, status=202
+        )
+    return web.Response(status=204)
+
+
+async def delete_app_with_connections(res: Resources, app: App) -> int:
+    """Delete an app now if it has no live connection; otherwise revoke them all and let the
+    last revocation delete the app (the revoke jobs need its client credentials)."""
+    async with res.pool.acquire() as conn, conn.transaction():
+        revoking = await connections.begin_revoke_app(conn, app.id)
+        pending = await conn.fetchval(
+            "SELECT count(*) FROM connections WHERE app_id = $1 AND status = 'revoking'", app.id
+        )
+        if not pending:
+            await apps.delete(conn, app.id)
+            log.info("app_deleted", app=app.name)
+            return 0
+        await apps.mark_deleting(conn, app.id)
+    await enqueue_revokes(res, revoking)
+    log.info("app_delete_requested", app=app.name, connections=pending)
+    return pending

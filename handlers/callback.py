@@ -1,0 +1,232 @@
+"""`GET /oauth/callback`: where providers send the user's browser back with a code.
+
+The order matters for safety: check the state under a row lock, store the sealed code, commit,
+and only then enqueue; a Redis outage after the commit loses nothing because the worker's sweep
+picks up stored codes. A bad request changes nothing and enqueues nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from authbroker import oauth
+from authbroker.events import EventType, make_event
+from authbroker.logs import get_logger
+from authbroker.problems import Problem
+from handlers.context import resources
+from handlers.pages import page, wants_json
+from handlers.responses import ok
+from storage import authorizations, connections, outbox
+from storage.authorizations import Authorization
+from storage.jobs import enqueue_exchange
+from storage.resources import Resources
+
+routes = web.RouteTableDef()
+log = get_logger("authbroker.callback")
+
+MAX_PARAM = 4096
+EXPECTED = ("state", "code", "error", "error_description", "error_uri", "iss", "scope")
+WAIT_FOR_OUTCOME = 8.0  # seconds the callback page waits for the exchange before polling
+
+
+class BadCallback(Exception):
+    def __init__(self, error: str, message: str):
+        super().__init__(message)
+        self.error = error
+        self.message = message
+
+
+def _params(request: web.Request) -> dict[str, str]:
+    """The callback's parameters, refusing repeated or oversized ones (RFC 6749 §3.1)."""
+    if len(request.query_string) > 4 * MAX_PARAM:
+        raise BadCallback("invalid_request", "The address is too long to be a real callback.")
+    params: dict[str, str] = {}
+    for key, value in request.query.items():
+        if key in params:
+            raise BadCallback("invalid_request", f"The parameter '{key}' appears more than once.")
+        if len(value) > MAX_PARAM:
+            raise BadCallback("invalid_request", f"The parameter '{key}' is too long.")
+        if key in EXPECTED:
+            params[key] = value
+    return params
+
+
+def _bad(request: web.Request, error: str, message: str) -> web.Response:
+    if wants_json(request):
+        return ok({"error": error, "message": message}, status=400)
+    return page(
+        "This sign-in link cannot be used",
+        [message, "Start the connection again from the application that sent you here."],
+        tone="bad",
+        status=400,
+    )
+
+
+@routes.get("/oauth/callback")
+async def callback(request: web.Request) -> web.Response:
+    res = resources(request)
+    try:
+        params = _params(request)
+        authorization = await _accept(res, params)
+    except BadCallback as exc:
+        log.info("callback_refused", reason=exc.error, message=exc.message)
+        return _bad(request, exc.error, exc.message)
+    if "error" in params:
+        return await _outcome_response(request, authorization.id)
+    try:
+        await enqueue_exchange(res, authorization.id)
+    except Exception as exc:  # Redis down: the code is stored; the sweep will enqueue it
+        log.warning(
+            "exchange_enqueue_failed",
+            authorization_id=str(authorization.id),
+            error=type(exc).__name__,
+        )
+    return await _outcome_response(request, authorization.id, wait=WAIT_FOR_OUTCOME)
+
+
+async def _accept(res: Resources, params: dict[str, str]) -> Authorization:
+    state = params.get("state")
+    if not state:
+        raise BadCallback("invalid_request", "The provider sent no state with this sign-in.")
+    has_code, has_error = "code" in params, "error" in params
+    if has_code and has_error:
+        raise BadCallback("invalid_request", "The callback carries both a code and an error.")
+    if not has_code and not has_error:
+        raise BadCallback("invalid_request", "The provider sent neither a code nor an error.")
+    if has_code and not params["code"]:
+        raise BadCallback("invalid_request", "The provider sent an empty code.")
+    async with res.pool.acquire() as conn, conn.transaction():
+        authorization = await authorizations.by_state(conn, oauth.state_digest(state))
+        if authorization is None:
+            raise BadCallback(
+                "invalid_state", "This sign-in was not started here, or its link is damaged."
+            )
+        if authorization.done or authorization.code is not None:
+            raise BadCallback("state_used", "This sign-in link was already used.")
+        if authorization.expires_at <= datetime.now(UTC):
+            raise BadCallback(
+                "state_expired", "This sign-in took too long and its link has expired."
+            )
+        if has_error:
+            await _provider_error(conn, authorization, params)
+        else:
+            await authorizations.store_code(conn, res.ring, authorization.id, params["code"])
+    log.info(
+        "callback_accepted",
+        app=authorization.app,
+        connection_id=authorization.connection_id,
+        outcome="error" if has_error else "code",
+    )
+    return authorization
+
+
+async def _provider_error(conn: Any, authorization: Authorization, params: dict[str, str]) -> None:
+    """The provider ended the authorization (the user declined, a setting is wrong, …)."""
+    error = params["error"][:100]
+    description = params.get("error_description", "")[:300] or None
+    problem = oauth.callback_problem(error, description)
+    await authorizations.finish(conn, authorization.id, outcome="failed", problem=str(problem))
+    current = await connections.get(conn, authorization.connection_id)
+    # A failed re-authorization leaves a working connection working.
+    status = "failed" if current is None or current.access_token is None else None
+    await connections.set_problem(
+        conn,
+        authorization.connection_id,
+        problem=str(problem),
+        detail=problem.remedy,
+        status=status,
+        last_error={"stage": "authorize", "error": error, "description": description},
+    )
+    await outbox.append(
+        conn,
+        make_event(
+            EventType.AUTHORIZATION_FAILED,
+            app=authorization.app,
+            connection_id=authorization.connection_id,
+            status=status or (current.status if current else None),
+            problem=problem,
+            data={"provider_error": error, "provider_description": description},
+        ),
+    )
+    log.info(
+        "authorization_failed",
+        app=authorization.app,
+        connection_id=authorization.connection_id,
+        problem=str(problem),
+        provider_error=error,
+    )
+
+
+def outcome_of(authorization: Authorization) -> dict[str, Any]:
+    problem = Problem(authorization.problem) if authorization.problem else None
+    if authorization.done:
+        status = "succeeded" if authorization.outcome == "succeeded" else "failed"
+    else:
+        status = "pending"
+    return {
+        "status": status,
+        "app": authorization.app,
+        "connection_id": authorization.connection_id,
+        "problem": str(problem) if problem else None,
+        "detail": problem.remedy if problem else None,
+    }
+
+
+async def _outcome_response(
+    request: web.Request, authorization_id: uuid.UUID, *, wait: float = 0.0
+) -> web.Response:
+    """Answer with the exchange's outcome, waiting up to `wait` seconds for it to finish."""
+    res = resources(request)
+    deadline = time.monotonic() + wait
+    while True:
+        authorization = await authorizations.get(res.pool, authorization_id)
+        assert authorization is not None
+        if authorization.done or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.05)
+    outcome = outcome_of(authorization)
+    status_url = f"/oauth/status/{authorization_id}"
+    if wants_json(request):
+        return ok({**outcome, "status_url": status_url})
+    return outcome_page(outcome, status_url)
+
+
+def outcome_page(outcome: dict[str, Any], status_url: str) -> web.Response:
+    app = outcome["app"]
+    if outcome["status"] == "succeeded":
+        return page(
+            "Connected",
+            [f"Your account is now connected to {app}.", "You can close this window."],
+            tone="ok",
+        )
+    if outcome["status"] == "failed":
+        return page(
+            "The connection did not succeed",
+            [f"Problem: {outcome['problem']}.", outcome["detail"] or ""],
+            tone="bad",
+        )
+    return page(
+        "Finishing the connection…",
+        [f"Waiting for {app} to confirm. This page updates by itself."],
+        tone="wait",
+        refresh_url=status_url,
+    )
+
+
+@routes.get("/oauth/status/{authorization_id}")
+async def status(request: web.Request) -> web.Response:
+    """Where the callback page follows a slow exchange; shows no secret, only the outcome."""
+    try:
+        authorization_id = uuid.UUID(request.match_info["authorization_id"])
+    except ValueError:
+        return _bad(request, "not_found", "No such sign-in.")
+    found = await authorizations.get(resources(request).pool, authorization_id)
+    if found is None:
+        return _bad(request, "not_found", "No such sign-in.")
+    return await _outcome_response(request, authorization_id, wait=2.0)

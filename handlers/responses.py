@@ -1,0 +1,66 @@
+"""JSON errors and request bodies: every 4xx names what was wrong, in one shape.
+
+`{"error": code, "message": prose, ...}`; validation errors add `fields: [{field, message}]`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from authbroker.schemas import field_errors
+
+Model = TypeVar("Model", bound=BaseModel)
+MAX_BODY = 256 * 1024
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def ok(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers, dumps=dumps)
+
+
+class ApiError(Exception):
+    """An answer other than success; the error middleware renders it as JSON."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
+        super().__init__(body.get("message", ""))
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+    def response(self) -> web.Response:
+        return ok(self.body, status=self.status, headers=self.headers)
+
+
+def fail(
+    status: int, error: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> NoReturn:
+    """Stop handling the request and answer `status` with a JSON body naming the error."""
+    raise ApiError(status, {"error": error, "message": message, **extra}, headers)
+
+
+async def read_model(request: web.Request, model: type[Model], **context: Any) -> Model:
+    """Parse and validate a JSON body, or answer 400 naming each bad field."""
+    if request.content_length and request.content_length > MAX_BODY:
+        fail(413, "body_too_large", f"request body over {MAX_BODY // 1024} KiB")
+    raw = await request.read()
+    if len(raw) > MAX_BODY:
+        fail(413, "body_too_large", f"request body over {MAX_BODY // 1024} KiB")
+    try:
+        data = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        fail(400, "invalid_json", "request body is not valid JSON")
+    if not isinstance(data, dict):
+        fail(400, "invalid_json", "request body must be a JSON object")
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        names = ", ".join(e["field"] for e in errors)
+        fail(400, "invalid_request", f"invalid fields: {names}", fields=errors)

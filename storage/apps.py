@@ -1,0 +1,183 @@
+"""OAuth applications: rows in `apps`, client secrets sealed to their row."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from authbroker import oauth
+from storage.sealing import KeyRing, aad
+
+COLUMNS = """id, name, client_id, client_secret, client_secrets_previous, authorization_url,
+    token_url, revoke_url, scopes, scope_separator, client_auth, client_auth_detected,
+    authorize_params, token_params, pkce, refresh_margin, default_token_lifetime,
+    refresh_token_lifetime, probe_url, probe_interval, preset, paused_at, paused_problem, deleting,
+    created_at, updated_at"""
+
+SECRET_COLUMNS = ("client_secret", "client_secrets_previous")
+
+
+@dataclass(frozen=True)
+class App:
+    id: uuid.UUID
+    name: str
+    client_id: str
+    client_secret: bytes | None = field(repr=False)
+    client_secrets_previous: bytes | None = field(repr=False)
+    authorization_url: str
+    token_url: str
+    revoke_url: str | None
+    scopes: list[str]
+    scope_separator: str
+    client_auth: str
+    client_auth_detected: str | None
+    authorize_params: dict[str, str]
+    token_params: dict[str, str]
+    pkce: bool
+    refresh_margin: int
+    default_token_lifetime: int | None
+    refresh_token_lifetime: int | None
+    probe_url: str | None
+    probe_interval: int | None
+    preset: str | None
+    paused_at: datetime | None
+    paused_problem: str | None
+    deleting: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> App:
+        return cls(**dict(row))
+
+    def client(self, ring: KeyRing) -> oauth.Client:
+        """The protocol's view of this app, with its secrets opened for one request."""
+        secret = (
+            ring.open(self.client_secret, aad=aad("apps", self.id, "client_secret"))
+            if self.client_secret
+            else None
+        )
+        previous: tuple[str, ...] = ()
+        if self.client_secrets_previous:
+            previous = tuple(
+                json.loads(
+                    ring.open(
+                        self.client_secrets_previous,
+                        aad=aad("apps", self.id, "client_secrets_previous"),
+                    )
+                )
+            )
+        return oauth.Client(
+            client_id=self.client_id,
+            client_secret=secret,
+            authorization_url=self.authorization_url,
+            token_url=self.token_url,
+            revoke_url=self.revoke_url,
+            scope_separator=self.scope_separator,
+            # Once `auto` has found what the provider accepts, use it directly.
+            client_auth=self.client_auth_detected or self.client_auth,  # type: ignore[arg-type]
+            authorize_params=self.authorize_params,
+            token_params=self.token_params,
+            pkce=self.pkce,
+            previous_secrets=previous,
+        )
+
+
+def _sealed_values(ring: KeyRing, app_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
+    """Replace plaintext secrets in `values` with sealed bytes bound to the app's row."""
+    out = dict(values)
+    if "client_secret" in out and out["client_secret"] is not None:
+        out["client_secret"] = ring.seal(
+            out["client_secret"], aad=aad("apps", app_id, "client_secret")
+        )
+    if "client_secrets_previous" in out:
+        previous = out["client_secrets_previous"] or []
+        out["client_secrets_previous"] = (
+            ring.seal(json.dumps(previous), aad=aad("apps", app_id, "client_secrets_previous"))
+            if previous
+            else None
+        )
+    return out
+
+
+async def create(conn: asyncpg.Connection, ring: KeyRing, values: dict[str, Any]) -> App:
+    app_id = uuid.uuid4()
+    sealed = _sealed_values(ring, app_id, values)
+    names = ["id", *sealed]
+    placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+    row = await conn.fetchrow(
+        f"INSERT INTO apps ({', '.join(names)}) VALUES ({placeholders}) RETURNING {COLUMNS}",
+        app_id,
+        *sealed.values(),
+    )
+    return App.from_row(row)
+
+
+async def update(conn: asyncpg.Connection, ring: KeyRing, app: App, changes: dict[str, Any]) -> App:
+    """Apply changes; any change resumes an app paused for invalid settings and forgets the
+    placement `auto` detected when the placement itself changes."""
+    sealed = _sealed_values(ring, app.id, changes)
+    sets = [f"{name} = ${i}" for i, name in enumerate(sealed, start=2)]
+    sets += ["updated_at = now()", "paused_at = NULL", "paused_problem = NULL"]
+    if "client_auth" in changes or "token_url" in changes:
+        sets.append("client_auth_detected = NULL")
+    row = await conn.fetchrow(
+        f"UPDATE apps SET {', '.join(sets)} WHERE id = $1 RETURNING {COLUMNS}",
+        app.id,
+        *sealed.values(),
+    )
+    return App.from_row(row)
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> App | None:
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM apps WHERE name = $1", name)
+    return App.from_row(row) if row else None
+
+
+async def get_by_id(conn: asyncpg.Connection | asyncpg.Pool, app_id: uuid.UUID) -> App | None:
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM apps WHERE id = $1", app_id)
+    return App.from_row(row) if row else None
+
+
+async def list_all(conn: asyncpg.Connection | asyncpg.Pool) -> list[App]:
+    return [App.from_row(r) for r in await conn.fetch(f"SELECT {COLUMNS} FROM apps ORDER BY name")]
+
+
+async def remember_placement(conn: asyncpg.Connection, app_id: uuid.UUID, placement: str) -> bool:
+    """Record what `auto` found; true when it was news (so the caller logs it once)."""
+    result = await conn.execute(
+        """UPDATE apps SET client_auth_detected = $2
+           WHERE id = $1 AND client_auth = 'auto' AND client_auth_detected IS DISTINCT FROM $2""",
+        app_id,
+        placement,
+    )
+    return result.endswith(" 1")
+
+
+async def pause(conn: asyncpg.Connection, app_id: uuid.UUID, problem: str) -> bool:
+    """Pause refreshes for an app; true only for the call that paused it (one event, not many)."""
+    result = await conn.execute(
+        "UPDATE apps SET paused_at = now(), paused_problem = $2 WHERE id = $1 AND paused_at IS NULL",
+        app_id,
+        problem,
+    )
+    return result.endswith(" 1")
+
+
+async def mark_deleting(conn: asyncpg.Connection, app_id: uuid.UUID) -> None:
+    """The app goes once its last connection is revoked (the revoke job needs its secrets)."""
+    await conn.execute(
+        "UPDATE apps SET deleting = true, paused_at = coalesce(paused_at, now()) WHERE id = $1",
+        app_id,
+    )
+
+
+async def delete(conn: asyncpg.Connection, app_id: uuid.UUID) -> None:
+    """Delete the app with its ended connections (they hold no secrets any more)."""
+    await conn.execute("DELETE FROM connections WHERE app_id = $1 AND status = 'revoked'", app_id)
+    await conn.execute("DELETE FROM apps WHERE id = $1", app_id)

@@ -1,0 +1,269 @@
+"""Connections: one authorized account of an app, with its sealed tokens and its health."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from authbroker import oauth
+from storage.sealing import KeyRing, aad
+
+COLUMNS = """c.id, c.app_id, a.name AS app, c.status, c.problem, c.problem_detail, c.access_token,
+    c.refresh_token, c.token_type, c.extra, c.expires_at, c.refresh_at, c.refresh_token_expires_at,
+    c.requested_scopes, c.granted_scopes, c.metadata, c.version, c.lease_holder, c.lease_until,
+    c.failed_attempts, c.next_attempt_at, c.last_error, c.last_refresh_at, c.authorized_at,
+    c.created_at, c.updated_at"""
+FROM = "connections c JOIN apps a ON a.id = c.app_id"
+
+# Statuses whose connection still holds (or is about to hold) a grant at the provider.
+LIVE = ("pending", "active", "failed", "expired", "revoking")
+
+
+class ConnectionConflict(Exception):
+    """The connection id is taken by another app's connection."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    id: str
+    app_id: uuid.UUID
+    app: str
+    status: str
+    problem: str | None
+    problem_detail: str | None
+    access_token: bytes | None = field(repr=False)
+    refresh_token: bytes | None = field(repr=False)
+    token_type: str | None
+    extra: bytes | None = field(repr=False)
+    expires_at: datetime | None
+    refresh_at: datetime | None
+    refresh_token_expires_at: datetime | None
+    requested_scopes: list[str]
+    granted_scopes: list[str] | None
+    metadata: dict[str, Any]
+    version: int
+    lease_holder: str | None
+    lease_until: datetime | None
+    failed_attempts: int
+    next_attempt_at: datetime | None
+    last_error: dict[str, Any] | None
+    last_refresh_at: datetime | None
+    authorized_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Connection:
+        return cls(**dict(row))
+
+    def open_access_token(self, ring: KeyRing) -> str | None:
+        if self.access_token is None:
+            return None
+        return ring.open(self.access_token, aad=aad("connections", self.id, "access_token"))
+
+    def open_refresh_token(self, ring: KeyRing) -> str | None:
+        if self.refresh_token is None:
+            return None
+        return ring.open(self.refresh_token, aad=aad("connections", self.id, "refresh_token"))
+
+
+async def get(db: asyncpg.Connection | asyncpg.Pool, connection_id: str) -> Connection | None:
+    row = await db.fetchrow(f"SELECT {COLUMNS} FROM {FROM} WHERE c.id = $1", connection_id)
+    return Connection.from_row(row) if row else None
+
+
+async def page(
+    db: asyncpg.Connection | asyncpg.Pool,
+    *,
+    app: str | None,
+    status: str | None,
+    after: str | None,
+    limit: int,
+) -> list[Connection]:
+    """Keyset pagination by id: stable under inserts, cheap at any depth."""
+    rows = await db.fetch(
+        f"""SELECT {COLUMNS} FROM {FROM}
+            WHERE ($1::text IS NULL OR a.name = $1)
+              AND ($2::text IS NULL OR c.status = $2)
+              AND ($3::text IS NULL OR c.id > $3)
+            ORDER BY c.id LIMIT $4""",
+        app,
+        status,
+        after,
+        limit,
+    )
+    return [Connection.from_row(r) for r in rows]
+
+
+async def count_live(db: asyncpg.Connection | asyncpg.Pool, app_id: uuid.UUID) -> int:
+    return await db.fetchval(
+        "SELECT count(*) FROM connections WHERE app_id = $1 AND status = ANY($2::text[])",
+        app_id,
+        list(LIVE),
+    )
+
+
+async def start(
+    conn: asyncpg.Connection,
+    *,
+    connection_id: str,
+    app_id: uuid.UUID,
+    requested_scopes: list[str],
+    metadata: dict[str, Any] | None,
+) -> bool:
+    """Create a pending connection, or prepare an existing one of the same app for
+    re-authorization (its current tokens keep working until the new ones arrive).
+    Returns True when the connection is new."""
+    row = await conn.fetchrow(
+        """INSERT INTO connections (id, app_id, requested_scopes, metadata)
+           VALUES ($1, $2, $3, coalesce($4, '{}'::jsonb))
+           ON CONFLICT (id) DO UPDATE
+              SET metadata = coalesce($4, connections.metadata), updated_at = now()
+              WHERE connections.app_id = $2
+           RETURNING (xmax = 0) AS created""",
+        connection_id,
+        app_id,
+        requested_scopes,
+        metadata,
+    )
+    if row is None:
+        raise ConnectionConflict(connection_id)
+    return bool(row["created"])
+
+
+async def store_tokens(
+    conn: asyncpg.Connection,
+    ring: KeyRing,
+    connection_id: str,
+    tokens: oauth.TokenResponse,
+    *,
+    expires_at: datetime | None,
+    refresh_at: datetime | None,
+    refresh_token_expires_at: datetime | None,
+    requested_scopes: list[str] | None,
+    granted_scopes: list[str],
+    problem: str | None,
+    authorized: bool,
+    lease_holder: str | None = None,
+) -> Connection | None:
+    """Write a token response in one statement. An absent refresh token keeps the stored one
+    (RFC 6749 §6; providers that issue it once per user). With `lease_holder`, the write
+    happens only while that holder still owns the refresh lease, and releases it."""
+    seal = ring.seal
+    access = seal(tokens.access_token, aad=aad("connections", connection_id, "access_token"))
+    refresh = (
+        seal(tokens.refresh_token, aad=aad("connections", connection_id, "refresh_token"))
+        if tokens.refresh_token
+        else None
+    )
+    extra = (
+        seal(json.dumps(dict(tokens.extra)), aad=aad("connections", connection_id, "extra"))
+        if tokens.extra
+        else None
+    )
+    row = await conn.fetchrow(
+        f"""WITH updated AS (
+              UPDATE connections SET
+                status = 'active', problem = $2, problem_detail = NULL,
+                access_token = $3, refresh_token = coalesce($4, refresh_token),
+                token_type = $5, extra = coalesce($6, extra), expires_at = $7, refresh_at = $8,
+                refresh_token_expires_at = CASE WHEN $4::bytea IS NULL
+                    THEN refresh_token_expires_at ELSE $9 END,
+                requested_scopes = coalesce($10, requested_scopes), granted_scopes = $11,
+                version = version + 1, failed_attempts = 0, next_attempt_at = NULL,
+                last_error = NULL, last_refresh_at = CASE WHEN $12 THEN last_refresh_at ELSE now() END,
+                authorized_at = CASE WHEN $12 THEN now() ELSE authorized_at END,
+                lease_holder = NULL, lease_until = NULL, updated_at = now()
+              WHERE id = $1 AND ($13::text IS NULL OR lease_holder = $13)
+              RETURNING *)
+            SELECT {COLUMNS.replace("c.", "u.")} FROM updated u JOIN apps a ON a.id = u.app_id""",
+        connection_id,
+        problem,
+        access,
+        refresh,
+        tokens.token_type,
+        extra,
+        expires_at,
+        refresh_at,
+        refresh_token_expires_at,
+        requested_scopes,
+        granted_scopes,
+        authorized,
+        lease_holder,
+    )
+    return Connection.from_row(row) if row else None
+
+
+async def set_problem(
+    conn: asyncpg.Connection,
+    connection_id: str,
+    *,
+    problem: str,
+    detail: str | None = None,
+    status: str | None = None,
+    last_error: dict[str, Any] | None = None,
+) -> None:
+    """Record a problem; with `status`, also move the connection to it (e.g. `failed`)."""
+    await conn.execute(
+        """UPDATE connections SET problem = $2, problem_detail = $3,
+               status = coalesce($4, status), last_error = coalesce($5, last_error),
+               refresh_at = CASE WHEN $4 IN ('failed', 'expired', 'revoked') THEN NULL
+                                 ELSE refresh_at END,
+               updated_at = now()
+           WHERE id = $1""",
+        connection_id,
+        problem,
+        detail,
+        status,
+        last_error,
+    )
+
+
+async def begin_revoke(conn: asyncpg.Connection, connection_id: str) -> bool:
+    """Mark a connection for revocation; false if it is already revoked or being revoked."""
+    result = await conn.execute(
+        """UPDATE connections SET status = 'revoking', refresh_at = NULL, updated_at = now()
+           WHERE id = $1 AND status NOT IN ('revoking', 'revoked')""",
+        connection_id,
+    )
+    return result.endswith(" 1")
+
+
+async def begin_revoke_app(conn: asyncpg.Connection, app_id: uuid.UUID) -> list[str]:
+    rows = await conn.fetch(
+        """UPDATE connections SET status = 'revoking', refresh_at = NULL, updated_at = now()
+           WHERE app_id = $1 AND status = ANY($2::text[]) RETURNING id""",
+        app_id,
+        list(LIVE),
+    )
+    return [r["id"] for r in rows]
+
+
+async def stranded_revocations(
+    db: asyncpg.Connection | asyncpg.Pool, *, older_than_seconds: float, limit: int
+) -> list[str]:
+    rows = await db.fetch(
+        """SELECT id FROM connections
+           WHERE status = 'revoking' AND updated_at < now() - make_interval(secs => $1)
+           ORDER BY updated_at LIMIT $2""",
+        float(older_than_seconds),
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def wipe(conn: asyncpg.Connection, connection_id: str) -> None:
+    """Forget every secret of a connection; what remains is its history."""
+    await conn.execute(
+        """UPDATE connections SET status = 'revoked', access_token = NULL, refresh_token = NULL,
+               extra = NULL, expires_at = NULL, refresh_at = NULL, refresh_token_expires_at = NULL,
+               problem = NULL, problem_detail = NULL, lease_holder = NULL, lease_until = NULL,
+               version = version + 1, updated_at = now()
+           WHERE id = $1""",
+        connection_id,
+    )

@@ -1,0 +1,38 @@
+"""The outbox: events written in the transaction of the change they describe.
+
+`pg_notify` in the same transaction is delivered at commit, which wakes the relay within
+milliseconds without polling; the rows themselves are the truth if a notification is missed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+NOTIFY_CHANNEL = "authbroker_outbox"
+
+
+async def append(conn: asyncpg.Connection, *events: dict[str, Any]) -> None:
+    if not events:
+        return
+    await conn.executemany("INSERT INTO outbox (event) VALUES ($1)", [(e,) for e in events])
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+
+
+async def pending(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, event FROM outbox WHERE relayed_at IS NULL ORDER BY id LIMIT $1", limit
+    )
+
+
+async def mark_relayed(conn: asyncpg.Connection, ids: list[int]) -> None:
+    await conn.execute("UPDATE outbox SET relayed_at = now() WHERE id = ANY($1::bigint[])", ids)
+
+
+async def prune(conn: asyncpg.Connection, older_than_days: int = 7) -> int:
+    """Delete relayed events older than the stream's useful replay window."""
+    result = await conn.execute(
+        "DELETE FROM outbox WHERE relayed_at < now() - make_interval(days => $1)", older_than_days
+    )
+    return int(result.split()[-1])

@@ -1,0 +1,76 @@
+"""What the web side and the workers open at start: the key ring, the Postgres pool and Redis.
+
+Both sides use the same function, so they agree on the key ring, the pool's codecs and the Redis
+prefix, and a test can open exactly what production opens.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+from arq import create_pool as create_arq_pool
+from arq.connections import ArqRedis, RedisSettings
+
+from authbroker.config import Settings, SettingsError
+from storage.pool import create_pool
+from storage.sealing import KeyRing
+
+KEYS_FILE = "encryption-keys"
+
+
+def load_key_ring(settings: Settings) -> KeyRing:
+    """The ring from AUTHBROKER_ENCRYPTION_KEYS; in development, a key generated once and kept
+    in the data directory (production refuses to start without explicit keys)."""
+    text = settings.encryption_keys
+    if text is None:
+        if settings.production:
+            raise SettingsError("AUTHBROKER_ENCRYPTION_KEYS is required in production")
+        path = Path(settings.data_dir) / KEYS_FILE
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(KeyRing.generate_line("dev1") + "\n")
+        text = path.read_text()
+    try:
+        return KeyRing.parse(text)
+    except ValueError as exc:
+        raise SettingsError(f"AUTHBROKER_ENCRYPTION_KEYS: {exc}") from None
+
+
+def redis_settings(url: str) -> RedisSettings:
+    settings = RedisSettings.from_dsn(url)
+    # Fail fast when Redis is down rather than blocking a request for arq's default 5 retries.
+    settings.conn_retries = 1
+    settings.conn_timeout = 2
+    return settings
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    ring: KeyRing = field(repr=False)
+    pool: asyncpg.Pool
+    redis: ArqRedis
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, ring: KeyRing, *, pool_min: int = 1, pool_max: int = 10
+    ) -> Resources:
+        assert settings.database_url and settings.redis_url, "start embedded servers first"
+        pool = await create_pool(settings.database_url, min_size=pool_min, max_size=pool_max)
+        try:
+            redis = await create_arq_pool(
+                redis_settings(settings.redis_url), default_queue_name=settings.queue_name
+            )
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(settings=settings, ring=ring, pool=pool, redis=redis)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.pool.close()

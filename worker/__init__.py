@@ -1,0 +1,1 @@
+"""The background side (arq): exchange, refresh, revoke, scheduling, event relay."""
