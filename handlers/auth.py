@@ -35,6 +35,5 @@ async def api_key_middleware(request: web.Request, handler: web.Handler) -> web.
     found = await api_keys.verify(resources.pool, key.strip())
     if found is None:
         _refuse()
-    request["api_key_id"] = found.id
     await api_keys.touch(resources.pool, found.id)
     return await handler(request)

@@ -1,0 +1,67 @@
+"""Process-global request counters for the test-only OAuth server.
+
+The server runs as a single threaded process, so a dict guarded by a lock is enough.
+"""
+
+import threading
+from collections import defaultdict
+from urllib.parse import parse_qs
+
+TOKEN_PATH = "/o/token/"
+REVOKE_PATH = "/o/revoke_token/"
+RESOURCE_PATH = "/api/me"
+
+_lock = threading.Lock()
+_token_requests: "defaultdict[str, defaultdict[str, int]]" = defaultdict(lambda: defaultdict(int))
+_revocations: "defaultdict[str, int]" = defaultdict(int)
+_resource_requests: "defaultdict[str, int]" = defaultdict(int)
+
+
+def snapshot() -> dict:
+    with _lock:
+        return {
+            "token_requests": {
+                grant: dict(by_status) for grant, by_status in _token_requests.items()
+            },
+            "revocations": dict(_revocations),
+            "resource_requests": dict(_resource_requests),
+        }
+
+
+def reset() -> None:
+    with _lock:
+        _token_requests.clear()
+        _revocations.clear()
+        _resource_requests.clear()
+
+
+def _grant_type(request) -> str:
+    # Read the raw body (cached by Django) rather than request.POST so that the
+    # view still sees an untouched request whatever the content type is.
+    try:
+        body = request.body.decode("utf-8", "replace")
+    except Exception:  # pragma: no cover - defensive
+        return "unknown"
+    values = parse_qs(body).get("grant_type")
+    return values[0] if values else "missing"
+
+
+class StatsMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        path = request.path_info
+        grant = None
+        if request.method == "POST" and path == TOKEN_PATH:
+            grant = _grant_type(request)
+        response = self.get_response(request)
+        status = str(response.status_code)
+        with _lock:
+            if grant is not None:
+                _token_requests[grant][status] += 1
+            elif request.method == "POST" and path == REVOKE_PATH:
+                _revocations[status] += 1
+            elif path == RESOURCE_PATH:
+                _resource_requests[status] += 1
+        return response
