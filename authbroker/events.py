@@ -24,6 +24,8 @@ class EventType(StrEnum):
     SCOPES_DENIED = "connection.scopes_denied"
     REFRESH_TOKEN_MISSING = "connection.refresh_token_missing"
     AUTHORIZATION_FAILED = "connection.authorization_failed"
+    # Not in DESIGN.md's list: a runtime reported that the token lacks a scope (RFC 6750).
+    INSUFFICIENT_SCOPE = "connection.insufficient_scope"
     APP_SETTINGS_INVALID = "app.settings_invalid"
 
 

@@ -211,6 +211,15 @@ class ConnectionStart(BaseModel):
         return value
 
 
+class Report(BaseModel):
+    """What a web service answered a runtime that used a token (RFC 6750 §3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal[401, 403]
+    www_authenticate: str | None = Field(default=None, max_length=4096)
+
+
 def field_errors(exc: ValidationError) -> list[dict[str, str]]:
     """Pydantic's errors as `[{field, message}]`, naming each field the way the caller wrote it."""
     errors = []

@@ -9,15 +9,18 @@ from typing import Any
 from aiohttp import web
 
 from authbroker import oauth
+from authbroker.events import EventType, make_event
 from authbroker.logs import get_logger
 from authbroker.problems import Problem
-from authbroker.schemas import ConnectionStart
+from authbroker.schemas import ConnectionStart, Report
 from handlers.apps import load_app
 from handlers.context import resources
+from handlers.refreshing import expiring, refresh_and_wait, seconds_until
 from handlers.responses import fail, ok, read_model
-from storage import authorizations, connections
+from storage import apps, authorizations, connections, outbox
 from storage.connections import Connection, ConnectionConflict
 from storage.jobs import enqueue_revokes
+from storage.resources import Resources
 
 routes = web.RouteTableDef()
 log = get_logger("authbroker.api")
@@ -154,12 +157,9 @@ async def show_connection(request: web.Request) -> web.Response:
     return ok(connection_view(await load_connection(request)))
 
 
-@routes.get("/v1/connections/{connection_id}/credentials")
-async def connection_credentials(request: web.Request) -> web.Response:
-    """A valid access token and a ready `Authorization` value, or why there is none."""
-    res = resources(request)
-    found = await load_connection(request)
-    if found.status != "active" or found.access_token is None:
+def _unavailable(found: Connection, app_paused: str | None = None) -> None:
+    """Answer why there is no usable token: 503 while it may come back, 409 when it will not."""
+    if found.status != "active":
         fail(
             409,
             "connection_not_active",
@@ -168,32 +168,167 @@ async def connection_credentials(request: web.Request) -> web.Response:
             + (" (authorization not completed yet)" if found.status == "pending" else ""),
             status=found.status,
             problem=found.problem,
+            detail=_remedy(found.problem),
         )
-    now = datetime.now(UTC)
-    if found.expires_at is not None and found.expires_at <= now:
-        fail(
-            503,
-            "token_expired",
-            "the access token expired and has not been refreshed yet",
-            problem=str(Problem.TOKEN_EXPIRED),
-            detail=Problem.TOKEN_EXPIRED.remedy,
-            headers={"Retry-After": "5"},
-        )
+    problem = app_paused or str(Problem.TOKEN_EXPIRED)
+    fail(
+        503,
+        problem,
+        "no valid access token now: "
+        + ("the app's settings were refused by the provider" if app_paused else "refresh pending"),
+        problem=problem,
+        detail=_remedy(problem),
+        next_attempt_at=found.next_attempt_at,
+        headers={"Retry-After": str(seconds_until(found.next_attempt_at))},
+    )
+
+
+def _remedy(problem: str | None) -> str | None:
+    return Problem(problem).remedy if problem in Problem.__members__.values() else None
+
+
+def _credentials(res: Resources, found: Connection) -> web.Response:
     access_token = found.open_access_token(res.ring)
     token_type = found.token_type or "Bearer"
+    scopes = found.granted_scopes if found.granted_scopes is not None else found.requested_scopes
     return ok(
         {
             "type": "oauth2",
             "access_token": access_token,
             "token_type": token_type,
             "expires_at": found.expires_at,
-            "scopes": found.granted_scopes
-            if found.granted_scopes is not None
-            else found.requested_scopes,
+            "scopes": scopes,
             "authorization": f"{token_type} {access_token}",
         },
-        headers={"Cache-Control": "no-store"},
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
     )
+
+
+@routes.get("/v1/connections/{connection_id}/credentials")
+async def connection_credentials(request: web.Request) -> web.Response:
+    """A valid access token and a ready `Authorization` value. A token about to expire is
+    refreshed first (joining a refresh in flight); the runtime waits at most ten seconds."""
+    res = resources(request)
+    found = await load_connection(request)
+    if found.status != "active" or found.access_token is None:
+        _unavailable(found)
+    now = datetime.now(UTC)
+    if expiring(found, now) and found.refresh_token is not None:
+        app = await apps.get_by_id(res.pool, found.app_id)
+        if app is not None and app.paused_at is None:
+            found = await refresh_and_wait(res, found) or found
+    now = datetime.now(UTC)
+    if found.status != "active" or found.access_token is None:
+        _unavailable(found)
+    if found.expires_at is not None and found.expires_at <= now:
+        paused = await apps.get_by_id(res.pool, found.app_id)
+        _unavailable(found, paused.paused_problem if paused and paused.paused_at else None)
+    return _credentials(res, found)
+
+
+@routes.post("/v1/connections/{connection_id}/refresh")
+async def force_refresh(request: web.Request) -> web.Response:
+    """Refresh now, whatever the schedule says, and tell what happened."""
+    res = resources(request)
+    found = await load_connection(request)
+    if found.status != "active":
+        _unavailable(found)
+    if found.refresh_token is None:
+        fail(
+            409,
+            "refresh_token_missing",
+            "this connection has no refresh token",
+            problem=str(Problem.REFRESH_TOKEN_MISSING),
+            detail=Problem.REFRESH_TOKEN_MISSING.remedy,
+        )
+    app = await apps.get_by_id(res.pool, found.app_id)
+    if app is not None and app.paused_at is not None:
+        _unavailable(found, app.paused_problem)
+    after = await refresh_and_wait(res, found)
+    if after is None:
+        fail(
+            503,
+            "refresh_pending",
+            "the refresh did not finish within 10 seconds; it goes on in the background",
+            headers={"Retry-After": "5"},
+        )
+    outcome = (
+        "refreshed"
+        if after.status == "active" and after.version > found.version
+        else ("failed" if after.status != "active" else "retrying")
+    )
+    return ok({"outcome": outcome, "connection": connection_view(after)})
+
+
+@routes.post("/v1/connections/{connection_id}/report")
+async def report(request: web.Request) -> web.Response:
+    """A runtime tells what the web service answered (RFC 6750 §3): an invalid token is
+    refreshed (and invalidated if the provider then refuses the grant); a missing scope is
+    recorded; a 403 without a Bearer challenge hints that no token was sent at all."""
+    res = resources(request)
+    found = await load_connection(request)
+    body = await read_model(request, Report)
+    challenge = oauth.parse_bearer_challenge(body.www_authenticate)
+    record = {
+        "status": body.status,
+        "error": challenge.error if challenge else None,
+        "scope": challenge.scope if challenge else None,
+        "at": datetime.now(UTC).isoformat(),
+    }
+    await connections.record_report(res.pool, found.id, record)
+    bound = log.bind(app=found.app, connection_id=found.id, reported_status=body.status)
+    if challenge is not None and challenge.error == "insufficient_scope":
+        needed = challenge.scope or []
+        async with res.pool.acquire() as conn, conn.transaction():
+            await connections.set_problem(
+                conn,
+                found.id,
+                problem=str(Problem.INSUFFICIENT_SCOPE),
+                detail=Problem.INSUFFICIENT_SCOPE.remedy
+                + (f" Required: {' '.join(needed)}." if needed else ""),
+            )
+            await outbox.append(
+                conn,
+                make_event(
+                    EventType.INSUFFICIENT_SCOPE,
+                    app=found.app,
+                    connection_id=found.id,
+                    status=found.status,
+                    problem=Problem.INSUFFICIENT_SCOPE,
+                    data={"required_scopes": needed, "granted_scopes": found.granted_scopes},
+                ),
+            )
+        bound.info("insufficient_scope_reported", required=needed)
+        return ok(
+            {
+                "action": "recorded",
+                "problem": str(Problem.INSUFFICIENT_SCOPE),
+                "required_scopes": needed,
+            }
+        )
+    token_refused = body.status == 401 or (
+        challenge is not None and challenge.error == "invalid_token"
+    )
+    if token_refused:
+        if found.status != "active" or found.refresh_token is None:
+            _unavailable(found)
+        after = await refresh_and_wait(res, found)
+        bound.info("invalid_token_reported", outcome=after.status if after else "pending")
+        return ok(
+            {
+                "action": "refreshed"
+                if after and after.status == "active"
+                else "refresh_attempted",
+                "connection": connection_view(after or found),
+            }
+        )
+    hint = (
+        "The web service answered 403 without a Bearer challenge: the request may have been sent "
+        "without the Authorization header, or the provider restricts access (IP ranges, "
+        "domains, plan). Check that the runtime sends the `authorization` value it received."
+    )
+    bound.info("forbidden_reported", bearer_challenge=challenge is not None)
+    return ok({"action": "none", "hint": hint})
 
 
 @routes.delete("/v1/connections/{connection_id}")

@@ -39,10 +39,17 @@ class ApiError(Exception):
 
 
 def fail(
-    status: int, error: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+    http_status: int,
+    error: str,
+    message: str,
+    /,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> NoReturn:
-    """Stop handling the request and answer `status` with a JSON body naming the error."""
-    raise ApiError(status, {"error": error, "message": message, **extra}, headers)
+    """Stop handling the request and answer `http_status` with a JSON body naming the error;
+    `extra` fields (a connection's `status`, its `problem`, …) join the body."""
+    raise ApiError(http_status, {"error": error, "message": message, **extra}, headers)
 
 
 async def read_model(request: web.Request, model: type[Model], **context: Any) -> Model:

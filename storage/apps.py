@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from authbroker import oauth
+from storage import connections
 from storage.sealing import KeyRing, aad
 
 COLUMNS = """id, name, client_id, client_secret, client_secrets_previous, authorization_url,
@@ -131,6 +132,8 @@ async def update(conn: asyncpg.Connection, ring: KeyRing, app: App, changes: dic
         app.id,
         *sealed.values(),
     )
+    if app.paused_at is not None:
+        await connections.resume_app(conn, app.id)
     return App.from_row(row)
 
 

@@ -16,7 +16,8 @@ from storage.sealing import KeyRing, aad
 COLUMNS = """c.id, c.app_id, a.name AS app, c.status, c.problem, c.problem_detail, c.access_token,
     c.refresh_token, c.token_type, c.extra, c.expires_at, c.refresh_at, c.refresh_token_expires_at,
     c.requested_scopes, c.granted_scopes, c.metadata, c.version, c.lease_holder, c.lease_until,
-    c.failed_attempts, c.next_attempt_at, c.last_error, c.last_refresh_at, c.authorized_at,
+    c.failed_attempts, c.next_attempt_at, c.last_error, c.last_refresh_at, c.last_report,
+    c.last_probe_at, c.authorized_at,
     c.created_at, c.updated_at"""
 FROM = "connections c JOIN apps a ON a.id = c.app_id"
 
@@ -53,6 +54,8 @@ class Connection:
     next_attempt_at: datetime | None
     last_error: dict[str, Any] | None
     last_refresh_at: datetime | None
+    last_report: dict[str, Any] | None
+    last_probe_at: datetime | None
     authorized_at: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -150,10 +153,15 @@ async def store_tokens(
     problem: str | None,
     authorized: bool,
     lease_holder: str | None = None,
+    expected_version: int | None = None,
 ) -> Connection | None:
     """Write a token response in one statement. An absent refresh token keeps the stored one
-    (RFC 6749 §6; providers that issue it once per user). With `lease_holder`, the write
-    happens only while that holder still owns the refresh lease, and releases it."""
+    (RFC 6749 §6; providers that issue it once per user).
+
+    With `lease_holder`, the write happens only if the refresh is still this holder's: it holds
+    the lease, or its lease lapsed but nobody has written since (`expected_version`). The
+    second case matters for one-time refresh tokens: the provider has already consumed the old
+    token, so these new tokens are the only ones that work and must not be thrown away."""
     seal = ring.seal
     access = seal(tokens.access_token, aad=aad("connections", connection_id, "access_token"))
     refresh = (
@@ -179,7 +187,8 @@ async def store_tokens(
                 last_error = NULL, last_refresh_at = CASE WHEN $12 THEN last_refresh_at ELSE now() END,
                 authorized_at = CASE WHEN $12 THEN now() ELSE authorized_at END,
                 lease_holder = NULL, lease_until = NULL, updated_at = now()
-              WHERE id = $1 AND ($13::text IS NULL OR lease_holder = $13)
+              WHERE id = $1 AND ($13::text IS NULL OR lease_holder = $13
+                                  OR (version = $14 AND (lease_holder IS NULL OR lease_until < now())))
               RETURNING *)
             SELECT {COLUMNS.replace("c.", "u.")} FROM updated u JOIN apps a ON a.id = u.app_id""",
         connection_id,
@@ -195,6 +204,7 @@ async def store_tokens(
         granted_scopes,
         authorized,
         lease_holder,
+        expected_version,
     )
     return Connection.from_row(row) if row else None
 
@@ -214,6 +224,8 @@ async def set_problem(
                status = coalesce($4, status), last_error = coalesce($5, last_error),
                refresh_at = CASE WHEN $4 IN ('failed', 'expired', 'revoked') THEN NULL
                                  ELSE refresh_at END,
+               lease_holder = CASE WHEN $4 IS NULL THEN lease_holder END,
+               lease_until = CASE WHEN $4 IS NULL THEN lease_until END,
                updated_at = now()
            WHERE id = $1""",
         connection_id,
@@ -267,3 +279,107 @@ async def wipe(conn: asyncpg.Connection, connection_id: str) -> None:
            WHERE id = $1""",
         connection_id,
     )
+
+
+async def take_lease(
+    db: asyncpg.Connection | asyncpg.Pool, connection_id: str, holder: str, seconds: float
+) -> Connection | None:
+    """Take the refresh lease of an active connection: one conditional UPDATE, so of any number
+    of workers racing, exactly one gets it. A lease left by a dead worker lapses by itself.
+    `updated_at` is left alone: it signals waiters that a refresh finished, not that one began."""
+    row = await db.fetchrow(
+        f"""WITH leased AS (
+              UPDATE connections SET lease_holder = $2,
+                     lease_until = now() + make_interval(secs => $3)
+              WHERE id = $1 AND status = 'active'
+                AND (lease_holder IS NULL OR lease_until < now())
+              RETURNING *)
+            SELECT {COLUMNS.replace("c.", "l.")} FROM leased l JOIN apps a ON a.id = l.app_id""",
+        connection_id,
+        holder,
+        float(seconds),
+    )
+    return Connection.from_row(row) if row else None
+
+
+async def release_lease(
+    db: asyncpg.Connection | asyncpg.Pool, connection_id: str, holder: str
+) -> None:
+    """Only the holder can release its lease."""
+    await db.execute(
+        """UPDATE connections SET lease_holder = NULL, lease_until = NULL
+           WHERE id = $1 AND lease_holder = $2""",
+        connection_id,
+        holder,
+    )
+
+
+async def due(db: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[str]:
+    """Active connections whose refresh moment has passed, oldest first. Served by the partial
+    index `connections_refresh_due`: the cost follows the number due, not the table's size."""
+    rows = await db.fetch(
+        """SELECT id FROM connections
+           WHERE status = 'active' AND refresh_at IS NOT NULL AND refresh_at <= now()
+           ORDER BY refresh_at LIMIT $1""",
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def record_transient_failure(
+    conn: asyncpg.Connection,
+    connection_id: str,
+    holder: str,
+    *,
+    next_attempt_at: datetime,
+    last_error: dict[str, Any],
+) -> int:
+    """Count a failed attempt and schedule the next; the connection stays active. Returns the
+    attempt count."""
+    return await conn.fetchval(
+        """UPDATE connections SET failed_attempts = failed_attempts + 1,
+               next_attempt_at = $3, refresh_at = $3, last_error = $4,
+               lease_holder = NULL, lease_until = NULL, updated_at = now()
+           WHERE id = $1 AND lease_holder = $2
+           RETURNING failed_attempts""",
+        connection_id,
+        holder,
+        next_attempt_at,
+        last_error,
+    )
+
+
+async def postpone(
+    db: asyncpg.Connection | asyncpg.Pool, connection_id: str, holder: str, until: datetime | None
+) -> None:
+    """Move the next look at a connection (paused app, token not yet expired) and release."""
+    await db.execute(
+        """UPDATE connections SET refresh_at = $3, lease_holder = NULL, lease_until = NULL
+           WHERE id = $1 AND lease_holder = $2""",
+        connection_id,
+        holder,
+        until,
+    )
+
+
+async def hold_app(conn: asyncpg.Connection, app_id: uuid.UUID) -> None:
+    """Stop scheduling an app's refreshes (its settings were refused)."""
+    await conn.execute(
+        "UPDATE connections SET refresh_at = NULL WHERE app_id = $1 AND status = 'active'", app_id
+    )
+
+
+async def resume_app(conn: asyncpg.Connection, app_id: uuid.UUID) -> None:
+    """Schedule at once the refreshes an app's pause held back."""
+    await conn.execute(
+        """UPDATE connections SET refresh_at = now()
+           WHERE app_id = $1 AND status = 'active' AND refresh_at IS NULL
+             AND (refresh_token IS NOT NULL OR expires_at IS NOT NULL)""",
+        app_id,
+    )
+
+
+async def record_report(
+    db: asyncpg.Connection | asyncpg.Pool, connection_id: str, report: dict[str, Any]
+) -> None:
+    await db.execute("UPDATE connections SET last_report = $2 WHERE id = $1", connection_id, report)

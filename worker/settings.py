@@ -15,6 +15,7 @@ from storage.resources import Resources, redis_settings
 from storage.sealing import KeyRing
 from worker.context import CTX_KEY, WorkerContext, provider_session
 from worker.exchange import exchange_code
+from worker.refresh import refresh_connection, schedule_refreshes
 from worker.relay import Relay
 from worker.revoke import revoke_connection
 from worker.sweep import expire_authorizations, prune, sweep_codes, sweep_revocations
@@ -67,9 +68,17 @@ def build_worker(
         functions=[
             func(exchange_code, max_tries=30, timeout=60),
             func(revoke_connection, max_tries=10, timeout=120),
+            # Refresh outcomes live in Postgres; no result kept, so the job id frees at once.
+            func(refresh_connection, max_tries=1, timeout=300, keep_result=0),
         ],
         cron_jobs=[
             # Cron job ids are global in arq; the prefix keeps deployments sharing a Redis apart.
+            cron(
+                schedule_refreshes,
+                name=f"{settings.redis_prefix}:schedule_refreshes",
+                second=set(range(60)),
+                run_at_startup=True,
+            ),
             cron(
                 sweep_codes,
                 name=f"{settings.redis_prefix}:sweep_codes",

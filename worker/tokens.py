@@ -22,7 +22,8 @@ def token_times(
     """An absent `expires_in` means the app's default lifetime when one is set, else a token
     that does not expire. A refresh token with a lifetime of its own (reported by the provider
     or configured on the app) is refreshed before it ages out, even if the access token lives
-    longer."""
+    longer. Without a refresh token, `refresh_at` is the expiry itself: the moment the worker
+    must report the connection expired."""
     lifetime = tokens.expires_in if tokens.expires_in is not None else app.default_token_lifetime
     refresh_lifetime = tokens.refresh_token_expires_in
     if refresh_lifetime is None and tokens.refresh_token:
@@ -31,14 +32,14 @@ def token_times(
     refresh_expires_at = (
         issued_at + timedelta(seconds=refresh_lifetime) if refresh_lifetime is not None else None
     )
-    refresh_at = (
-        timing.refresh_at(
+    if has_refresh_token:
+        refresh_at = timing.refresh_at(
             issued_at,
             lifetime=lifetime,
             app_margin=app.refresh_margin,
             refresh_token_lifetime=refresh_lifetime,
         )
-        if has_refresh_token
-        else None
-    )
+    else:
+        # Nothing to refresh with: look again at expiry, to mark the connection expired.
+        refresh_at = expires_at
     return TokenTimes(expires_at, refresh_at, refresh_expires_at)

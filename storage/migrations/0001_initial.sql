@@ -63,6 +63,8 @@ CREATE TABLE connections (
     next_attempt_at           timestamptz,
     last_error                jsonb,
     last_refresh_at           timestamptz,
+    last_report               jsonb,
+    last_probe_at             timestamptz,
     authorized_at             timestamptz,
     created_at                timestamptz NOT NULL DEFAULT now(),
     updated_at                timestamptz NOT NULL DEFAULT now()
