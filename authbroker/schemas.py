@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, ClassVar, Literal
+import socket
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -50,11 +51,28 @@ Params = dict[
 ]
 
 
+def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names literally, including the legacy IPv4 spellings resolvers still
+    accept (`2852039166`, `0xa9fea9fe`, `0251.0376.0251.0376`)."""
+    host = host.strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if not re.fullmatch(r"[0-9a-fA-Fx.]+", host):
+            return None
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
 def _forbidden_address(host: str) -> str | None:
     """Why a literal address must not be a provider endpoint (metadata services, link-local)."""
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
+    address = _literal_address(host)
+    if address is None:
         return None
     if address.is_link_local:
         return "is a link-local address (cloud metadata services live there)"
@@ -160,7 +178,7 @@ class AppUpdate(_AppFields):
     probe_url: str | None = Field(default=None, max_length=2048)
     probe_interval: int | None = Field(default=None, ge=60, le=7 * 86_400)
 
-    REQUIRED_WHEN_GIVEN: ClassVar[tuple[str, ...]] = (
+    @field_validator(
         "client_id",
         "authorization_url",
         "token_url",
@@ -171,14 +189,17 @@ class AppUpdate(_AppFields):
         "token_params",
         "pkce",
         "refresh_margin",
+        mode="before",
     )
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Runs only for fields the caller sent: null would clear a setting the app cannot lack.
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
 
     def changes(self) -> dict[str, Any]:
-        given = {name: getattr(self, name) for name in self.model_fields_set}
-        nulls = [n for n in self.REQUIRED_WHEN_GIVEN if n in given and given[n] is None]
-        if nulls:
-            raise ValueError(f"{', '.join(nulls)}: cannot be null")
-        return given
+        return {name: getattr(self, name) for name in self.model_fields_set}
 
 
 class BasicCredentialIn(BaseModel):

@@ -44,6 +44,7 @@ def app_view(app: App, redirect_url: str) -> dict[str, Any]:
         "preset": app.preset,
         "paused": app.paused_at is not None,
         "paused_problem": app.paused_problem,
+        "deleting": app.deleting,
         "redirect_url": redirect_url,
         "created_at": app.created_at,
         "updated_at": app.updated_at,
@@ -89,10 +90,7 @@ async def update_app(request: web.Request) -> web.Response:
     res = resources(request)
     app = await load_app(request)
     body = await read_model(request, AppUpdate, allow_http=res.settings.allow_http)
-    try:
-        changes = body.changes()
-    except ValueError as exc:
-        fail(400, "invalid_request", str(exc))
+    changes = body.changes()
     async with res.pool.acquire() as conn:
         updated = await apps.update(conn, res.ring, app, changes)
     log.info("app_updated", app=app.name, fields=sorted(changes), resumed=app.paused_at is not None)

@@ -107,7 +107,11 @@ async def _accept(res: Resources, params: dict[str, str]) -> Authorization:
             raise BadCallback(
                 "invalid_state", "This sign-in was not started here, or its link is damaged."
             )
-        if authorization.done or authorization.code is not None:
+        if authorization.outcome == "cancelled":
+            raise BadCallback("cancelled", "This connection was deleted before sign-in finished.")
+        if authorization.code is not None or (
+            authorization.done and authorization.outcome != "expired"
+        ):
             raise BadCallback("state_used", "This sign-in link was already used.")
         if authorization.expires_at <= datetime.now(UTC):
             raise BadCallback(

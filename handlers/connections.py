@@ -69,6 +69,8 @@ async def start_authorization(request: web.Request) -> web.Response:
     """Hand out an authorize URL; the connection becomes active once the worker has the tokens."""
     res = resources(request)
     app = await load_app(request)
+    if app.deleting:
+        fail(409, "app_deleting", f"app {app.name!r} is being deleted")
     body = await read_model(request, ConnectionStart)
     connection_id = body.connection_id or f"conn_{uuid.uuid4().hex}"
     scopes = body.scopes if body.scopes is not None else app.scopes
@@ -221,6 +223,15 @@ async def connection_credentials(request: web.Request) -> web.Response:
     if found.status != "active" or found.access_token is None:
         _unavailable(found)
     if found.expires_at is not None and found.expires_at <= now:
+        if found.refresh_token is None:
+            fail(
+                409,
+                "token_expired",
+                "the access token expired and there is no refresh token",
+                status=found.status,
+                problem=str(Problem.TOKEN_EXPIRED),
+                detail="Authorize the connection again.",
+            )
         paused = await apps.get_by_id(res.pool, found.app_id)
         _unavailable(found, paused.paused_problem if paused and paused.paused_at else None)
     return _credentials(res, found)

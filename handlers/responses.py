@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
@@ -17,8 +18,15 @@ Model = TypeVar("Model", bound=BaseModel)
 MAX_BODY = 256 * 1024
 
 
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, default=str, separators=(",", ":"))
+    """JSON with RFC 3339 timestamps, the same shape events use."""
+    return json.dumps(value, default=_default, separators=(",", ":"))
 
 
 def ok(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

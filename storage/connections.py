@@ -187,7 +187,8 @@ async def store_tokens(
                 last_error = NULL, last_refresh_at = CASE WHEN $12 THEN last_refresh_at ELSE now() END,
                 authorized_at = CASE WHEN $12 THEN now() ELSE authorized_at END,
                 lease_holder = NULL, lease_until = NULL, updated_at = now()
-              WHERE id = $1 AND ($13::text IS NULL OR lease_holder = $13
+              WHERE id = $1 AND status NOT IN ('revoking', 'revoked')
+                AND ($13::text IS NULL OR lease_holder = $13
                                   OR (version = $14 AND (lease_holder IS NULL OR lease_until < now())))
               RETURNING *)
             SELECT {COLUMNS.replace("c.", "u.")} FROM updated u JOIN apps a ON a.id = u.app_id""",
@@ -237,10 +238,17 @@ async def set_problem(
 
 
 async def begin_revoke(conn: asyncpg.Connection, connection_id: str) -> bool:
-    """Mark a connection for revocation; false if it is already revoked or being revoked."""
+    """Mark a connection for revocation and cancel its open authorizations (a user finishing
+    consent later must not bring it back); false if it is already revoked or being revoked."""
     result = await conn.execute(
         """UPDATE connections SET status = 'revoking', refresh_at = NULL, updated_at = now()
            WHERE id = $1 AND status NOT IN ('revoking', 'revoked')""",
+        connection_id,
+    )
+    await conn.execute(
+        """UPDATE authorizations SET done = true, done_at = now(), outcome = 'cancelled',
+               code = NULL, code_verifier = NULL
+           WHERE connection_id = $1 AND NOT done""",
         connection_id,
     )
     return result.endswith(" 1")
@@ -252,6 +260,12 @@ async def begin_revoke_app(conn: asyncpg.Connection, app_id: uuid.UUID) -> list[
            WHERE app_id = $1 AND status = ANY($2::text[]) RETURNING id""",
         app_id,
         list(LIVE),
+    )
+    await conn.execute(
+        """UPDATE authorizations SET done = true, done_at = now(), outcome = 'cancelled',
+               code = NULL, code_verifier = NULL
+           WHERE app_id = $1 AND NOT done""",
+        app_id,
     )
     return [r["id"] for r in rows]
 

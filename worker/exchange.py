@@ -99,7 +99,11 @@ async def _succeed(
             problem=str(problem) if problem else None,
             authorized=True,
         )
-        assert stored is not None
+        if stored is None:
+            # Deleted while the user was at the provider: the new grant is not wanted.
+            await authorizations.finish(conn, authorization.id, outcome="cancelled", problem=None)
+            log.info("authorization_cancelled", connection_id=authorization.connection_id)
+            return
         await authorizations.finish(conn, authorization.id, outcome="succeeded", problem=None)
         if app.client_auth == "auto" and await apps.remember_placement(
             conn, app.id, tokens.placement

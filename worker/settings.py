@@ -15,6 +15,7 @@ from storage.resources import Resources, redis_settings
 from storage.sealing import KeyRing
 from worker.context import CTX_KEY, WorkerContext, provider_session
 from worker.exchange import exchange_code
+from worker.probe import probe_connection, schedule_probes
 from worker.refresh import refresh_connection, schedule_refreshes
 from worker.relay import Relay
 from worker.revoke import revoke_connection
@@ -70,6 +71,7 @@ def build_worker(
             func(revoke_connection, max_tries=10, timeout=120),
             # Refresh outcomes live in Postgres; no result kept, so the job id frees at once.
             func(refresh_connection, max_tries=1, timeout=300, keep_result=0),
+            func(probe_connection, max_tries=1, timeout=300, keep_result=0),
         ],
         cron_jobs=[
             # Cron job ids are global in arq; the prefix keeps deployments sharing a Redis apart.
@@ -94,6 +96,11 @@ def build_worker(
                 sweep_revocations,
                 name=f"{settings.redis_prefix}:sweep_revocations",
                 second={10, 40},
+            ),
+            cron(
+                schedule_probes,
+                name=f"{settings.redis_prefix}:schedule_probes",
+                second={20, 50},
             ),
             cron(prune, name=f"{settings.redis_prefix}:prune", minute={17}, second={0}),
         ],
