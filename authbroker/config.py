@@ -38,6 +38,7 @@ class Settings:
     allow_http: bool = False
     provider_timeout: float = 15.0
     worker_concurrency: int = 20
+    metrics_port: int | None = None
 
     @property
     def production(self) -> bool:
@@ -162,6 +163,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allow_http=_bool(env, "ALLOW_HTTP"),
         provider_timeout=_number(env, "PROVIDER_TIMEOUT", 15.0, 1, 120),
         worker_concurrency=int(_number(env, "WORKER_CONCURRENCY", 20, 1, 1000)),
+        metrics_port=int(_number(env, "METRICS_PORT", 0, 0, 65535)) or None,
     )
     if settings.production:
         missing = [

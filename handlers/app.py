@@ -9,7 +9,8 @@ import structlog
 from aiohttp import web
 
 from authbroker.logs import get_logger
-from handlers import apps, basic, callback, connections, health
+from authbroker.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
+from handlers import apps, basic, callback, connections, health, metrics
 from handlers.auth import api_key_middleware
 from handlers.context import RESOURCES
 from handlers.responses import ApiError, ok
@@ -43,12 +44,16 @@ async def context_middleware(request: web.Request, handler: web.Handler) -> web.
             status=500,
         )
     response.headers["X-Request-Id"] = request_id
+    route = _route(request)
+    elapsed = time.perf_counter() - started
+    HTTP_REQUESTS.labels(route, request.method, str(response.status)).inc()
+    HTTP_REQUEST_SECONDS.labels(route, request.method).observe(elapsed)
     log.debug(
         "request",
         method=request.method,
-        route=_route(request),
+        route=route,
         status=response.status,
-        ms=round((time.perf_counter() - started) * 1000, 2),
+        ms=round(elapsed * 1000, 2),
     )
     return response
 
@@ -64,6 +69,6 @@ def create_app(resources: Resources) -> web.Application:
         middlewares=[context_middleware, api_key_middleware], client_max_size=256 * 1024
     )
     app[RESOURCES] = resources
-    for module in (health, apps, basic, connections, callback):
+    for module in (health, metrics, apps, basic, connections, callback):
         app.add_routes(module.routes)
     return app

@@ -45,6 +45,7 @@ def app_view(app: App, redirect_url: str) -> dict[str, Any]:
         "paused": app.paused_at is not None,
         "paused_problem": app.paused_problem,
         "deleting": app.deleting,
+        "awaiting_secret": app.awaiting_secret,
         "redirect_url": redirect_url,
         "created_at": app.created_at,
         "updated_at": app.updated_at,

@@ -71,6 +71,13 @@ async def start_authorization(request: web.Request) -> web.Response:
     app = await load_app(request)
     if app.deleting:
         fail(409, "app_deleting", f"app {app.name!r} is being deleted")
+    if app.awaiting_secret:
+        fail(
+            409,
+            "app_awaiting_secret",
+            f"app {app.name!r} was imported without its client secret: set it first "
+            "(PATCH /v1/apps/{name} with client_secret)",
+        )
     body = await read_model(request, ConnectionStart)
     connection_id = body.connection_id or f"conn_{uuid.uuid4().hex}"
     scopes = body.scopes if body.scopes is not None else app.scopes

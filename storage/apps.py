@@ -18,6 +18,7 @@ COLUMNS = """id, name, client_id, client_secret, client_secrets_previous, author
     token_url, revoke_url, scopes, scope_separator, client_auth, client_auth_detected,
     authorize_params, token_params, pkce, refresh_margin, default_token_lifetime,
     refresh_token_lifetime, probe_url, probe_interval, preset, paused_at, paused_problem, deleting,
+    awaiting_secret,
     created_at, updated_at"""
 
 SECRET_COLUMNS = ("client_secret", "client_secrets_previous")
@@ -49,6 +50,7 @@ class App:
     paused_at: datetime | None
     paused_problem: str | None
     deleting: bool
+    awaiting_secret: bool
     created_at: datetime
     updated_at: datetime
 
@@ -127,6 +129,8 @@ async def update(conn: asyncpg.Connection, ring: KeyRing, app: App, changes: dic
     sets += ["updated_at = now()", "paused_at = NULL", "paused_problem = NULL"]
     if "client_auth" in changes or "token_url" in changes:
         sets.append("client_auth_detected = NULL")
+    if changes.get("client_secret"):
+        sets.append("awaiting_secret = false")
     row = await conn.fetchrow(
         f"UPDATE apps SET {', '.join(sets)} WHERE id = $1 RETURNING {COLUMNS}",
         app.id,

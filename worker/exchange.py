@@ -20,6 +20,7 @@ from authbroker.problems import Problem
 from storage import apps, authorizations, connections, outbox
 from storage.authorizations import Authorization
 from worker.context import WorkerContext
+from worker.instrument import token_request
 from worker.tokens import token_times
 
 log = get_logger("authbroker.exchange")
@@ -40,14 +41,15 @@ async def exchange_code(ctx: dict[str, Any], authorization_id: str) -> str:
     assert app is not None  # authorizations are deleted with their app
     client = app.client(res.ring)
     try:
-        tokens = await oauth.exchange_code(
-            wc.http,
-            client,
-            code=authorization.open_code(res.ring),
-            redirect_uri=authorization.redirect_uri,
-            code_verifier=authorization.open_verifier(res.ring),
-            timeout=res.settings.provider_timeout,
-        )
+        async with token_request(app.name, "authorization_code"):
+            tokens = await oauth.exchange_code(
+                wc.http,
+                client,
+                code=authorization.open_code(res.ring),
+                redirect_uri=authorization.redirect_uri,
+                code_verifier=authorization.open_verifier(res.ring),
+                timeout=res.settings.provider_timeout,
+            )
     except oauth.ProviderUnavailable as exc:
         async with res.pool.acquire() as conn:
             attempt = await authorizations.count_attempt(conn, authorization.id)

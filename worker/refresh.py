@@ -18,12 +18,14 @@ import asyncpg
 from authbroker import oauth, timing
 from authbroker.events import EventType, make_event
 from authbroker.logs import get_logger
+from authbroker.metrics import REFRESH_LAG_SECONDS
 from authbroker.problems import Problem
 from storage import apps, connections, outbox
 from storage.apps import App
 from storage.connections import Connection
 from storage.jobs import enqueue_refresh
 from worker.context import WorkerContext
+from worker.instrument import token_request
 from worker.tokens import TokenTimes, token_times
 
 log = get_logger("authbroker.refresh")
@@ -82,13 +84,16 @@ async def _refresh(wc: WorkerContext, app: App, current: Connection, holder: str
     bound = log.bind(app=app.name, connection_id=current.id)
     started = datetime.now(UTC)
     lag = (started - current.refresh_at).total_seconds() if current.refresh_at else None
+    if lag is not None:
+        REFRESH_LAG_SECONDS.observe(max(lag, 0.0))
     try:
-        tokens = await oauth.refresh_token(
-            wc.http,
-            app.client(res.ring),
-            refresh_token=current.open_refresh_token(res.ring) or "",
-            timeout=res.settings.provider_timeout,
-        )
+        async with token_request(app.name, "refresh_token"):
+            tokens = await oauth.refresh_token(
+                wc.http,
+                app.client(res.ring),
+                refresh_token=current.open_refresh_token(res.ring) or "",
+                timeout=res.settings.provider_timeout,
+            )
     except oauth.OAuthError as exc:
         return await _failed(wc, app, current, holder, exc)
     issued_at = datetime.now(UTC)

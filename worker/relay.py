@@ -17,6 +17,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from authbroker.logs import get_logger
+from authbroker.metrics import EVENTS_RELAYED
 from storage import outbox
 
 log = get_logger("authbroker.relay")
@@ -110,4 +111,5 @@ class Relay:
             await pipe.execute()
         await outbox.mark_relayed(conn, [row["id"] for row in rows])
         self.relayed += len(rows)
+        EVENTS_RELAYED.inc(len(rows))
         return len(rows)

@@ -17,6 +17,7 @@ from authbroker.events import EventType, make_event
 from authbroker.logs import get_logger
 from storage import apps, connections, outbox
 from worker.context import WorkerContext
+from worker.instrument import token_request
 
 log = get_logger("authbroker.revoke")
 
@@ -44,13 +45,14 @@ async def revoke_connection(ctx: dict[str, Any], connection_id: str) -> str:
             if token is None:
                 continue
             try:
-                await oauth.revoke_token(
-                    wc.http,
-                    client,
-                    token=token,
-                    token_type_hint=hint,  # type: ignore[arg-type]
-                    timeout=res.settings.provider_timeout,
-                )
+                async with token_request(app.name, "revoke"):
+                    await oauth.revoke_token(
+                        wc.http,
+                        client,
+                        token=token,
+                        token_type_hint=hint,  # type: ignore[arg-type]
+                        timeout=res.settings.provider_timeout,
+                    )
             except oauth.ProviderUnavailable as exc:
                 attempt = int(ctx.get("job_try", 1))
                 if attempt < MAX_TRIES:

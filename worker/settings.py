@@ -8,6 +8,7 @@ from typing import Any
 
 from arq import cron
 from arq.worker import Worker, func
+from prometheus_client import start_http_server
 
 from authbroker.config import Settings
 from authbroker.logs import get_logger
@@ -49,6 +50,9 @@ def build_worker(
                 channel=settings.events_channel,
             )
             wc.tasks.append(asyncio.create_task(ctx["relay"].run(), name="relay"))
+        if settings.metrics_port:
+            # The worker has no web server of its own: expose its metrics on a port.
+            start_http_server(settings.metrics_port, addr=settings.host)
         log.info("worker_started", worker_id=wc.worker_id, queue=settings.queue_name)
 
     async def shutdown(ctx: dict[str, Any]) -> None:

@@ -27,6 +27,8 @@ CREATE TABLE apps (
     paused_at                timestamptz,
     paused_problem           text,
     deleting                 boolean NOT NULL DEFAULT false,
+    -- Imported without its secret: no authorization can start until one is set.
+    awaiting_secret          boolean NOT NULL DEFAULT false,
     created_at               timestamptz NOT NULL DEFAULT now(),
     updated_at               timestamptz NOT NULL DEFAULT now()
 );

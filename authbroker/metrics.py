@@ -1,0 +1,49 @@
+"""Prometheus metrics, defined once: the web side and the workers record into the same names.
+
+Labels carry app names, grant types, outcomes, routes and statuses: never a connection id (an
+unbounded label set) and never anything secret.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+TOKEN_REQUESTS = Counter(
+    "authbroker_token_requests_total",
+    "Token endpoint requests to providers, by app, grant and outcome.",
+    ["app", "grant", "outcome"],
+)
+TOKEN_REQUEST_SECONDS = Histogram(
+    "authbroker_token_request_seconds",
+    "Time providers took to answer token requests.",
+    ["app", "grant"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+REFRESH_LAG_SECONDS = Histogram(
+    "authbroker_refresh_lag_seconds",
+    "How long after its refresh_at a refresh actually started.",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
+)
+CONNECTIONS = Gauge(
+    "authbroker_connections", "Connections by status (sampled at scrape).", ["status"]
+)
+DUE_BACKLOG = Gauge(
+    "authbroker_refresh_due_backlog",
+    "Active connections whose refresh_at has passed (sampled at scrape).",
+)
+OUTBOX_LAG_SECONDS = Gauge(
+    "authbroker_outbox_lag_seconds",
+    "Age of the oldest event not yet relayed to Redis (0 when none; sampled at scrape).",
+)
+HTTP_REQUESTS = Counter(
+    "authbroker_http_requests_total",
+    "HTTP requests served, by route and status.",
+    ["route", "method", "status"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "authbroker_http_request_seconds",
+    "HTTP request durations by route.",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 10),
+)
+EVENTS_RELAYED = Counter("authbroker_events_relayed_total", "Events relayed to Redis.")
