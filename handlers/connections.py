@@ -18,6 +18,7 @@ from handlers.context import resources
 from handlers.refreshing import expiring, refresh_and_wait, seconds_until
 from handlers.responses import fail, ok, read_model
 from storage import apps, authorizations, connections, outbox
+from storage.apps import App
 from storage.connections import Connection, ConnectionConflict
 from storage.jobs import enqueue_revokes
 from storage.resources import Resources
@@ -69,6 +70,13 @@ async def start_authorization(request: web.Request) -> web.Response:
     """Hand out an authorize URL; the connection becomes active once the worker has the tokens."""
     res = resources(request)
     app = await load_app(request)
+    body = await read_model(request, ConnectionStart)
+    return ok(await begin_authorization(res, app, body), status=201)
+
+
+async def begin_authorization(res: Resources, app: App, body: ConnectionStart) -> dict[str, Any]:
+    """Create (or re-authorize) a connection and its authorization; the API and the console
+    both start connections here. Raises ApiError (409) when the app cannot authorize."""
     if app.deleting:
         fail(409, "app_deleting", f"app {app.name!r} is being deleted")
     if app.awaiting_secret:
@@ -78,14 +86,12 @@ async def start_authorization(request: web.Request) -> web.Response:
             f"app {app.name!r} was imported without its client secret: set it first "
             "(PATCH /v1/apps/{name} with client_secret)",
         )
-    body = await read_model(request, ConnectionStart)
     connection_id = body.connection_id or f"conn_{uuid.uuid4().hex}"
     scopes = body.scopes if body.scopes is not None else app.scopes
-    client = app.client(res.ring)
     state = oauth.new_state()
     verifier = oauth.new_code_verifier() if app.pkce else None
     authorize_url = oauth.build_authorize_url(
-        client,
+        app.client(res.ring),
         redirect_uri=res.settings.redirect_url,
         scopes=scopes,
         state=state,
@@ -120,16 +126,13 @@ async def start_authorization(request: web.Request) -> web.Response:
         reauthorization=not created,
         authorization_id=str(authorization_id),
     )
-    return ok(
-        {
-            "connection_id": connection_id,
-            "authorize_url": authorize_url,
-            "expires_at": expires_at,
-            "authorization_id": str(authorization_id),
-            "status_url": f"{res.settings.public_url}/oauth/status/{authorization_id}",
-        },
-        status=201,
-    )
+    return {
+        "connection_id": connection_id,
+        "authorize_url": authorize_url,
+        "expires_at": expires_at,
+        "authorization_id": str(authorization_id),
+        "status_url": f"{res.settings.public_url}/oauth/status/{authorization_id}",
+    }
 
 
 @routes.get("/v1/connections")
@@ -352,12 +355,18 @@ async def report(request: web.Request) -> web.Response:
 @routes.delete("/v1/connections/{connection_id}")
 async def delete_connection(request: web.Request) -> web.Response:
     """Revoke at the provider (in a worker), then wipe: 202 while that happens."""
-    res = resources(request)
     found = await load_connection(request)
-    if found.status == "revoked":
+    if not await request_delete(resources(request), found):
         return web.Response(status=204)
-    async with res.pool.acquire() as conn:
+    return ok({"connection_id": found.id, "status": "revoking"}, status=202)
+
+
+async def request_delete(res: Resources, found: Connection) -> bool:
+    """Start revoking a connection; False when it is already revoked."""
+    if found.status == "revoked":
+        return False
+    async with res.pool.acquire() as conn, conn.transaction():
         await connections.begin_revoke(conn, found.id)
     await enqueue_revokes(res, [found.id])
     log.info("connection_delete_requested", app=found.app, connection_id=found.id)
-    return ok({"connection_id": found.id, "status": "revoking"}, status=202)
+    return True
