@@ -103,6 +103,19 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     return number
 
 
+def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _text(env, name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"AUTHBROKER_{name}={value!r}: expected a whole number") from None
+    if not low <= number <= high:
+        raise SettingsError(f"AUTHBROKER_{name}={value!r}: expected between {low} and {high}")
+    return number
+
+
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:
     value = _text(env, name)
     if value is not None and value.lower() not in choices:
@@ -138,12 +151,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     mode = _choice(env, "ENV", ("development", "production", "test")) or "development"
     host = _text(env, "HOST") or "127.0.0.1"
-    port = int(_number(env, "PORT", 8080, 0, 65535))
+    port = _integer(env, "PORT", 8080, 0, 65535)
     public_url = _url(env, "PUBLIC_URL", ("http", "https"))
     if public_url is None:
         shown = f"[{host}]" if ":" in host else host
         shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else shown  # noqa: S104
         public_url = f"http://{shown}:{port}"
+    parts = urlsplit(public_url)
+    if parts.query or parts.fragment or not parts.hostname:
+        raise SettingsError(
+            "AUTHBROKER_PUBLIC_URL: expected scheme://host[:port][/path] without query or fragment"
+        )
     public_url = public_url.rstrip("/")
     prefix = _text(env, "REDIS_PREFIX") or "authbroker"
     if any(ch.isspace() for ch in prefix):
@@ -162,8 +180,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error")) or "info",
         allow_http=_bool(env, "ALLOW_HTTP"),
         provider_timeout=_number(env, "PROVIDER_TIMEOUT", 15.0, 1, 120),
-        worker_concurrency=int(_number(env, "WORKER_CONCURRENCY", 20, 1, 1000)),
-        metrics_port=int(_number(env, "METRICS_PORT", 0, 0, 65535)) or None,
+        worker_concurrency=_integer(env, "WORKER_CONCURRENCY", 20, 1, 1000),
+        metrics_port=_integer(env, "METRICS_PORT", 0, 0, 65535) or None,
     )
     if settings.production:
         missing = [

@@ -7,6 +7,7 @@ renderer sees it, however deep in dicts and lists it sits.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import sys
@@ -17,28 +18,69 @@ import structlog
 
 REDACTED = "[redacted]"
 
-# Key names whose values are secret. `code` alone is an authorization code; keys such as
-# `status_code` or `error_code` are not secrets and are matched out by the word boundaries.
-_SECRET_KEY = re.compile(
-    r"(^|[_\-.])(access_token|refresh_token|id_token|token|tokens|secret|client_secret|secrets|"
-    r"password|passwd|code|verifier|code_verifier|authorization|api_key|apikey|cookie|"
-    r"set-cookie|private_key|key_material|encryption_keys)$",
-    re.IGNORECASE,
+# Words that make a key's value secret, in any spelling: `refresh_token`, `accessToken`,
+# `X-Api-Key`, `client_secrets_previous`. `code`, `authorization` and `cookie` count only as the
+# last word (`Authorization`, `set_cookie`), so `authorization_url` and `status_code` stay readable.
+_SECRET_WORDS = frozenset(
+    {
+        "token",
+        "tokens",
+        "secret",
+        "secrets",
+        "password",
+        "passwords",
+        "passwd",
+        "passphrase",
+        "verifier",
+        "cookies",
+        "apikey",
+        "credential",
+        "credentials",
+    }
 )
-_SAFE_KEYS = frozenset({"status_code", "error_code", "http_code", "token_type", "token_url"})
+_SECRET_LAST_WORDS = frozenset({"code", "authorization", "cookie"})
+_SECRET_PAIRS = frozenset(
+    {("api", "key"), ("private", "key"), ("encryption", "keys"), ("set", "cookie")}
+)
+_HARMLESS = frozenset(
+    {
+        "token_type",
+        "token_url",
+        "token_endpoint",
+        "token_params",
+        "status_code",
+        "error_code",
+        "http_code",
+        "response_code",
+        "exit_code",
+    }
+)
+
+
+def _words(key: str) -> list[str]:
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key)
+    return [w for w in re.split(r"[_\-.\s]+", snake.lower()) if w]
 
 
 def is_secret_key(key: object) -> bool:
     if not isinstance(key, str):
         return False
-    lowered = key.lower()
-    return lowered not in _SAFE_KEYS and bool(_SECRET_KEY.search(lowered))
+    words = _words(key)
+    if "_".join(words) in _HARMLESS:
+        return False
+    if any(w in _SECRET_WORDS for w in words):
+        return True
+    if words and words[-1] in _SECRET_LAST_WORDS:
+        return True
+    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
 
 
 def redact(value: Any) -> Any:
     """Return `value` with every secret-named entry replaced, at any depth."""
     if isinstance(value, Mapping):
         return {k: REDACTED if is_secret_key(k) else redact(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*(redact(v) for v in value))
     if isinstance(value, list | tuple):
         return type(value)(redact(v) for v in value)
     return value

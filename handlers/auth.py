@@ -29,11 +29,16 @@ async def api_key_middleware(request: web.Request, handler: web.Handler) -> web.
     if not request.path.startswith(PROTECTED_PREFIX):
         return await handler(request)
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip() or len(key) > 200:
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key or len(key) > 200 or not _printable_ascii(key):
         _refuse()
     resources = get_resources(request)
-    found = await api_keys.verify(resources.pool, key.strip())
+    found = await api_keys.verify(resources.pool, key)
     if found is None:
         _refuse()
     await api_keys.touch(resources.pool, found.id)
     return await handler(request)
+
+
+def _printable_ascii(text: str) -> bool:
+    return text.isascii() and text.isprintable()

@@ -25,20 +25,35 @@ def load_key_ring(settings: Settings) -> KeyRing:
     """The ring from AUTHBROKER_ENCRYPTION_KEYS; in development, a key generated once and kept
     in the data directory (production refuses to start without explicit keys)."""
     text = settings.encryption_keys
+    source = "AUTHBROKER_ENCRYPTION_KEYS"
     if text is None:
         if settings.production:
             raise SettingsError("AUTHBROKER_ENCRYPTION_KEYS is required in production")
         path = Path(settings.data_dir) / KEYS_FILE
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(KeyRing.generate_line("dev1") + "\n")
+            _create_once(path, KeyRing.generate_line("dev1") + "\n")
         text = path.read_text()
+        source = f"the development key file {path}"
     try:
         return KeyRing.parse(text)
     except ValueError as exc:
-        raise SettingsError(f"AUTHBROKER_ENCRYPTION_KEYS: {exc}") from None
+        raise SettingsError(f"{source}: {exc}") from None
+
+
+def _create_once(path: Path, content: str) -> None:
+    """Write a file only if it does not exist, whole or not at all, even when two processes
+    start at once: write a private temporary file, then hard-link it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass  # another process won; its key is the key
+    finally:
+        temporary.unlink()
 
 
 def redis_settings(url: str) -> RedisSettings:

@@ -43,8 +43,9 @@ class KeyRing:
                 raise ValueError(
                     "expected kid:base64key pairs, where kid is 1-32 letters, digits, '.', '_' or '-'"
                 )
+            standard = encoded.replace("-", "+").replace("_", "/")
             try:
-                key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_")
+                key = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
             except (binascii.Error, ValueError):
                 raise ValueError(f"key {kid!r} is not valid base64") from None
             if len(key) != 32:
@@ -103,7 +104,11 @@ class KeyRing:
         end = 2 + sealed[1]
         if len(sealed) < end + NONCE_BYTES + 16:
             raise SealError("sealed value is truncated")
-        return sealed[2:end].decode(), sealed[end : end + NONCE_BYTES], sealed[end + NONCE_BYTES :]
+        try:
+            kid = sealed[2:end].decode()
+        except UnicodeDecodeError:
+            raise SealError("sealed value is damaged (key id unreadable)") from None
+        return kid, sealed[end : end + NONCE_BYTES], sealed[end + NONCE_BYTES :]
 
 
 def aad(table: str, row: object, column: str) -> str:
