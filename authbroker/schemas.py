@@ -153,6 +153,8 @@ class AppCreate(_AppFields):
     refresh_token_lifetime: int | None = Field(default=None, gt=0, le=10 * 365 * 86_400)
     probe_url: str | None = Field(default=None, max_length=2048)
     probe_interval: int | None = Field(default=None, ge=60, le=7 * 86_400)
+    # The provider preset the definition started from (informational once applied).
+    preset: str | None = Field(default=None, max_length=64)
 
 
 class AppUpdate(_AppFields):

@@ -7,10 +7,11 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from authbroker import presets
 from authbroker.logs import get_logger
 from authbroker.schemas import AppCreate, AppUpdate
 from handlers.context import resources
-from handlers.responses import fail, ok, read_model
+from handlers.responses import fail, ok, read_json, read_model, validate
 from storage import apps, connections
 from storage.apps import App
 from storage.jobs import enqueue_revokes
@@ -52,6 +53,34 @@ def app_view(app: App, redirect_url: str) -> dict[str, Any]:
     }
 
 
+def with_preset(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill an app definition from its provider preset; what the caller gave wins.
+    `placeholders` (e.g. {"tenant": "contoso"}) fill the preset's URL templates."""
+    given = dict(data)
+    name = given.pop("preset")
+    placeholders = given.pop("placeholders", None)
+    if not isinstance(name, str) or (
+        placeholders is not None and not isinstance(placeholders, dict)
+    ):
+        fail(400, "invalid_request", "preset must be a name and placeholders an object")
+    try:
+        return presets.apply(name, given, placeholders)
+    except KeyError as exc:
+        fail(
+            400,
+            "unknown_preset",
+            str(exc.args[0]),
+            fields=[{"field": "preset", "message": str(exc.args[0])}],
+        )
+    except ValueError as exc:
+        fail(
+            400,
+            "invalid_request",
+            str(exc),
+            fields=[{"field": "placeholders", "message": str(exc)}],
+        )
+
+
 async def load_app(request: web.Request) -> App:
     name = request.match_info["name"]
     app = await apps.get(resources(request).pool, name)
@@ -63,7 +92,10 @@ async def load_app(request: web.Request) -> App:
 @routes.post("/v1/apps")
 async def create_app(request: web.Request) -> web.Response:
     res = resources(request)
-    body = await read_model(request, AppCreate, allow_http=res.settings.allow_http)
+    data = await read_json(request)
+    if data.get("preset") is not None:
+        data = with_preset(data)
+    body = validate(AppCreate, data, allow_http=res.settings.allow_http)
     values = body.model_dump()
     try:
         async with res.pool.acquire() as conn:

@@ -60,8 +60,8 @@ def fail(
     raise ApiError(http_status, {"error": error, "message": message, **extra}, headers)
 
 
-async def read_model(request: web.Request, model: type[Model], **context: Any) -> Model:
-    """Parse and validate a JSON body, or answer 400 naming each bad field."""
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object, or 400/413 saying what is wrong with it."""
     if request.content_length and request.content_length > MAX_BODY:
         fail(413, "body_too_large", f"request body over {MAX_BODY // 1024} KiB")
     raw = await request.read()
@@ -73,9 +73,19 @@ async def read_model(request: web.Request, model: type[Model], **context: Any) -
         fail(400, "invalid_json", "request body is not valid JSON")
     if not isinstance(data, dict):
         fail(400, "invalid_json", "request body must be a JSON object")
+    return data
+
+
+def validate(model: type[Model], data: dict[str, Any], **context: Any) -> Model:
+    """Validate a JSON object, or answer 400 naming each bad field."""
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
         errors = field_errors(exc)
         names = ", ".join(e["field"] for e in errors)
         fail(400, "invalid_request", f"invalid fields: {names}", fields=errors)
+
+
+async def read_model(request: web.Request, model: type[Model], **context: Any) -> Model:
+    """Parse and validate a JSON body, or answer 400 naming each bad field."""
+    return validate(model, await read_json(request), **context)

@@ -459,3 +459,46 @@ async def test_cascade_delete_revokes_connections_then_removes_the_app(api, uniq
         assert response.status == 404
     async with api.get("/v1/connections", params={"app": name}) as response:
         assert (await response.json())["items"] == []
+
+
+async def test_create_from_a_preset(api, unique, settings):
+    name = unique("google")
+    async with api.post(
+        "/v1/apps",
+        json={"name": name, "preset": "google", "client_id": "cid", "client_secret": "sec"},
+    ) as response:
+        assert response.status == 201, await response.text()
+        app = await response.json()
+    assert app["preset"] == "google"
+    assert app["token_url"] == "https://oauth2.googleapis.com/token"
+    assert app["authorize_params"]["access_type"] == "offline"
+    assert app["redirect_url"] == settings.redirect_url
+
+    # What the operator gives explicitly wins; placeholders fill the preset's URL templates.
+    name = unique("entra")
+    async with api.post(
+        "/v1/apps",
+        json={
+            "name": name,
+            "preset": "microsoft",
+            "placeholders": {"tenant": "contoso"},
+            "client_id": "cid",
+            "client_secret": "sec",
+            "scopes": ["offline_access", "User.Read"],
+        },
+    ) as response:
+        assert response.status == 201, await response.text()
+        app = await response.json()
+    assert "/contoso/" in app["token_url"]
+    assert app["scopes"] == ["offline_access", "User.Read"]
+
+
+async def test_unknown_preset_is_named(api, unique):
+    async with api.post(
+        "/v1/apps",
+        json={"name": unique("x"), "preset": "nope", "client_id": "cid", "client_secret": "s"},
+    ) as response:
+        assert response.status == 400
+        body = await response.json()
+    assert body["error"] == "unknown_preset"
+    assert "google" in body["message"]  # the known names are listed

@@ -1,0 +1,191 @@
+"""Provider presets: every preset makes a valid app, given values win, placeholders are filled."""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+from urllib.parse import urlsplit
+
+import pytest
+
+from authbroker import presets
+from authbroker.oauth import ClientAuth
+from authbroker.schemas import AppCreate
+
+REQUIRED = {
+    "google",
+    "microsoft",
+    "github",
+    "slack",
+    "salesforce",
+    "hubspot",
+    "xero",
+    "quickbooks",
+    "atlassian",
+    "dropbox",
+    "zoom",
+    "docusign",
+    "goto",
+    "facebook",
+    "linkedin",
+    "notion",
+    "box",
+    "zendesk",
+    "okta",
+    "auth0",
+}
+URL_FIELDS = ("authorization_url", "token_url", "revoke_url")
+BASE = {"name": "x", "client_id": "id", "client_secret": "s"}
+
+
+def dummies(preset: presets.Preset) -> dict[str, str]:
+    return {placeholder: f"dummy-{placeholder}" for placeholder in preset.placeholders}
+
+
+def validate(app: dict[str, Any]) -> AppCreate:
+    """AppCreate as it stands; "preset" is checked separately while AppCreate lacks the field."""
+    fields = dict(app)
+    if "preset" not in AppCreate.model_fields:
+        fields.pop("preset")
+    return AppCreate.model_validate(fields)
+
+
+def test_all_required_presets_exist() -> None:
+    assert set(presets.names()) >= REQUIRED
+    assert presets.names() == sorted(presets.names())
+
+
+@pytest.mark.parametrize("name", presets.names())
+def test_preset_makes_a_valid_app(name: str) -> None:
+    preset = presets.get(name)
+    assert set(preset.values) <= set(AppCreate.model_fields)
+    assert set(presets.APP_FIELDS) <= set(AppCreate.model_fields)
+    assert preset.values["client_auth"] in get_args(ClientAuth)
+    assert preset.title and all(note.strip() for note in preset.notes)
+    assert preset.refresh_token_rotates in (True, False, None)
+
+    app = presets.apply(name, dict(BASE), placeholders=dummies(preset))
+    assert app["preset"] == name
+    for key in URL_FIELDS:
+        url = app.get(key)
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        assert parts.scheme == "https" and parts.hostname, url
+        assert "{" not in url and "}" not in url, url
+
+    model = validate(app)
+    assert model.authorization_url == app["authorization_url"]
+    assert model.client_auth == preset.values["client_auth"]
+
+
+@pytest.mark.parametrize("name", presets.names())
+def test_placeholders_are_declared_and_used(name: str) -> None:
+    preset = presets.get(name)
+    urls = " ".join(str(preset.values.get(key)) for key in URL_FIELDS)
+    for placeholder in preset.placeholders:
+        assert f"{{{placeholder}}}" in urls
+
+
+def test_given_values_win() -> None:
+    app = presets.apply(
+        "google",
+        {
+            **BASE,
+            "token_url": "https://example.com/token",
+            "revoke_url": None,
+            "scopes": ["openid"],
+            "pkce": False,
+            "authorize_params": {"prompt": "select_account", "hd": "example.com"},
+        },
+    )
+    assert app["token_url"] == "https://example.com/token"
+    assert app["revoke_url"] is None
+    assert app["scopes"] == ["openid"]
+    assert app["pkce"] is False
+    # Parameters merge: the given ones over the preset's.
+    assert app["authorize_params"] == {
+        "access_type": "offline",
+        "prompt": "select_account",
+        "hd": "example.com",
+    }
+    assert app["authorization_url"] == "https://accounts.google.com/o/oauth2/v2/auth"
+    validate(app)
+
+
+def test_apply_does_not_change_the_preset() -> None:
+    app = presets.apply("dropbox", dict(BASE))
+    app["authorize_params"]["token_access_type"] = "online"
+    app["scopes"].append("files.content.read")
+    again = presets.apply("dropbox", dict(BASE))
+    assert again["authorize_params"] == {"token_access_type": "offline"}
+    assert again["scopes"] == []
+
+
+def test_placeholders_are_substituted() -> None:
+    app = presets.apply("microsoft", dict(BASE), placeholders={"tenant": "contoso.onmicrosoft.com"})
+    assert app["authorization_url"] == (
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/authorize"
+    )
+    assert app["token_url"].startswith("https://login.microsoftonline.com/contoso.onmicrosoft.com/")
+    okta = presets.apply("okta", dict(BASE), placeholders={"domain": "example.okta.com"})
+    assert okta["revoke_url"] == "https://example.okta.com/oauth2/v1/revoke"
+    zendesk = presets.apply("zendesk", dict(BASE), placeholders={"subdomain": "acme"})
+    assert zendesk["token_url"] == "https://acme.zendesk.com/oauth/tokens"
+
+
+def test_microsoft_tenant_defaults_to_common() -> None:
+    app = presets.apply("microsoft", dict(BASE))
+    assert app["authorization_url"] == (
+        "https://login.microsoftonline.com/common/oauth2/v2.0/authorize"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "placeholder"), [("okta", "domain"), ("auth0", "domain"), ("zendesk", "subdomain")]
+)
+def test_missing_placeholder_is_named(name: str, placeholder: str) -> None:
+    with pytest.raises(ValueError, match=f"preset {name} needs {placeholder}"):
+        presets.apply(name, dict(BASE))
+
+
+@pytest.mark.parametrize("value", ["evil.com/x?", "a@b", "host:8080", "a#b", "", "-x"])
+def test_placeholder_values_cannot_reshape_the_url(value: str) -> None:
+    with pytest.raises(ValueError, match="subdomain"):
+        presets.apply("zendesk", dict(BASE), placeholders={"subdomain": value})
+
+
+def test_unknown_placeholder_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no placeholder tennant"):
+        presets.apply("microsoft", dict(BASE), placeholders={"tennant": "contoso"})
+
+
+def test_unknown_preset_lists_the_known_ones() -> None:
+    with pytest.raises(KeyError, match=r"known presets: .*google"):
+        presets.get("gogle")
+
+
+def test_conflicting_preset_in_given_is_an_error() -> None:
+    with pytest.raises(ValueError, match="differs"):
+        presets.apply("google", {**BASE, "preset": "github"})
+    assert presets.apply("google", {**BASE, "preset": "google"})["preset"] == "google"
+
+
+def test_documented_quirks() -> None:
+    assert presets.get("google").values["authorize_params"] == {
+        "access_type": "offline",
+        "prompt": "consent",
+    }
+    assert presets.get("dropbox").values["authorize_params"] == {"token_access_type": "offline"}
+    assert presets.get("notion").values["authorize_params"] == {"owner": "user"}
+    assert presets.get("atlassian").values["authorize_params"] == {
+        "audience": "api.atlassian.com",
+        "prompt": "consent",
+    }
+    assert presets.get("microsoft").values["scopes"] == ["offline_access"]
+    assert presets.get("xero").values["scopes"] == ["offline_access"]
+    assert presets.get("box").values["refresh_token_lifetime"] == 60 * 86_400
+    assert presets.get("xero").values["refresh_token_lifetime"] == 60 * 86_400
+    assert presets.get("quickbooks").values["refresh_token_lifetime"] == 100 * 86_400
+    assert presets.get("salesforce").values["default_token_lifetime"] == 7200
+    assert presets.get("facebook").values["client_auth"] == "query"
+    assert presets.get("slack").values["scope_separator"] == ","
