@@ -128,6 +128,8 @@ class TokenResponse:
     scopes: list[str] | None
     extra: Mapping[str, Any] = field(repr=False)  # id_token, instance_url, ...
     placement: Placement
+    # Secondary fields that were unusable and replaced by a safe reading (names only, no values).
+    warnings: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -699,21 +701,46 @@ def _token_response(data: Mapping[str, Any], placement: Placement, status: int) 
         if data.get("refresh_token_expires_in") is not None
         else "x_refresh_token_expires_in"  # Intuit
     )
-    try:
-        return TokenResponse(
-            access_token=access_token,
-            token_type=_token_type(data.get("token_type")),
-            expires_in=_lifetime(data.get("expires_in"), "expires_in"),
-            refresh_token=refresh or None,
-            refresh_token_expires_in=_lifetime(
-                data.get(refresh_lifetime_key), refresh_lifetime_key
-            ),
-            scopes=_granted_scopes(data.get("scope")),
-            extra={key: value for key, value in data.items() if key not in _KNOWN_FIELDS},
-            placement=placement,
+    # The tokens are what matters: a provider has just consumed the code or the old refresh
+    # token, so a bad secondary field must not throw them away. It is read the safe way (a
+    # negative lifetime as expired now, anything else unusable as absent) and reported.
+    warnings: list[str] = []
+
+    def lenient(read: Callable[[], Any], fallback: Callable[[], Any], what: str) -> Any:
+        try:
+            return read()
+        except _BadField as exc:
+            warnings.append(f"{exc}: {what}")
+            return fallback()
+
+    def lifetime(key: str) -> int | None:
+        raw = data.get(key)
+        return lenient(
+            lambda: _lifetime(raw, key),
+            lambda: 0 if _is_negative(raw) else None,
+            "read as expired" if _is_negative(raw) else "ignored",
         )
-    except _BadField as exc:
-        raise malformed(str(exc)) from None
+
+    return TokenResponse(
+        access_token=access_token,
+        token_type=lenient(
+            lambda: _token_type(data.get("token_type")), lambda: "Bearer", "Bearer assumed"
+        ),
+        expires_in=lifetime("expires_in"),
+        refresh_token=refresh or None,
+        refresh_token_expires_in=lifetime(refresh_lifetime_key),
+        scopes=lenient(lambda: _granted_scopes(data.get("scope")), lambda: None, "ignored"),
+        extra={key: value for key, value in data.items() if key not in _KNOWN_FIELDS},
+        placement=placement,
+        warnings=tuple(warnings),
+    )
+
+
+def _is_negative(raw: Any) -> bool:
+    try:
+        return not isinstance(raw, bool) and float(raw) < 0
+    except (TypeError, ValueError):
+        return False
 
 
 class _BadField(Exception):

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 MARGIN_SHARE = 0.2
 JITTER_SHARE = 0.1
+EXPIRED_ON_ARRIVAL_RETRY = 30.0
 
 
 def refresh_margin(lifetime: float, app_margin: float) -> float:
@@ -30,14 +31,17 @@ def refresh_at(
 ) -> datetime | None:
     """When to refresh a token issued at `issued_at`; None when nothing ever expires."""
     rng = rng or random
-    deadlines = [t for t in (lifetime, refresh_token_lifetime) if t is not None and t > 0]
+    deadlines = [t for t in (lifetime, refresh_token_lifetime) if t is not None]
     if not deadlines:
         return None
     moments = []
     for span in deadlines:
+        if span <= 0:
+            # Issued already expired: refresh soon, but not in a loop with the provider.
+            moments.append(EXPIRED_ON_ARRIVAL_RETRY)
+            continue
         margin = refresh_margin(span, app_margin)
         jitter = rng.uniform(0, JITTER_SHARE * margin)
-        # Jitter never pushes past the halfway point's floor of zero.
         moments.append(max(span - margin - jitter, 0.0))
     return issued_at + timedelta(seconds=min(moments))
 
@@ -47,5 +51,6 @@ def backoff(
 ) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**(attempt-1))]."""
     rng = rng or random
-    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
+    exponent = min(max(attempt - 1, 0), 62)  # past this the cap has long been reached
+    ceiling = min(cap, base * 2.0**exponent)
     return rng.uniform(0, ceiling)

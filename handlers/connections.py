@@ -225,7 +225,8 @@ async def connection_credentials(request: web.Request) -> web.Response:
     if found.status != "active" or found.access_token is None:
         _unavailable(found)
     now = datetime.now(UTC)
-    if expiring(found, now) and found.refresh_token is not None:
+    backing_off = found.next_attempt_at is not None and found.next_attempt_at > now
+    if expiring(found, now) and found.refresh_token is not None and not backing_off:
         app = await apps.get_by_id(res.pool, found.app_id)
         if app is not None and app.paused_at is None:
             found = await refresh_and_wait(res, found) or found

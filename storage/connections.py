@@ -340,27 +340,67 @@ async def due(db: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[str]:
     return [r["id"] for r in rows]
 
 
+# A refresh's result may be written by its lease holder, or after its lease lapsed if nobody
+# else has written since (the version is unchanged): never over a newer grant.
+STILL_OURS = (
+    """(lease_holder = $2 OR (version = $3 AND (lease_holder IS NULL OR lease_until < now())))"""
+)
+
+
 async def record_transient_failure(
     conn: asyncpg.Connection,
     connection_id: str,
     holder: str,
+    version: int,
     *,
     next_attempt_at: datetime,
     last_error: dict[str, Any],
-) -> int:
-    """Count a failed attempt and schedule the next; the connection stays active. Returns the
-    attempt count."""
+    problem: str | None = None,
+) -> int | None:
+    """Count a failed attempt and schedule the next; the connection stays active. `problem`
+    names a failure that is not a provider outage (a malformed answer, an unexpected refusal).
+    Returns the attempt count, or None if the refresh was no longer ours to record."""
     return await conn.fetchval(
-        """UPDATE connections SET failed_attempts = failed_attempts + 1,
-               next_attempt_at = $3, refresh_at = $3, last_error = $4,
+        f"""UPDATE connections SET failed_attempts = failed_attempts + 1,
+               next_attempt_at = $4, refresh_at = $4, last_error = $5,
+               problem = coalesce($6, problem), problem_detail = NULL,
                lease_holder = NULL, lease_until = NULL, updated_at = now()
-           WHERE id = $1 AND lease_holder = $2
+           WHERE id = $1 AND status = 'active' AND {STILL_OURS}
            RETURNING failed_attempts""",
         connection_id,
         holder,
+        version,
         next_attempt_at,
         last_error,
+        problem,
     )
+
+
+async def end_grant(
+    conn: asyncpg.Connection,
+    connection_id: str,
+    holder: str,
+    version: int,
+    *,
+    problem: str,
+    detail: str,
+    last_error: dict[str, Any],
+) -> bool:
+    """Mark a connection failed because the provider refused the grant this refresh used; a
+    grant stored since (a re-authorization) is left alone."""
+    result = await conn.execute(
+        f"""UPDATE connections SET status = 'failed', problem = $4, problem_detail = $5,
+               last_error = $6, refresh_at = NULL, lease_holder = NULL, lease_until = NULL,
+               updated_at = now()
+           WHERE id = $1 AND status = 'active' AND {STILL_OURS}""",
+        connection_id,
+        holder,
+        version,
+        problem,
+        detail,
+        last_error,
+    )
+    return result.endswith(" 1")
 
 
 async def postpone(

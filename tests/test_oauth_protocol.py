@@ -594,14 +594,34 @@ async def test_expires_in_absent(session, mock) -> None:
     assert tokens.refresh_token is None
 
 
-@pytest.mark.parametrize("value", [-1, "-30", "soon", True, [3600], {"s": 1}, "NaN"])
-async def test_unusable_expires_in_is_malformed(session, mock, value) -> None:
+@pytest.mark.parametrize(
+    ("value", "read_as"),
+    [
+        (-1, 0),
+        ("-30", 0),
+        ("soon", None),
+        (True, None),
+        ([3600], None),
+        ({"s": 1}, None),
+        ("NaN", None),
+    ],
+)
+async def test_unusable_expires_in_keeps_the_tokens(session, mock, value, read_as) -> None:
+    """The provider has consumed the code: the tokens are kept, the bad lifetime read safely
+    (negative as expired now, garbage as absent) and reported by name."""
     respond(mock, payload={**TOKENS, "expires_in": value})
-    with pytest.raises(ProviderMalformed) as caught:
-        await exchange(session, client())
-    assert "expires_in" in str(caught.value)
-    assert caught.value.problem is Problem.PROVIDER_ERROR
-    assert caught.value.transient is False
+    tokens = await exchange(session, client())
+    assert tokens.access_token == TOKENS["access_token"]
+    assert tokens.refresh_token == TOKENS["refresh_token"]
+    assert tokens.expires_in == read_as
+    assert any("expires_in" in w for w in tokens.warnings)
+
+
+async def test_unusable_scope_and_token_type_keep_the_tokens(session, mock) -> None:
+    respond(mock, payload={**TOKENS, "scope": 42, "token_type": 7})
+    tokens = await exchange(session, client())
+    assert tokens.scopes is None and tokens.token_type == "Bearer"
+    assert len(tokens.warnings) == 2
 
 
 @pytest.mark.parametrize(
@@ -1065,7 +1085,7 @@ async def test_transport_errors_do_not_chain_a_url_with_secrets(session, mock) -
 
 
 async def test_token_response_in_malformed_answers_is_not_quoted(session, mock) -> None:
-    respond(mock, payload={"access_token": ACCESS, "expires_in": -5, "refresh_token": REFRESH})
+    respond(mock, payload={"access_token": ACCESS, "refresh_token": 12345, "id": REFRESH})
     with pytest.raises(ProviderMalformed) as caught:
         await exchange(session, client())
     assert ACCESS not in str(caught.value)

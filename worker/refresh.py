@@ -24,6 +24,7 @@ from storage import apps, connections, outbox
 from storage.apps import App
 from storage.connections import Connection
 from storage.jobs import enqueue_refresh
+from storage.sealing import SealError
 from worker.context import WorkerContext
 from worker.instrument import token_request
 from worker.tokens import TokenTimes, token_times
@@ -36,6 +37,10 @@ BACKOFF_BASE = 5.0
 BACKOFF_CAP = 900.0
 # Problems that say the app's settings are wrong, not the connection: pause the app.
 APP_PROBLEMS = frozenset({Problem.INVALID_SETTINGS, Problem.CLIENT_AUTH_METHOD})
+# Problems a refresh cannot cure: it never adds scopes.
+SCOPE_PROBLEMS = frozenset({Problem.SCOPES_DENIED, Problem.INSUFFICIENT_SCOPE})
+# The longest wait a provider's Retry-After may impose before the next attempt.
+RETRY_AFTER_CAP = 3600.0
 # Problems that say the grant itself is gone.
 DEAD_GRANT = frozenset({Problem.REFRESH_TOKEN_INVALIDATED, Problem.SCOPE_MISMATCH})
 
@@ -87,15 +92,32 @@ async def _refresh(wc: WorkerContext, app: App, current: Connection, holder: str
     if lag is not None:
         REFRESH_LAG_SECONDS.observe(max(lag, 0.0))
     try:
-        async with token_request(app.name, "refresh_token"):
+        client, refresh_token = app.client(res.ring), current.open_refresh_token(res.ring) or ""
+    except SealError as exc:
+        # A key is missing from the ring: an operator's mistake, not the provider's verdict.
+        bound.error("refresh_token_unreadable", error=str(exc))
+        retry = datetime.now(UTC) + timedelta(minutes=10)
+        await connections.postpone(res.pool, current.id, holder, retry)
+        return "unreadable"
+    try:
+        # Never act on a lapsed lease: give up before another worker may take over.
+        async with (
+            asyncio.timeout(lease_seconds(wc) - 15),
+            token_request(app.name, "refresh_token"),
+        ):
             tokens = await oauth.refresh_token(
                 wc.http,
-                app.client(res.ring),
-                refresh_token=current.open_refresh_token(res.ring) or "",
+                client,
+                refresh_token=refresh_token,
                 timeout=res.settings.provider_timeout,
             )
+    except TimeoutError:
+        exc = oauth.ProviderUnavailable("timeout", "the refresh outlasted its lease", status=None)
+        return await _failed(wc, app, current, holder, exc)
     except oauth.OAuthError as exc:
         return await _failed(wc, app, current, holder, exc)
+    if tokens.warnings:
+        bound.warning("token_response_warnings", warnings=list(tokens.warnings))
     issued_at = datetime.now(UTC)
     times = token_times(app, tokens, issued_at, has_refresh_token=True)
     stored = await _write_with_retry(
@@ -134,8 +156,8 @@ async def _store_refreshed(
             refresh_token_expires_at=times.refresh_token_expires_at,
             requested_scopes=None,
             granted_scopes=granted or [],
-            # A refresh clears transient trouble; a denied-scopes problem stays true.
-            problem=current.problem if current.problem == Problem.SCOPES_DENIED else None,
+            # A refresh clears transient trouble; missing scopes stay missing.
+            problem=current.problem if current.problem in SCOPE_PROBLEMS else None,
             authorized=False,
             lease_holder=holder,
             expected_version=current.version,
@@ -160,7 +182,7 @@ async def _store_refreshed(
 
 
 async def _write_with_retry(
-    pool: asyncpg.Pool, write: Callable[[asyncpg.Connection], Awaitable[T]], attempts: int = 6
+    pool: asyncpg.Pool, write: Callable[[asyncpg.Connection], Awaitable[T]], attempts: int = 10
 ) -> T:
     """The provider has answered; if Postgres is briefly away (a restart), keep trying for a
     while rather than drop tokens that may be the only working ones."""
@@ -210,51 +232,70 @@ async def _failed(
     if isinstance(exc, oauth.ProviderRejected) and problem in DEAD_GRANT:
         problem = Problem.REFRESH_TOKEN_INVALIDATED
         async with res.pool.acquire() as conn, conn.transaction():
-            await connections.set_problem(
+            ended = await connections.end_grant(
                 conn,
                 current.id,
+                holder,
+                current.version,
                 problem=str(problem),
                 detail=problem.remedy,
-                status="failed",
                 last_error=error,
             )
+            if ended:
+                await outbox.append(
+                    conn,
+                    make_event(
+                        EventType.INVALIDATED,
+                        app=app.name,
+                        connection_id=current.id,
+                        status="failed",
+                        problem=problem,
+                        data={"provider_error": exc.error},
+                    ),
+                )
+        if not ended:
+            bound.info("refusal_of_replaced_grant_ignored")
+            return "superseded"
+        bound.warning("connection_invalidated", problem=str(problem))
+        return "invalidated"
+    # Anything else is transient: never mark a connection dead for it. A failure that is not
+    # an outage (a malformed answer, an unexpected refusal) is still named on the connection.
+    attempt = current.failed_attempts + 1
+    retry_after = min(exc.retry_after or 0.0, RETRY_AFTER_CAP)
+    delay = max(retry_after, timing.backoff(attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP), 1.0)
+    next_attempt = datetime.now(UTC) + timedelta(seconds=delay)
+    named = None if isinstance(exc, oauth.ProviderUnavailable) else str(Problem.PROVIDER_ERROR)
+    async with res.pool.acquire() as conn, conn.transaction():
+        attempts = await connections.record_transient_failure(
+            conn,
+            current.id,
+            holder,
+            current.version,
+            next_attempt_at=next_attempt,
+            last_error=error,
+            problem=named,
+        )
+        if attempts is not None:
             await outbox.append(
                 conn,
                 make_event(
-                    EventType.INVALIDATED,
+                    EventType.REFRESH_FAILED,
                     app=app.name,
                     connection_id=current.id,
-                    status="failed",
-                    problem=problem,
-                    data={"provider_error": exc.error},
+                    status="active",
+                    problem=Problem.PROVIDER_ERROR if named else None,
+                    detail="The provider could not refresh the token now; authbroker retries.",
+                    data={
+                        "attempt": attempts,
+                        "next_attempt_at": next_attempt.isoformat(),
+                        "provider_error": exc.error,
+                        "provider_status": exc.status,
+                    },
                 ),
             )
-        bound.warning("connection_invalidated", problem=str(problem))
-        return "invalidated"
-    # Anything else is transient: never mark a connection dead for it.
-    attempt = current.failed_attempts + 1
-    delay = max(exc.retry_after or 0.0, timing.backoff(attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP))
-    next_attempt = datetime.now(UTC) + timedelta(seconds=max(delay, 1.0))
-    async with res.pool.acquire() as conn, conn.transaction():
-        attempts = await connections.record_transient_failure(
-            conn, current.id, holder, next_attempt_at=next_attempt, last_error=error
-        )
-        await outbox.append(
-            conn,
-            make_event(
-                EventType.REFRESH_FAILED,
-                app=app.name,
-                connection_id=current.id,
-                status="active",
-                detail="The provider could not refresh the token now; authbroker retries.",
-                data={
-                    "attempt": attempts,
-                    "next_attempt_at": next_attempt.isoformat(),
-                    "provider_error": exc.error,
-                    "provider_status": exc.status,
-                },
-            ),
-        )
+    if attempts is None:
+        bound.info("failure_of_replaced_grant_ignored")
+        return "superseded"
     bound.warning("refresh_retry", attempt=attempts, retry_in=round(delay, 2))
     return "retrying"
 
