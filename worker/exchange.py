@@ -67,6 +67,8 @@ async def exchange_code(ctx: dict[str, Any], authorization_id: str) -> str:
     except oauth.OAuthError as exc:
         await _fail(wc, authorization, exc.problem or Problem.PROVIDER_ERROR, exc, exc.error)
         return "failed"
+    if tokens.warnings:
+        bound.warning("token_response_warnings", warnings=list(tokens.warnings))
     await _succeed(wc, authorization, app, tokens)
     return "succeeded"
 
