@@ -10,7 +10,7 @@ from aiohttp import web
 
 from authbroker.logs import get_logger
 from authbroker.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
-from handlers import apps, basic, callback, connections, health, metrics
+from handlers import apps, basic, callback, connections, diagnosis, health, metrics, openapi
 from handlers.auth import api_key_middleware
 from handlers.context import RESOURCES
 from handlers.responses import ApiError, ok
@@ -69,6 +69,6 @@ def create_app(resources: Resources) -> web.Application:
         middlewares=[context_middleware, api_key_middleware], client_max_size=256 * 1024
     )
     app[RESOURCES] = resources
-    for module in (health, metrics, apps, basic, connections, callback):
+    for module in (health, metrics, apps, basic, connections, callback, diagnosis, openapi):
         app.add_routes(module.routes)
     return app

@@ -57,14 +57,14 @@ def _params(request: web.Request) -> dict[str, str]:
     return params
 
 
-def _bad(request: web.Request, error: str, message: str) -> web.Response:
+def _bad(request: web.Request, error: str, message: str, status: int = 400) -> web.Response:
     if wants_json(request):
-        return ok({"error": error, "message": message}, status=400)
+        return ok({"error": error, "message": message}, status=status)
     return page(
         "This sign-in link cannot be used",
         [message, "Start the connection again from the application that sent you here."],
         tone="bad",
-        status=400,
+        status=status,
     )
 
 
@@ -229,8 +229,8 @@ async def status(request: web.Request) -> web.Response:
     try:
         authorization_id = uuid.UUID(request.match_info["authorization_id"])
     except ValueError:
-        return _bad(request, "not_found", "No such sign-in.")
+        return _bad(request, "not_found", "No such sign-in.", status=404)
     found = await authorizations.get(resources(request).pool, authorization_id)
     if found is None:
-        return _bad(request, "not_found", "No such sign-in.")
+        return _bad(request, "not_found", "No such sign-in.", status=404)
     return await _outcome_response(request, authorization_id, wait=2.0)

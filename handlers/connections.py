@@ -332,8 +332,16 @@ async def report(request: web.Request) -> web.Response:
         challenge is not None and challenge.error == "invalid_token"
     )
     if token_refused:
-        if found.status != "active" or found.refresh_token is None:
+        if found.status != "active":
             _unavailable(found)
+        if found.refresh_token is None:
+            fail(
+                409,
+                "refresh_token_missing",
+                "the token was refused and this connection has no refresh token: authorize again",
+                problem=str(Problem.REFRESH_TOKEN_MISSING),
+                detail=Problem.REFRESH_TOKEN_MISSING.remedy,
+            )
         after = await refresh_and_wait(res, found)
         bound.info("invalid_token_reported", outcome=after.status if after else "pending")
         return ok(

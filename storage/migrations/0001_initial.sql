@@ -112,6 +112,8 @@ CREATE TABLE outbox (
 );
 
 CREATE INDEX outbox_unrelayed ON outbox (id) WHERE relayed_at IS NULL;
+-- A connection's recent history (diagnosis).
+CREATE INDEX outbox_connection ON outbox ((event ->> 'connection_id'), id);
 
 CREATE TABLE api_keys (
     id            text PRIMARY KEY,

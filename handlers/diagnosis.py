@@ -1,0 +1,109 @@
+"""`/v1/connections/{id}/diagnosis` and `/v1/apps/{name}/diagnosis`: the checks of
+`authbroker.diagnosis` over what storage recorded.
+
+The core sees plain mappings of the rows without their sealed columns: only whether a token or a
+secret is set, never its value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aiohttp import web
+
+from authbroker import diagnosis
+from handlers.apps import load_app
+from handlers.connections import load_connection
+from handlers.context import resources
+from handlers.responses import ok
+from storage import apps
+from storage.apps import App
+from storage.connections import Connection
+
+routes = web.RouteTableDef()
+
+RECENT_EVENTS = 20
+_SEALED_CONNECTION = ("access_token", "refresh_token", "extra")
+_SEALED_APP = ("client_secret", "client_secrets_previous")
+
+
+def connection_facts(connection: Connection) -> dict[str, Any]:
+    """The connection's recorded state for the diagnosis, without its sealed columns."""
+    facts = {
+        f.name: getattr(connection, f.name)
+        for f in dataclasses.fields(connection)
+        if f.name not in _SEALED_CONNECTION
+    }
+    facts["has_access_token"] = connection.access_token is not None
+    facts["has_refresh_token"] = connection.refresh_token is not None
+    return facts
+
+
+def app_facts(app: App) -> dict[str, Any]:
+    """The app's settings for the diagnosis, without its sealed columns."""
+    facts = {
+        f.name: getattr(app, f.name) for f in dataclasses.fields(app) if f.name not in _SEALED_APP
+    }
+    facts["client_secret_set"] = app.client_secret is not None
+    facts["client_secrets_previous_set"] = app.client_secrets_previous is not None
+    return facts
+
+
+def _body(checks: list[diagnosis.Check], **head: Any) -> dict[str, Any]:
+    return {
+        **head,
+        "checks": [check.as_dict() for check in checks],
+        "summary": diagnosis.worst(checks),
+    }
+
+
+@routes.get("/v1/connections/{connection_id}/diagnosis")
+async def diagnose_connection(request: web.Request) -> web.Response:
+    res = resources(request)
+    found = await load_connection(request)
+    app = await apps.get_by_id(res.pool, found.app_id)
+    assert app is not None  # connections reference their app
+    rows = await res.pool.fetch(
+        """SELECT event FROM outbox WHERE event->>'connection_id' = $1
+           ORDER BY id DESC LIMIT $2""",
+        found.id,
+        RECENT_EVENTS,
+    )
+    checks = diagnosis.diagnose_connection(
+        connection_facts(found),
+        app_facts(app),
+        redirect_url=res.settings.redirect_url,
+        recent_events=[row["event"] for row in rows],
+    )
+    return ok(_body(checks, connection_id=found.id, app=found.app, status=found.status))
+
+
+def app_status(app: App) -> str:
+    if app.deleting:
+        return "deleting"
+    return "paused" if app.paused_at is not None else "active"
+
+
+@routes.get("/v1/apps/{name}/diagnosis")
+async def diagnose_app(request: web.Request) -> web.Response:
+    res = resources(request)
+    app = await load_app(request)
+    async with res.pool.acquire() as conn:
+        by_status = await conn.fetch(
+            "SELECT status, count(*) AS n FROM connections WHERE app_id = $1 GROUP BY status",
+            app.id,
+        )
+        by_problem = await conn.fetch(
+            """SELECT problem, count(*) AS n FROM connections
+               WHERE app_id = $1 AND problem IS NOT NULL AND status <> 'revoked'
+               GROUP BY problem""",
+            app.id,
+        )
+    checks = diagnosis.diagnose_app(
+        app_facts(app),
+        redirect_url=res.settings.redirect_url,
+        connections_by_status={row["status"]: row["n"] for row in by_status},
+        recent_problems={row["problem"]: row["n"] for row in by_problem},
+    )
+    return ok(_body(checks, app=app.name, status=app_status(app)))

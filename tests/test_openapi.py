@@ -1,0 +1,936 @@
+"""`/openapi.json` is a sound OpenAPI 3.1 document, documents exactly the routes the server has,
+and the server's real answers match it: a scenario drives the API through successes and errors
+and validates every response body against the schema declared for its path, method and status.
+
+No JSON Schema library is installed, so a small validator below covers the subset the document
+uses (and refuses any keyword it does not know, so nothing is silently skipped)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from authbroker.events import FIELDS as EVENT_FIELDS
+from authbroker.events import EventType, make_event
+from authbroker.problems import Problem
+from authbroker.schemas import AppCreate, AppUpdate, BasicCredentialIn, ConnectionStart, Report
+from handlers import diagnosis as diagnosis_routes
+from handlers import openapi
+from handlers.app import create_app
+from storage import api_keys
+from storage.resources import Resources
+from storage.sealing import aad
+from tests.test_flow_e2e import create_oauth_app, follow_callback
+
+METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+# ------------------------------------------------------------------------------ validator
+
+ANNOTATIONS = {
+    "title",
+    "description",
+    "default",
+    "examples",
+    "readOnly",
+    "writeOnly",
+    "deprecated",
+    "$comment",
+}
+ASSERTIONS = {
+    "$ref",
+    "type",
+    "enum",
+    "const",
+    "properties",
+    "required",
+    "additionalProperties",
+    "propertyNames",
+    "items",
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "anyOf",
+    "oneOf",
+    "allOf",
+}
+TYPES = {
+    "null": lambda v: v is None,
+    "boolean": lambda v: isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "string": lambda v: isinstance(v, str),
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+DATE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def resolve(root: dict[str, Any], pointer: str) -> Any:
+    assert pointer.startswith("#/"), f"only local references are used: {pointer}"
+    node: Any = root
+    for part in pointer[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        assert isinstance(node, dict) and part in node, f"unresolvable $ref {pointer}"
+        node = node[part]
+    return node
+
+
+def same(a: Any, b: Any) -> bool:
+    """JSON equality: true is not 1."""
+    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
+
+
+def validate(instance: Any, schema: Any, root: dict[str, Any], where: str = "$") -> list[str]:
+    """The ways `instance` breaks `schema` (empty when it is valid)."""
+    if schema is True:
+        return []
+    if schema is False:
+        return [f"{where}: nothing is allowed here"]
+    unknown = set(schema) - ANNOTATIONS - ASSERTIONS
+    assert not unknown, f"the validator does not know {sorted(unknown)} (at {where})"
+    errors: list[str] = []
+    if "$ref" in schema:
+        errors += validate(instance, resolve(root, schema["$ref"]), root, where)
+    for sub in schema.get("allOf", []):
+        errors += validate(instance, sub, root, where)
+    if "anyOf" in schema and not any(
+        not validate(instance, s, root, where) for s in schema["anyOf"]
+    ):
+        errors.append(f"{where}: matches none of anyOf")
+    if "oneOf" in schema:
+        matching = sum(1 for s in schema["oneOf"] if not validate(instance, s, root, where))
+        if matching != 1:
+            errors.append(f"{where}: matches {matching} of oneOf, not exactly one")
+    if "const" in schema and not same(instance, schema["const"]):
+        errors.append(f"{where}: {instance!r} is not {schema['const']!r}")
+    if "enum" in schema and not any(same(instance, v) for v in schema["enum"]):
+        errors.append(f"{where}: {instance!r} not in {schema['enum']!r}")
+    if "type" in schema:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not any(TYPES[t](instance) for t in types):
+            return [*errors, f"{where}: {instance!r} is not of type {types}"]
+    if isinstance(instance, str):
+        if len(instance) < schema.get("minLength", 0):
+            errors.append(f"{where}: shorter than {schema['minLength']}")
+        if "maxLength" in schema and len(instance) > schema["maxLength"]:
+            errors.append(f"{where}: longer than {schema['maxLength']}")
+        if "pattern" in schema and not re.search(schema["pattern"], instance):
+            errors.append(f"{where}: {instance!r} does not match {schema['pattern']}")
+        fmt = schema.get("format")
+        if fmt == "date-time" and not DATE_TIME.match(instance):
+            errors.append(f"{where}: {instance!r} is not an RFC 3339 date-time")
+        if fmt == "uuid" and not UUID.match(instance):
+            errors.append(f"{where}: {instance!r} is not a UUID")
+        if fmt == "uri" and not (urlsplit(instance).scheme and urlsplit(instance).netloc):
+            errors.append(f"{where}: {instance!r} is not an absolute URI")
+    if TYPES["number"](instance):
+        if "minimum" in schema and instance < schema["minimum"]:
+            errors.append(f"{where}: below {schema['minimum']}")
+        if "maximum" in schema and instance > schema["maximum"]:
+            errors.append(f"{where}: above {schema['maximum']}")
+        if "exclusiveMinimum" in schema and instance <= schema["exclusiveMinimum"]:
+            errors.append(f"{where}: not above {schema['exclusiveMinimum']}")
+        if "exclusiveMaximum" in schema and instance >= schema["exclusiveMaximum"]:
+            errors.append(f"{where}: not below {schema['exclusiveMaximum']}")
+    if isinstance(instance, list):
+        if len(instance) < schema.get("minItems", 0):
+            errors.append(f"{where}: fewer than {schema['minItems']} items")
+        if "maxItems" in schema and len(instance) > schema["maxItems"]:
+            errors.append(f"{where}: more than {schema['maxItems']} items")
+        if "items" in schema:
+            for i, item in enumerate(instance):
+                errors += validate(item, schema["items"], root, f"{where}[{i}]")
+    if isinstance(instance, dict):
+        for name in schema.get("required", []):
+            if name not in instance:
+                errors.append(f"{where}: missing required {name!r}")
+        properties = schema.get("properties", {})
+        for name, value in instance.items():
+            if "propertyNames" in schema:
+                errors += validate(name, schema["propertyNames"], root, f"{where}.<{name}>")
+            if name in properties:
+                errors += validate(value, properties[name], root, f"{where}.{name}")
+            elif "additionalProperties" in schema:
+                extra = schema["additionalProperties"]
+                if extra is False:
+                    errors.append(f"{where}: undeclared property {name!r}")
+                else:
+                    errors += validate(value, extra, root, f"{where}.{name}")
+    return errors
+
+
+def test_the_validator_itself():
+    root = {"components": {"schemas": {"N": {"type": ["integer", "null"], "minimum": 1}}}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"$ref": "#/components/schemas/N"},
+            "s": {"type": "string", "enum": ["a", "b"]},
+            "t": {"type": "string", "format": "date-time"},
+            "l": {"type": "array", "items": {"type": "boolean"}, "maxItems": 2},
+            "k": {"oneOf": [{"const": "x"}, {"type": "integer"}]},
+        },
+        "required": ["n"],
+        "additionalProperties": False,
+    }
+    good = {"n": None, "s": "a", "t": "2025-01-01T00:00:00.5Z", "l": [True], "k": "x"}
+    assert validate(good, schema, root) == []
+    bad = {"n": 0, "s": "c", "t": "yesterday", "l": [1, True, False], "k": 1.5, "z": 1}
+    errors = validate(bad, schema, root)
+    assert len(errors) == 7, errors
+    assert validate({"n": True}, schema, root)  # a boolean is not an integer
+    assert validate({}, schema, root) == ["$: missing required 'n'"]
+    with pytest.raises(AssertionError, match="does not know"):
+        validate(1, {"multipleOf": 2}, root)
+
+
+# ------------------------------------------------------------------------------ the document
+
+
+def walk(node: Any, where: str = "#") -> Any:
+    """Every (where, dict) in the document."""
+    if isinstance(node, dict):
+        yield where, node
+        for key, value in node.items():
+            yield from walk(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from walk(value, f"{where}/{i}")
+
+
+def schemas_in(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every schema object reachable as a schema (components, parameters, contents)."""
+    found = [(f"#/components/schemas/{n}", s) for n, s in doc["components"]["schemas"].items()]
+    for where, node in walk(doc["paths"], "#/paths"):
+        if "schema" in node and isinstance(node["schema"], dict):
+            found.append((f"{where}/schema", node["schema"]))
+    return found
+
+
+def assert_valid_openapi(doc: dict[str, Any]) -> None:
+    assert re.fullmatch(r"3\.1\.\d+", doc["openapi"])
+    assert doc["info"]["title"] and isinstance(doc["info"]["version"], str)
+    assert doc["paths"], "no paths"
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes and all(s["type"] in {"http", "apiKey", "oauth2"} for s in schemes.values())
+    # Every reference resolves.
+    for where, node in walk(doc):
+        if "$ref" in node and isinstance(node["$ref"], str):
+            resolve(doc, node["$ref"]), where
+    operation_ids = set()
+    for path, item in doc["paths"].items():
+        assert path.startswith("/"), path
+        operations = {k: v for k, v in item.items() if k in METHODS}
+        assert operations, f"{path} has no operation"
+        assert set(item) <= METHODS | {"parameters", "summary", "description"}, item.keys()
+        template = set(re.findall(r"{([^}]+)}", path))
+        for method, op in operations.items():
+            assert op["operationId"] not in operation_ids, op["operationId"]
+            operation_ids.add(op["operationId"])
+            params = [*item.get("parameters", []), *op.get("parameters", [])]
+            declared = {p["name"] for p in params if p["in"] == "path"}
+            assert declared == template, (path, method, declared)
+            for p in params:
+                assert p["in"] in {"path", "query", "header", "cookie"}
+                assert "schema" in p
+                if p["in"] == "path":
+                    assert p["required"] is True
+            assert op["responses"], f"{method} {path} has no responses"
+            for status, response in op["responses"].items():
+                assert re.fullmatch(r"[1-5](\d\d|XX)|default", status), status
+                assert response["description"], (path, method, status)
+                for media, content in response.get("content", {}).items():
+                    assert "/" in media and "schema" in content
+            if "requestBody" in op:
+                assert op["requestBody"]["content"]["application/json"]["schema"]
+            for requirement in op.get("security", []):
+                assert set(requirement) <= set(schemes), requirement
+            if path.startswith("/v1/"):
+                assert op["security"] == [{openapi.SECURITY_SCHEME: []}], (path, method)
+                assert "401" in op["responses"], (path, method)
+            else:
+                assert op["security"] == [], (path, method)
+    # Every schema uses only keywords the validator checks (or annotations).
+    for where, schema in schemas_in(doc):
+        for inner_where, node in walk(schema, where):
+            if inner_where.endswith(("/properties", "/examples", "/default", "/enum", "/const")):
+                continue
+            if any(k in node for k in ("type", "$ref", "anyOf", "oneOf", "enum", "const")):
+                unknown = set(node) - ANNOTATIONS - ASSERTIONS
+                assert not unknown, (inner_where, unknown)
+
+
+def test_the_full_document_is_valid_openapi_31():
+    doc = openapi.document()
+    assert_valid_openapi(doc)
+    json.dumps(doc)
+    schemas = doc["components"]["schemas"]
+    # Request bodies are the models the handlers validate with.
+    for model in (AppCreate, BasicCredentialIn, ConnectionStart, Report):
+        assert schemas[model.__name__] == model.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+    # AppUpdate, except that null is refused where the handler refuses it.
+    assert schemas["AppUpdate"]["properties"]["client_id"]["type"] == "string"
+    assert "anyOf" in schemas["AppUpdate"]["properties"]["revoke_url"]
+    assert set(schemas["AppUpdate"]["properties"]) == set(AppUpdate.model_fields)
+    # The event contract, field for field.
+    event = schemas["Event"]
+    assert tuple(event["properties"]) == EVENT_FIELDS
+    assert set(event["properties"]["type"]["enum"]) == {str(t) for t in EventType}
+    real = make_event(
+        EventType.INVALIDATED,
+        app="crm",
+        connection_id="c1",
+        status="failed",
+        problem=Problem.REFRESH_TOKEN_INVALIDATED,
+        data={"provider_error": "invalid_grant"},
+    )
+    assert validate(real, event, doc) == []
+    assert validate(make_event(EventType.APP_SETTINGS_INVALID, app="crm"), event, doc) == []
+
+
+# ------------------------------------------------------------------------------ the real API
+
+
+def add_missing_routes(app: web.Application, table: web.RouteTableDef) -> None:
+    """Add a module's routes unless handlers/app.py already registers them."""
+    present = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
+    app.add_routes(
+        [r for r in table if isinstance(r, web.RouteDef) and (r.method, r.path) not in present]
+    )
+
+
+def full_app(resources: Resources) -> web.Application:
+    app = create_app(resources)
+    add_missing_routes(app, diagnosis_routes.routes)
+    add_missing_routes(app, openapi.routes)
+    try:
+        from handlers import metrics
+    except ImportError:  # not there yet: then it is not served, and not documented either
+        pass
+    else:
+        add_missing_routes(app, metrics.routes)
+    return app
+
+
+class Api:
+    """Sends requests and checks every answer against the document."""
+
+    def __init__(self, client: TestClient, key: str, doc: dict[str, Any]):
+        self.client = client
+        self.key = key
+        self.doc = doc
+        self.seen: set[tuple[str, str, int]] = set()
+
+    async def __call__(
+        self,
+        method: str,
+        template: str,
+        *,
+        expect: int,
+        auth: bool | str = True,
+        params: dict[str, str] | None = None,
+        accept: str = "application/json",
+        stream: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        path = template
+        for name, value in (params or {}).items():
+            path = path.replace("{" + name + "}", quote(value, safe=""))
+        headers = dict(kwargs.pop("headers", {}))
+        headers.setdefault("Accept", accept)
+        if auth is True:
+            headers["Authorization"] = f"Bearer {self.key}"
+        elif isinstance(auth, str):
+            headers["Authorization"] = auth
+        async with self.client.request(method, path, headers=headers, **kwargs) as response:
+            status = response.status
+            media = response.content_type
+            if stream and status == 200:
+                raw = await response.content.readline()  # an endless stream: its first line
+            else:
+                raw = await response.read()
+        label = f"{method} {path} -> {status}: {raw[:500]!r}"
+        assert status == expect, label
+        documented = template.split("?")[0]
+        op = self.doc["paths"][documented][method.lower()]
+        declared = op["responses"].get(str(status)) or op["responses"].get("default")
+        assert declared is not None, f"undocumented status: {label}"
+        content = declared.get("content")
+        body: Any = None
+        if not content:
+            assert raw == b"", f"documented without a body: {label}"
+        else:
+            assert media in content, f"{media} not documented: {label}"
+            if media == "application/json":
+                body = json.loads(raw)
+                errors = validate(body, content[media]["schema"], self.doc)
+                assert not errors, f"{label}\n" + "\n".join(errors)
+            else:
+                body = raw.decode()
+        request_json = kwargs.get("json")
+        if 200 <= status < 300 and request_json is not None and "requestBody" in op:
+            schema = op["requestBody"]["content"]["application/json"]["schema"]
+            errors = validate(request_json, schema, self.doc)
+            assert not errors, f"accepted body not allowed by the document: {errors}"
+        self.seen.add((documented, method.lower(), status))
+        return body
+
+
+@pytest.fixture(scope="module")
+async def served(resources: Resources) -> AsyncIterator[tuple[TestClient, web.Application]]:
+    app = full_app(resources)
+    async with TestClient(TestServer(app)) as client:
+        yield client, app
+
+
+@pytest.fixture(scope="module")
+async def api_doc(served, resources: Resources) -> Api:
+    client, _ = served
+    async with client.get("/openapi.json") as response:  # public: no key
+        assert response.status == 200
+        assert response.content_type == "application/json"
+        doc = await response.json()
+    _, key = await api_keys.create(resources.pool, "openapi-tests")
+    return Api(client, key, doc)
+
+
+def operations_of(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(p, m) for p, item in doc["paths"].items() for m in item if m in METHODS}
+
+
+async def test_served_document_is_valid_and_lists_exactly_the_routes(served, api_doc):
+    _, app = served
+    doc = api_doc.doc
+    assert_valid_openapi(doc)
+    registered = {
+        (r.resource.canonical, r.method.lower())
+        for r in app.router.routes()
+        if r.resource is not None
+        and r.method != "HEAD"
+        and not isinstance(r.resource, web.StaticResource)
+    }
+    documented = operations_of(doc)
+    assert registered - documented == set(), "registered but not documented"
+    assert documented - registered == set(), "documented but not served"
+    for path in (
+        "/healthz",
+        "/readyz",
+        "/oauth/callback",
+        "/oauth/status/{authorization_id}",
+        "/v1/apps",
+        "/v1/apps/{name}",
+        "/v1/apps/{name}/connections",
+        "/v1/apps/{name}/diagnosis",
+        "/v1/basic",
+        "/v1/basic/{name}",
+        "/v1/basic/{name}/credentials",
+        "/v1/connections",
+        "/v1/connections/{connection_id}",
+        "/v1/connections/{connection_id}/credentials",
+        "/v1/connections/{connection_id}/refresh",
+        "/v1/connections/{connection_id}/report",
+        "/v1/connections/{connection_id}/diagnosis",
+        "/openapi.json",
+    ):
+        assert path in doc["paths"], path
+    assert doc["servers"][0]["url"].startswith("http")
+
+
+def app_body(name: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "client_id": f"client-{name}",
+        "client_secret": f"secret-{name}",
+        "authorization_url": "http://127.0.0.1:9/authorize",
+        "token_url": "http://127.0.0.1:9/token",
+        "scopes": ["read", "write"],
+        **overrides,
+    }
+
+
+async def seal_tokens(
+    resources: Resources, connection_id: str, *, expires_in: str, refresh: bool
+) -> None:
+    """Make a pending connection active with tokens, as the exchange would have."""
+    ring = resources.ring
+    access = ring.seal("at-" + connection_id, aad=aad("connections", connection_id, "access_token"))
+    refresh_token = (
+        ring.seal("rt-" + connection_id, aad=aad("connections", connection_id, "refresh_token"))
+        if refresh
+        else None
+    )
+    await resources.pool.execute(
+        f"""UPDATE connections SET status = 'active', problem = NULL, access_token = $2,
+               refresh_token = $3, token_type = 'Bearer',
+               expires_at = now() + interval '{expires_in}', refresh_at = NULL,
+               granted_scopes = ARRAY['read', 'write'], authorized_at = now(),
+               last_error = NULL
+           WHERE id = $1""",
+        connection_id,
+        access,
+        refresh_token,
+    )
+
+
+async def test_every_answer_matches_the_document(api_doc: Api, resources, unique):
+    call = api_doc
+    name = unique("oas")
+    other = unique("oas2")
+    anon = {"auth": False}
+
+    # Public endpoints.
+    await call("GET", "/openapi.json", expect=200, **anon)
+    await call("GET", "/healthz", expect=200, **anon)
+    await call("GET", "/readyz", expect=200, **anon)
+    if ("/metrics", "get") in operations_of(call.doc):
+        await call("GET", "/metrics", expect=200, accept="text/plain", **anon)
+
+    # Authentication.
+    await call("GET", "/v1/apps", expect=401, **anon)
+    await call("GET", "/v1/apps", expect=401, auth="Bearer ab_nope_nope")
+    await call("GET", "/v1/connections", expect=401, auth="Basic eDp5")
+
+    # Apps.
+    created = await call("POST", "/v1/apps", expect=201, json=app_body(name))
+    assert created["client_secret_set"] is True and "client_secret" not in created
+    await call("POST", "/v1/apps", expect=201, json=app_body(other, client_auth="auto"))
+    await call("POST", "/v1/apps", expect=409, json=app_body(name))
+    invalid = await call(
+        "POST",
+        "/v1/apps",
+        expect=400,
+        json=app_body(name, token_url="ftp://x", client_auht="basic"),
+    )
+    assert {f["field"] for f in invalid["fields"]} == {"token_url", "client_auht"}
+    await call("POST", "/v1/apps", expect=400, data=b"{not json")
+    await call("POST", "/v1/apps", expect=400, data=b"[1, 2]")
+    await call(
+        "POST",
+        "/v1/apps",
+        expect=413,
+        data=b"{" + b" " * (300 * 1024) + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    preset = unique("oaspreset")
+    from_preset = await call(
+        "POST",
+        "/v1/apps",
+        expect=201,
+        json={"name": preset, "client_id": "x", "client_secret": "y", "preset": "github"},
+    )
+    assert from_preset["preset"] == "github" and from_preset["token_url"].startswith("https://")
+    await call(
+        "POST",
+        "/v1/apps",
+        expect=400,
+        json={"name": preset + "x", "client_id": "x", "preset": "no-such-provider"},
+    )
+    listed = await call("GET", "/v1/apps", expect=200)
+    assert name in {a["name"] for a in listed["items"]}
+    await call("GET", "/v1/apps/{name}", expect=200, params={"name": name})
+    await call("GET", "/v1/apps/{name}", expect=404, params={"name": "no-such-app"})
+    patched = await call(
+        "PATCH",
+        "/v1/apps/{name}",
+        expect=200,
+        params={"name": name},
+        json={"scopes": ["read", "write", "admin"], "revoke_url": None, "probe_interval": 600},
+    )
+    assert patched["scopes"] == ["read", "write", "admin"]
+    await call(
+        "PATCH", "/v1/apps/{name}", expect=400, params={"name": name}, json={"client_id": None}
+    )
+    await call("PATCH", "/v1/apps/{name}", expect=404, params={"name": "no-such-app"}, json={})
+    await call("GET", "/v1/apps/{name}/diagnosis", expect=200, params={"name": name})
+    await call("GET", "/v1/apps/{name}/diagnosis", expect=404, params={"name": "no-such-app"})
+
+    ops = operations_of(call.doc)
+    if ("/v1/apps/export", "get") in ops:
+        exported = await call("GET", f"/v1/apps/export?name={name}", expect=200)
+        assert [a["name"] for a in exported["apps"]] == [name]
+        await call("GET", "/v1/apps/export", expect=200)
+        await call("GET", "/v1/apps/export?name=no-such-app", expect=404)
+    if ("/v1/apps/import", "post") in ops:
+        imported = unique("oasimport")
+        document = {"version": 1, "apps": [{**app_body(imported), "client_secret": None}]}
+        result = await call("POST", "/v1/apps/import", expect=200, json=document)
+        assert result["created"] == [imported]
+        await call("POST", "/v1/apps/import?replace=true", expect=200, json=document)
+        await call("POST", "/v1/apps/import", expect=400, json={"version": 2, "apps": []})
+        waiting = await call("GET", "/v1/apps/{name}", expect=200, params={"name": imported})
+        assert waiting["awaiting_secret"] is True
+        await call(
+            "POST",
+            "/v1/apps/{name}/connections",
+            expect=409,
+            params={"name": imported},
+            json={},
+        )
+    if ("/v1/events", "get") in ops:
+        await call("GET", "/v1/events?from_start=1", expect=200, accept="*/*", stream=True)
+        await call("GET", "/v1/events?last_event_id=x", expect=400)
+
+    # Starting authorizations.
+    started = await call(
+        "POST",
+        "/v1/apps/{name}/connections",
+        expect=201,
+        params={"name": name},
+        json={"connection_id": f"{name}-1", "metadata": {"tenant": 7}},
+    )
+    cid = started["connection_id"]
+    second = await call(
+        "POST", "/v1/apps/{name}/connections", expect=201, params={"name": name}, json={}
+    )
+    third = await call(
+        "POST", "/v1/apps/{name}/connections", expect=201, params={"name": name}, json={}
+    )
+    await call(
+        "POST",
+        "/v1/apps/{name}/connections",
+        expect=409,
+        params={"name": other},
+        json={"connection_id": cid},
+    )
+    await call(
+        "POST",
+        "/v1/apps/{name}/connections",
+        expect=400,
+        params={"name": name},
+        json={"connection_id": "bad id!"},
+    )
+    await call(
+        "POST", "/v1/apps/{name}/connections", expect=404, params={"name": "no-such-app"}, json={}
+    )
+
+    # Listing and showing connections.
+    page = await call("GET", f"/v1/connections?app={name}&limit=1", expect=200)
+    assert len(page["items"]) == 1 and page["next"]
+    rest = await call("GET", f"/v1/connections?app={name}&after={page['next']}", expect=200)
+    assert rest["next"] is None and len(rest["items"]) == 2
+    await call("GET", "/v1/connections?status=pending&limit=1000", expect=200)
+    await call("GET", "/v1/connections?status=bogus", expect=400)
+    await call("GET", "/v1/connections?limit=0", expect=400)
+    await call("GET", "/v1/connections?limit=ten", expect=400)
+    shown = await call(
+        "GET", "/v1/connections/{connection_id}", expect=200, params={"connection_id": cid}
+    )
+    assert shown["status"] == "pending" and shown["metadata"] == {"tenant": 7}
+    await call(
+        "GET", "/v1/connections/{connection_id}", expect=404, params={"connection_id": "nope"}
+    )
+    await call(
+        "GET",
+        "/v1/connections/{connection_id}/diagnosis",
+        expect=200,
+        params={"connection_id": cid},
+    )
+    await call(
+        "GET",
+        "/v1/connections/{connection_id}/diagnosis",
+        expect=404,
+        params={"connection_id": "nope"},
+    )
+
+    # A pending connection has no credentials, nothing to refresh.
+    refused = await call(
+        "GET",
+        "/v1/connections/{connection_id}/credentials",
+        expect=409,
+        params={"connection_id": cid},
+    )
+    assert refused["error"] == "connection_not_active" and refused["status"] == "pending"
+    await call(
+        "GET",
+        "/v1/connections/{connection_id}/credentials",
+        expect=404,
+        params={"connection_id": "nope"},
+    )
+    await call(
+        "POST",
+        "/v1/connections/{connection_id}/refresh",
+        expect=409,
+        params={"connection_id": cid},
+    )
+    await call(
+        "POST",
+        "/v1/connections/{connection_id}/refresh",
+        expect=404,
+        params={"connection_id": "nope"},
+    )
+
+    # Reports.
+    hint = await call(
+        "POST",
+        "/v1/connections/{connection_id}/report",
+        expect=200,
+        params={"connection_id": cid},
+        json={"status": 403},
+    )
+    assert hint["action"] == "none"
+    recorded = await call(
+        "POST",
+        "/v1/connections/{connection_id}/report",
+        expect=200,
+        params={"connection_id": cid},
+        json={"status": 403, "www_authenticate": 'Bearer error="insufficient_scope", scope="a b"'},
+    )
+    assert recorded["required_scopes"] == ["a", "b"]
+    await call(
+        "POST",
+        "/v1/connections/{connection_id}/report",
+        expect=409,
+        params={"connection_id": cid},
+        json={"status": 401},
+    )
+    await call(
+        "POST",
+        "/v1/connections/{connection_id}/report",
+        expect=400,
+        params={"connection_id": cid},
+        json={"status": 500},
+    )
+    await call(
+        "POST",
+        "/v1/connections/{connection_id}/report",
+        expect=404,
+        params={"connection_id": "nope"},
+        json={"status": 403},
+    )
+
+    # Active states, set up as the worker would leave them.
+    await seal_tokens(resources, cid, expires_in="1 hour", refresh=False)
+    credentials = await call(
+        "GET",
+        "/v1/connections/{connection_id}/credentials",
+        expect=200,
+        params={"connection_id": cid},
+    )
+    assert credentials["authorization"] == f"Bearer at-{cid}"
+    missing = await call(
+        "POST",
+        "/v1/connections/{connection_id}/refresh",
+        expect=409,
+        params={"connection_id": cid},
+    )
+    assert missing["error"] == "refresh_token_missing"
+    await call("GET", "/v1/connections/{connection_id}", expect=200, params={"connection_id": cid})
+    diagnosis = await call(
+        "GET",
+        "/v1/connections/{connection_id}/diagnosis",
+        expect=200,
+        params={"connection_id": cid},
+    )
+    assert diagnosis["summary"] == "failing"  # no refresh token, an expiring token, a 403 report
+    # Expired with no refresh token: 409; expiring with the app paused: 503.
+    await seal_tokens(resources, cid, expires_in="-1 minute", refresh=False)
+    expired = await call(
+        "GET",
+        "/v1/connections/{connection_id}/credentials",
+        expect=409,
+        params={"connection_id": cid},
+    )
+    assert expired["error"] == "token_expired"
+    await seal_tokens(resources, cid, expires_in="-1 minute", refresh=True)
+    await resources.pool.execute(
+        "UPDATE apps SET paused_at = now(), paused_problem = 'invalid_settings' WHERE name = $1",
+        name,
+    )
+    paused = await call(
+        "GET",
+        "/v1/connections/{connection_id}/credentials",
+        expect=503,
+        params={"connection_id": cid},
+    )
+    assert paused["problem"] == "invalid_settings"
+    await call(
+        "POST",
+        "/v1/connections/{connection_id}/refresh",
+        expect=503,
+        params={"connection_id": cid},
+    )
+    await call("GET", "/v1/apps/{name}/diagnosis", expect=200, params={"name": name})
+    await call("GET", "/v1/apps/{name}", expect=200, params={"name": name})
+    # Transient trouble recorded on the connection shows in its view.
+    await resources.pool.execute(
+        """UPDATE connections SET failed_attempts = 2, next_attempt_at = now() + interval '1 min',
+               last_error = $2, last_report = NULL WHERE id = $1""",
+        cid,
+        {"stage": "refresh", "error": "server_error", "description": None, "status": 503},
+    )
+    shown = await call(
+        "GET", "/v1/connections/{connection_id}", expect=200, params={"connection_id": cid}
+    )
+    assert shown["last_error"]["status"] == 503
+
+    # The browser's side: a provider error ends an authorization; bad links are refused.
+    state = parse_qs(urlsplit(second["authorize_url"]).query)["state"][0]
+    outcome = await call(
+        "GET",
+        f"/oauth/callback?state={state}&error=access_denied&error_description=no",
+        expect=200,
+        **anon,
+    )
+    assert outcome["status"] == "failed" and outcome["problem"] == "access_denied"
+    for accept in ("application/json", "text/html"):
+        await call(
+            "GET",
+            "/oauth/status/{authorization_id}",
+            expect=200,
+            params={"authorization_id": second["authorization_id"]},
+            accept=accept,
+            **anon,
+        )
+        await call("GET", "/oauth/callback", expect=400, accept=accept, **anon)
+        await call("GET", "/oauth/callback?state=unknown&code=x", expect=400, accept=accept, **anon)
+        await call(
+            "GET",
+            "/oauth/status/{authorization_id}",
+            expect=404,
+            params={"authorization_id": "00000000-0000-4000-8000-000000000000"},
+            accept=accept,
+            **anon,
+        )
+    await call(
+        "GET",
+        "/v1/connections/{connection_id}",
+        expect=200,
+        params={"connection_id": second["connection_id"]},
+    )
+
+    # Deleting connections and apps.
+    gone = await call(
+        "DELETE",
+        "/v1/connections/{connection_id}",
+        expect=202,
+        params={"connection_id": third["connection_id"]},
+    )
+    assert gone["status"] == "revoking"
+    await resources.pool.execute(
+        "UPDATE connections SET status = 'revoked' WHERE id = $1", third["connection_id"]
+    )
+    await call(
+        "DELETE",
+        "/v1/connections/{connection_id}",
+        expect=204,
+        params={"connection_id": third["connection_id"]},
+    )
+    await call(
+        "DELETE", "/v1/connections/{connection_id}", expect=404, params={"connection_id": "nope"}
+    )
+    has = await call("DELETE", "/v1/apps/{name}", expect=409, params={"name": name})
+    assert has["connections"] >= 1
+    deleting = await call(
+        "DELETE", "/v1/apps/{name}?cascade=true", expect=202, params={"name": name}
+    )
+    assert deleting["status"] == "deleting"
+    await call("POST", "/v1/apps/{name}/connections", expect=409, params={"name": name}, json={})
+    await call("GET", "/v1/apps/{name}/diagnosis", expect=200, params={"name": name})
+    await call("DELETE", "/v1/apps/{name}", expect=204, params={"name": other})
+    await call("DELETE", "/v1/apps/{name}", expect=204, params={"name": preset})
+    await call("DELETE", "/v1/apps/{name}", expect=404, params={"name": other})
+
+    # Basic credentials.
+    basic = unique("basic")
+    await call(
+        "PUT",
+        "/v1/basic/{name}",
+        expect=201,
+        params={"name": basic},
+        json={"login": "svc", "password": "pw"},
+    )
+    await call(
+        "PUT",
+        "/v1/basic/{name}",
+        expect=200,
+        params={"name": basic},
+        json={"login": "svc2", "password": "pw2"},
+    )
+    await call(
+        "PUT",
+        "/v1/basic/{name}",
+        expect=400,
+        params={"name": basic},
+        json={"login": "a:b", "password": "pw"},
+    )
+    await call(
+        "PUT",
+        "/v1/basic/{name}",
+        expect=400,
+        params={"name": "bad name"},
+        json={"login": "a", "password": "b"},
+    )
+    listing = await call("GET", "/v1/basic", expect=200)
+    assert basic in {b["name"] for b in listing["items"]}
+    secret = await call("GET", "/v1/basic/{name}/credentials", expect=200, params={"name": basic})
+    assert secret["authorization"] == "Basic " + base64.b64encode(b"svc2:pw2").decode()
+    await call("GET", "/v1/basic/{name}/credentials", expect=404, params={"name": "no-such"})
+    await call("GET", "/v1/basic/{name}/credentials", expect=400, params={"name": "bad name"})
+    await call("DELETE", "/v1/basic/{name}", expect=204, params={"name": basic})
+    await call("DELETE", "/v1/basic/{name}", expect=404, params={"name": basic})
+    await call("DELETE", "/v1/basic/{name}", expect=400, params={"name": "bad name"})
+
+    # Every documented operation was exercised, and checked.
+    exercised = {(path, method) for path, method, _ in call.seen}
+    assert operations_of(call.doc) - exercised == set()
+
+
+async def test_a_real_connection_matches_the_document(
+    api_doc: Api, api, anonymous, oauth_server, worker, unique
+):
+    """The states the real worker writes (tokens, refresh, reports) match the schemas too."""
+    call = api_doc
+    name = unique("oasreal")
+    await create_oauth_app(api, oauth_server, name)
+    started = await call(
+        "POST",
+        "/v1/apps/{name}/connections",
+        expect=201,
+        params={"name": name},
+        json={"connection_id": f"{name}-1"},
+    )
+    cid = started["connection_id"]
+    location = await oauth_server.approve(started["authorize_url"])
+    status, outcome = await follow_callback(anonymous, location)
+    assert status == 200 and outcome["status"] == "succeeded", outcome
+    one = {"connection_id": cid}
+    shown = await call("GET", "/v1/connections/{connection_id}", expect=200, params=one)
+    assert shown["status"] == "active" and shown["has_refresh_token"] is True
+    await call("GET", "/v1/connections/{connection_id}/credentials", expect=200, params=one)
+    refreshed = await call(
+        "POST", "/v1/connections/{connection_id}/refresh", expect=200, params=one
+    )
+    assert refreshed["outcome"] == "refreshed"
+    reported = await call(
+        "POST",
+        "/v1/connections/{connection_id}/report",
+        expect=200,
+        params=one,
+        json={"status": 401, "www_authenticate": 'Bearer error="invalid_token"'},
+    )
+    assert reported["action"] == "refreshed"
+    diagnosis = await call(
+        "GET", "/v1/connections/{connection_id}/diagnosis", expect=200, params=one
+    )
+    assert diagnosis["summary"] == "ok", diagnosis
+    await call("GET", "/v1/apps/{name}/diagnosis", expect=200, params={"name": name})
+    await call("DELETE", "/v1/connections/{connection_id}", expect=202, params=one)
