@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -45,6 +46,8 @@ PROTOCOL_PARAMS = frozenset(
 )
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+# A space is the usual separator: never stripped like other strings.
+Separator = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1, max_length=3)]
 Scope = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[\x21\x23-\x5B\x5D-\x7E]+$")]
 Params = dict[
     Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(max_length=2048)]
@@ -143,7 +146,7 @@ class AppCreate(_AppFields):
     token_url: str = Field(max_length=2048)
     revoke_url: str | None = Field(default=None, max_length=2048)
     scopes: list[Scope] = Field(default_factory=list, max_length=100)
-    scope_separator: str = Field(default=" ", min_length=1, max_length=3)
+    scope_separator: Separator = " "
     client_auth: ClientAuth = "body"
     authorize_params: Params = Field(default_factory=dict)
     token_params: Params = Field(default_factory=dict)
@@ -169,7 +172,7 @@ class AppUpdate(_AppFields):
     token_url: str | None = Field(default=None, max_length=2048)
     revoke_url: str | None = Field(default=None, max_length=2048)
     scopes: list[Scope] | None = Field(default=None, max_length=100)
-    scope_separator: str | None = Field(default=None, min_length=1, max_length=3)
+    scope_separator: Separator | None = None
     client_auth: ClientAuth | None = None
     authorize_params: Params | None = None
     token_params: Params | None = None

@@ -10,7 +10,18 @@ from aiohttp import web
 
 from authbroker.logs import get_logger
 from authbroker.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
-from handlers import apps, basic, callback, connections, diagnosis, health, metrics, openapi
+from handlers import (
+    apps,
+    basic,
+    callback,
+    connections,
+    diagnosis,
+    events,
+    health,
+    metrics,
+    openapi,
+    transfer,
+)
 from handlers.auth import api_key_middleware
 from handlers.context import RESOURCES
 from handlers.responses import ApiError, ok
@@ -69,6 +80,9 @@ def create_app(resources: Resources) -> web.Application:
         middlewares=[context_middleware, api_key_middleware], client_max_size=256 * 1024
     )
     app[RESOURCES] = resources
-    for module in (health, metrics, apps, basic, connections, callback, diagnosis, openapi):
+    # transfer before apps: /v1/apps/export must not be read as an app named "export".
+    modules = (health, metrics, transfer, events, apps, basic, connections, callback, diagnosis)
+    for module in (*modules, openapi):
         app.add_routes(module.routes)
+    app.on_shutdown.append(events.close_streams)  # end open event streams at shutdown
     return app

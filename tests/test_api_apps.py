@@ -502,3 +502,20 @@ async def test_unknown_preset_is_named(api, unique):
         body = await response.json()
     assert body["error"] == "unknown_preset"
     assert "google" in body["message"]  # the known names are listed
+
+
+async def test_scope_separator_can_be_set_back_to_a_space(api, unique):
+    name = unique("sep")
+    body = {
+        "name": name,
+        "client_id": "c",
+        "client_secret": "s",
+        "authorization_url": "https://provider.example/authorize",
+        "token_url": "https://provider.example/token",
+        "scope_separator": ",",
+    }
+    async with api.post("/v1/apps", json=body) as response:
+        assert response.status == 201
+    async with api.patch(f"/v1/apps/{name}", json={"scope_separator": " "}) as response:
+        assert response.status == 200, await response.text()
+        assert (await response.json())["scope_separator"] == " "

@@ -1,0 +1,178 @@
+"""`/v1/apps/export` and `/v1/apps/import`: application definitions between environments.
+
+An export holds every app as `POST /v1/apps` accepts it, without its secrets. An import creates
+the apps that do not exist yet, marked `awaiting_secret` (no connection starts until the secret
+is set with `PATCH /v1/apps/{name}`), and skips existing ones unless `?replace=true`, which
+updates their settings and keeps their secrets. The whole document is checked first and applied
+in one transaction: one bad app refuses the import and changes nothing.
+
+These routes must be registered before `handlers.apps`, whose `/v1/apps/{name}` would otherwise
+take `export` for an app's name.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import asyncpg
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from authbroker.logs import get_logger
+from authbroker.schemas import AppCreate, field_errors
+from handlers.context import resources
+from handlers.responses import fail, ok, read_model
+from storage import apps
+from storage.apps import App
+
+routes = web.RouteTableDef()
+log = get_logger("authbroker.api")
+
+EXPORT_VERSION = 1
+MAX_APPS = 1000
+SECRET_FIELDS = frozenset({"client_secret", "client_secrets_previous"})
+TRUE = {"1", "true", "yes", "on"}
+DEFAULT_SEPARATOR = AppCreate.model_fields["scope_separator"].default
+
+
+class ImportDocument(BaseModel):
+    """The document `GET /v1/apps/export` answers; each app is checked with AppCreate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1]
+    apps: list[dict[str, Any]] = Field(max_length=MAX_APPS)
+    exported_at: str | None = None
+
+
+def definition(app: App) -> dict[str, Any]:
+    """An app as `POST /v1/apps` accepts it, without its secrets."""
+    values = {
+        name: getattr(app, name)
+        for name in AppCreate.model_fields
+        if name not in SECRET_FIELDS and hasattr(app, name)
+    }
+    # AppCreate strips whitespace from strings, so it refuses an explicit " " separator (its
+    # own default): leave the default out rather than export what import would refuse.
+    if values.get("scope_separator") == DEFAULT_SEPARATOR:
+        del values["scope_separator"]
+    return values
+
+
+@routes.get("/v1/apps/export")
+async def export_apps(request: web.Request) -> web.Response:
+    """Every app (or those named with `?name=`, repeatable), apps being deleted left out."""
+    res = resources(request)
+    wanted = [n for raw in request.query.getall("name", []) for n in raw.split(",") if n]
+    found = [a for a in await apps.list_all(res.pool) if not a.deleting]
+    if wanted:
+        missing = sorted(set(wanted) - {a.name for a in found})
+        if missing:
+            fail(404, "app_not_found", f"no app named {', '.join(map(repr, missing))}")
+        found = [a for a in found if a.name in wanted]
+    return ok(
+        {
+            "version": EXPORT_VERSION,
+            "exported_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "apps": [definition(a) for a in found],
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _check(document: ImportDocument, allow_http: bool) -> list[AppCreate]:
+    """Every app valid and named once, or a 400 naming each app and field at fault."""
+    checked: list[AppCreate] = []
+    errors: list[dict[str, str]] = []
+    bad: list[str] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(document.apps):
+        label = str(item.get("name") or f"#{index + 1}")
+        try:
+            model = AppCreate.model_validate(item, context={"allow_http": allow_http})
+        except ValidationError as exc:
+            bad.append(label)
+            errors += [
+                {"field": f"apps.{index}.{e['field']}", "message": f"app {label}: {e['message']}"}
+                for e in field_errors(exc)
+            ]
+            continue
+        if model.name in seen:
+            bad.append(label)
+            errors.append(
+                {
+                    "field": f"apps.{index}.name",
+                    "message": f"app {label}: appears twice (also apps.{seen[model.name]})",
+                }
+            )
+            continue
+        seen[model.name] = index
+        checked.append(model)
+    if errors:
+        fail(
+            400,
+            "invalid_request",
+            f"invalid app(s): {', '.join(dict.fromkeys(bad))}; nothing was imported",
+            fields=errors,
+        )
+    return checked
+
+
+def _changes(existing: App, model: AppCreate) -> dict[str, Any]:
+    """What replacing `existing` by `model` changes: every setting that differs (settings the
+    document leaves out return to their defaults); secrets only when the document sets them."""
+    changes: dict[str, Any] = {}
+    for key, value in model.model_dump().items():
+        if key == "name":
+            continue
+        if key in SECRET_FIELDS:
+            if key in model.model_fields_set and value:
+                changes[key] = value
+        elif not hasattr(existing, key) or getattr(existing, key) != value:
+            changes[key] = value
+    return changes
+
+
+@routes.post("/v1/apps/import")
+async def import_apps(request: web.Request) -> web.Response:
+    res = resources(request)
+    replace = request.query.get("replace", "").lower() in TRUE
+    document = await read_model(request, ImportDocument)
+    checked = _check(document, res.settings.allow_http)
+    created: list[str] = []
+    updated: list[str] = []
+    unchanged: list[str] = []
+    skipped: list[str] = []
+    try:
+        async with res.pool.acquire() as conn, conn.transaction():
+            for model in checked:
+                values = model.model_dump()
+                existing = await apps.get(conn, model.name)
+                if existing is None:
+                    # Secrets are never exported: a new app waits for its secret, unless the
+                    # document carries one (written by hand).
+                    values["awaiting_secret"] = values.get("client_secret") is None
+                    await apps.create(conn, res.ring, values)
+                    created.append(model.name)
+                    continue
+                if not replace or existing.deleting:
+                    skipped.append(model.name)
+                    continue
+                changes = _changes(existing, model)
+                if not changes:
+                    unchanged.append(model.name)
+                    continue
+                await apps.update(conn, res.ring, existing, changes)
+                updated.append(model.name)
+    except asyncpg.UniqueViolationError:
+        fail(409, "app_exists", "another request created one of these apps meanwhile; retry")
+    log.info(
+        "apps_imported",
+        created=created,
+        updated=updated,
+        unchanged=unchanged,
+        skipped=skipped,
+        replace=replace,
+    )
+    return ok({"created": created, "updated": updated, "unchanged": unchanged, "skipped": skipped})
