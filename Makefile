@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(BIN)/authbroker run
 
 test: $(STAMP)
+	@bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -15,6 +15,7 @@ from handlers import (
     basic,
     callback,
     connections,
+    console,
     diagnosis,
     events,
     health,
@@ -42,7 +43,8 @@ async def context_middleware(request: web.Request, handler: web.Handler) -> web.
     except ApiError as exc:
         response = exc.response()
     except web.HTTPException as exc:
-        if not (request.path.startswith("/v1/") or exc.status < 400):
+        # API errors answer in JSON; redirects and every other path keep aiohttp's answer.
+        if not request.path.startswith("/v1/") or exc.status < 400:
             raise
         response = ok(
             {"error": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason},
@@ -85,4 +87,5 @@ def create_app(resources: Resources) -> web.Application:
     for module in (*modules, openapi):
         app.add_routes(module.routes)
     app.on_shutdown.append(events.close_streams)  # end open event streams at shutdown
+    console.setup(app)
     return app

@@ -1,0 +1,32 @@
+"""The operator console at `/console`: server-rendered pages for applications, connections,
+Basic credentials and their health, signed in with an admin API key.
+
+Register it on the web application with `setup(app)` (after `app[RESOURCES]` is set). It needs
+no JavaScript except for the live event strip and the copy button.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from handlers.console import live, render, session, views
+from handlers.context import RESOURCES
+
+STATIC = render.HERE / "static"
+
+
+def setup(app: web.Application) -> None:
+    """Add the console's routes, its static files, its signing secret and its hooks (once:
+    calling it again on the same application does nothing)."""
+    if render.ENV in app:
+        return
+    app[render.ENV] = render.create_env()
+    app[session.SECRET] = session.derive_secret(app[RESOURCES])
+    app[live.STREAMS] = set()
+    app.add_routes(views.routes)
+    app.router.add_static(render.PREFIX + "/static", STATIC, name="console_static")
+    app.on_response_prepare.append(render.add_security_headers)
+    app.on_shutdown.append(live.close_streams)
+
+
+__all__ = ["setup"]

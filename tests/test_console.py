@@ -1,0 +1,852 @@
+"""The operator console at /console: sign-in, sessions and CSRF over plain HTTP, secrets never
+shown, forms that keep their input; then the whole flow in a real headless Chromium against the
+real OAuth test server (screenshots in tests/artifacts/console/)."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from authbroker.embedded import free_port
+from authbroker.events import EventType, make_event
+from handlers import console
+from handlers.app import create_app
+from handlers.console import views
+from storage import api_keys, apps, basic, connections
+from storage.resources import Resources
+from tests import browser
+from tests.oauth_server import OAuthTestServer
+from tests.test_flow_e2e import follow_callback
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+COOKIE = "authbroker_console"
+
+
+@pytest.fixture(scope="module")
+async def console_url(resources: Resources) -> AsyncIterator[str]:
+    """A web server of its own with the console registered (the session's `web_server` is
+    built without it); the OAuth callback still goes to the session's server."""
+    app = create_app(resources)
+    console.setup(app)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+class Console:
+    """A browser without JavaScript: follows nothing by itself, keeps cookies, knows the last
+    CSRF token it saw."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.http = aiohttp.ClientSession(base_url=base, cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.csrf = ""
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, str, aiohttp.ClientResponse]:
+        async with self.http.get(path, allow_redirects=False, **kwargs) as response:
+            text = await response.text()
+        found = CSRF.search(text)
+        if found:
+            self.csrf = html.unescape(found.group(1))
+        return response.status, text, response
+
+    async def post(
+        self,
+        path: str,
+        data: dict[str, str] | None = None,
+        *,
+        csrf: str | None = "auto",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, str, aiohttp.ClientResponse]:
+        form = dict(data or {})
+        if csrf == "auto":
+            form["csrf"] = self.csrf
+        elif csrf is not None:
+            form["csrf"] = csrf
+        sent = {"Origin": self.base, **(headers or {})}
+        async with self.http.post(path, data=form, headers=sent, allow_redirects=False) as response:
+            text = await response.text()
+        found = CSRF.search(text)
+        if found:
+            self.csrf = html.unescape(found.group(1))
+        return response.status, text, response
+
+    async def sign_in(self, key: str) -> aiohttp.ClientResponse:
+        status, _, _ = await self.get("/console/login")
+        assert status == 200
+        status, text, response = await self.post("/console/login", {"key": key})
+        assert status == 303, text
+        await self.get("/console")  # the session's CSRF token
+        return response
+
+    def session_cookie(self) -> str | None:
+        for cookie in self.http.cookie_jar:
+            if cookie.key == COOKIE:
+                return cookie.value
+        return None
+
+
+@pytest.fixture
+async def browserless(console_url: str) -> AsyncIterator[Console]:
+    client = Console(console_url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def signed_in(browserless: Console, admin_key: str) -> Console:
+    await browserless.sign_in(admin_key)
+    return browserless
+
+
+async def status_with_cookie(base: str, value: str | None) -> int:
+    """GET /console with exactly this session cookie (as a copied or forged cookie would come)."""
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+        http.get(
+            f"{base}/console", headers={"Cookie": f"{COOKIE}={value}"}, allow_redirects=False
+        ) as response,
+    ):
+        return response.status
+
+
+def set_cookies(response: aiohttp.ClientResponse) -> list[str]:
+    return response.headers.getall("Set-Cookie", [])
+
+
+async def make_app(client: Console, name: str, secret: str, server: OAuthTestServer | None = None):
+    await client.get("/console/apps/new?preset=")
+    base = server.base_url if server else "https://provider.example"
+    status, text, response = await client.post(
+        "/console/apps/new",
+        {
+            "name": name,
+            "client_id": server.client_id if server else "client-1",
+            "client_secret": secret,
+            "authorization_url": server.authorization_url if server else f"{base}/authorize",
+            "token_url": server.token_url if server else f"{base}/token",
+            "revoke_url": server.revoke_url if server else "",
+            "scopes": "read write",
+            "scope_separator": " ",
+            "client_auth": "body",
+            "pkce": "on",
+            "refresh_margin": "300",
+        },
+    )
+    assert status == 303, text
+    assert response.headers["Location"] == f"/console/apps/{name}"
+
+
+# ------------------------------------------------------------------------- sign-in and out
+
+
+async def test_pages_need_a_session(browserless: Console):
+    status, _, response = await browserless.get("/console/apps/new")
+    assert status == 303
+    assert response.headers["Location"] == "/console/login?next=%2Fconsole%2Fapps%2Fnew"
+    status, _, response = await browserless.get("/console/events")
+    assert status == 401
+
+
+async def test_wrong_key_gets_an_error_page_and_no_session(browserless: Console):
+    await browserless.get("/console/login")
+    for key in ("ab_nope_wrong", "not-even-a-key", ""):
+        status, text, response = await browserless.post("/console/login", {"key": key})
+        assert status == 401
+        assert "not a valid admin API key" in text
+        assert not any(c.startswith(f"{COOKIE}=") for c in set_cookies(response))
+    assert browserless.session_cookie() is None
+    status, _, _ = await browserless.get("/console")
+    assert status == 303
+
+
+async def test_right_key_gets_a_strict_httponly_session(browserless: Console, admin_key: str):
+    response = await browserless.sign_in(admin_key)
+    cookie = next(c for c in set_cookies(response) if c.startswith(f"{COOKIE}="))
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+    assert {"httponly", "samesite", "max-age", "path"} <= attributes
+    assert "SameSite=Strict" in cookie
+    assert "Max-Age=28800" in cookie
+    assert "Path=/console" in cookie
+    assert "secure" not in attributes  # the public URL is http here
+    assert admin_key not in cookie and admin_key.split("_")[2] not in cookie
+    status, text, response = await browserless.get("/console")
+    assert status == 200
+    assert "<h1>Applications</h1>" in text
+    headers = response.headers
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert "form-action 'self'" in headers["Content-Security-Policy"]
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["Referrer-Policy"] == "same-origin"
+
+
+async def test_https_public_url_makes_the_cookie_secure(
+    resources: Resources, settings, admin_key: str
+):
+    behind_tls = Resources(
+        settings=settings.replace(public_url="https://broker.example"),
+        ring=resources.ring,
+        pool=resources.pool,
+        redis=resources.redis,
+    )
+    app = create_app(behind_tls)
+    console.setup(app)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    client = Console(f"http://127.0.0.1:{port}")
+    try:
+        _, _, response = await client.get("/console/login")
+        login_cookie = next(c for c in set_cookies(response) if "authbroker_console_login" in c)
+        assert login_cookie.startswith("__Secure-") and "Secure" in login_cookie
+        # The browser would send the cookie back over https only; hand it over here.
+        name, _, rest = login_cookie.partition("=")
+        value = rest.split(";")[0]
+        async with client.http.post(
+            "/console/login",
+            data={"key": admin_key, "csrf": client.csrf},
+            headers={"Origin": "https://broker.example", "Cookie": f"{name}={value}"},
+            allow_redirects=False,
+        ) as answer:
+            assert answer.status == 303
+            cookie = next(c for c in set_cookies(answer) if c.startswith(f"__Secure-{COOKIE}="))
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
+async def test_sign_in_returns_only_to_console_pages(console_url: str, admin_key: str):
+    for target, expected in (
+        ("/console/basic", "/console/basic"),
+        ("//evil.example/console", "/console"),
+        ("https://evil.example/", "/console"),
+        ("/consolex", "/console"),
+        ("/console\\..\\x", "/console"),
+    ):
+        client = Console(console_url)
+        try:
+            await client.get("/console/login")
+            status, _, response = await client.post(
+                "/console/login", {"key": admin_key, "next": target}
+            )
+        finally:
+            await client.close()
+        assert status == 303
+        assert response.headers["Location"] == expected
+
+
+async def test_a_tampered_cookie_is_no_session(browserless: Console, admin_key: str):
+    await browserless.sign_in(admin_key)
+    value = browserless.session_cookie()
+    assert value
+    body, mac = value.split(".")
+    forged = body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + mac
+    assert await status_with_cookie(browserless.base, value) == 200
+    assert await status_with_cookie(browserless.base, forged) == 303
+
+
+async def test_sign_out_ends_the_session_even_for_a_copied_cookie(
+    browserless: Console, admin_key: str
+):
+    await browserless.sign_in(admin_key)
+    copied = browserless.session_cookie()
+    status, _, response = await browserless.post("/console/logout")
+    assert status == 303
+    assert response.headers["Location"] == "/console/login?signed_out=1"
+    status, _, _ = await browserless.get("/console")
+    assert status == 303
+    assert await status_with_cookie(browserless.base, copied) == 303
+
+
+async def test_a_revoked_keys_session_is_refused(
+    browserless: Console, resources: Resources, unique
+):
+    key, plaintext = await api_keys.create(resources.pool, unique("console-revoked"))
+    await browserless.sign_in(plaintext)
+    status, _, _ = await browserless.get("/console")
+    assert status == 200
+    await api_keys.revoke(resources.pool, key.id)
+    status, _, response = await browserless.get("/console")
+    assert status == 303 and response.headers["Location"].startswith("/console/login")
+    status, text, _ = await browserless.post("/console/basic", {"name": "x", "login": "y"})
+    assert status == 403
+    assert "session has ended" in text
+    assert await basic.get(resources.pool, "x") is None
+
+
+# ----------------------------------------------------------------------------------- CSRF
+
+
+async def test_every_post_without_the_csrf_token_is_refused(
+    signed_in: Console, resources: Resources, unique
+):
+    name = unique("csrf")
+    await make_app(signed_in, name, "csrf-secret-1")
+    status, _, response = await signed_in.post(f"/console/apps/{name}/connect", {})
+    assert status == 303
+    authorization_id = response.headers["Location"].rsplit("/", 1)[1]
+    await signed_in.get(f"/console/connect/{authorization_id}")
+    found = await apps.get(resources.pool, name)
+    assert found is not None
+    connection_id = await resources.pool.fetchval(
+        "SELECT connection_id FROM authorizations WHERE id = $1",
+        uuid.UUID(authorization_id),
+    )
+    await signed_in.post("/console/basic", {"name": name, "login": "l", "password": "p"})
+    values = {"name": name, "connection_id": quote(connection_id, safe="")}
+    posts = [
+        route.path.format(**values)
+        for route in views.routes
+        if isinstance(route, web.RouteDef) and route.method == "POST"
+    ]
+    assert len(posts) >= 9, posts
+    before = await resources.pool.fetchval("SELECT count(*) FROM connections")
+    for path in posts:
+        for csrf, origin in (
+            (None, signed_in.base),
+            ("", signed_in.base),
+            ("forged-token", signed_in.base),
+            ("auto", "https://evil.example"),
+            ("auto", "null"),
+        ):
+            status, _, response = await signed_in.post(
+                path, {"client_id": "changed"}, csrf=csrf, headers={"Origin": origin}
+            )
+            assert status == 403, (path, csrf, origin, status)
+            assert not any(c.startswith(f"{COOKIE}=") for c in set_cookies(response))
+    # Nothing changed, and the session still works.
+    assert (await apps.get(resources.pool, name)).client_id == "client-1"
+    assert await basic.get(resources.pool, name) is not None
+    assert await resources.pool.fetchval("SELECT count(*) FROM connections") == before
+    status, _, _ = await signed_in.get("/console")
+    assert status == 200
+    # The sign-in form has its own token.
+    fresh = Console(signed_in.base)
+    try:
+        await fresh.get("/console/login")
+        status, _, _ = await fresh.post("/console/login", {"key": "x"}, csrf=None)
+        assert status == 403
+    finally:
+        await fresh.close()
+
+
+# -------------------------------------------------------------------------------- secrets
+
+
+async def test_secrets_never_appear_in_any_page(
+    signed_in: Console,
+    api: aiohttp.ClientSession,
+    anonymous: aiohttp.ClientSession,
+    oauth_server: OAuthTestServer,
+    worker,
+    resources: Resources,
+    unique,
+):
+    name = unique("secrets")
+    await make_app(signed_in, name, oauth_server.client_secret, oauth_server)
+    password = f"basic-pw-{uuid.uuid4().hex}"
+    status, _, _ = await signed_in.post(
+        "/console/basic", {"name": name, "login": "robot", "password": password}
+    )
+    assert status == 303
+    # A real connection with real tokens.
+    status, _, response = await signed_in.post(
+        f"/console/apps/{name}/connect", {"connection_id": f"{name}-c1"}
+    )
+    assert status == 303
+    status, page, _ = await signed_in.get(response.headers["Location"])
+    authorize_url = html.unescape(re.search(r'href="(http[^"]+)" target="_blank"', page).group(1))
+    location = await oauth_server.approve(authorize_url)
+    _, outcome = await follow_callback(anonymous, location)
+    assert outcome["status"] == "succeeded", outcome
+    async with api.get(f"/v1/connections/{name}-c1/credentials") as answer:
+        tokens = await answer.json()
+    stored = await connections.get(resources.pool, f"{name}-c1")
+    refresh_token = stored.open_refresh_token(resources.ring)
+    assert refresh_token
+    secrets = [oauth_server.client_secret, password, tokens["access_token"], refresh_token]
+
+    # Every page reachable from the console's links, and the edit form after an error.
+    seen: set[str] = set()
+    queue = ["/console", f"/console/apps/{name}", "/console/basic"]
+    pages = 0
+    while queue:
+        path = queue.pop()
+        if path in seen or "/static/" in path or path.startswith("/console/events"):
+            continue
+        seen.add(path)
+        status, text, _ = await signed_in.get(path)
+        if status == 303:
+            continue
+        pages += 1
+        for secret in secrets:
+            assert secret not in text, path
+        for link in re.findall(r'href="(/console[^"#]*)', text):
+            queue.append(html.unescape(link))
+    assert pages >= 8, seen
+    status, text, _ = await signed_in.post(
+        f"/console/apps/{name}/edit",
+        {"client_id": "x", "client_secret": oauth_server.client_secret, "token_url": "nope"},
+    )
+    assert status == 400
+    assert oauth_server.client_secret not in text
+    status, text, _ = await signed_in.post(
+        "/console/basic", {"name": name, "login": "a:b", "password": password}
+    )
+    assert status == 400
+    assert password not in text
+
+
+# ---------------------------------------------------------------------------------- forms
+
+
+async def test_forms_keep_their_input_on_validation_errors(
+    signed_in: Console, resources: Resources, unique
+):
+    name = unique("keep")
+    await signed_in.get("/console/apps/new?preset=")
+    status, text, _ = await signed_in.post(
+        "/console/apps/new",
+        {
+            "name": name,
+            "client_id": "client-<b>1</b>",
+            "client_secret": "typed-secret-42",
+            "authorization_url": "https://provider.example/authorize",
+            "token_url": "ftp://provider.example/token",
+            "scopes": "read write",
+            "scope_separator": " ",
+            "client_auth": "body",
+            "authorize_params": "access_type=offline\nbroken line",
+            "pkce": "on",
+            "refresh_margin": "soon",
+        },
+    )
+    assert status == 400
+    assert f'value="{name}"' in text
+    assert 'value="client-&lt;b&gt;1&lt;/b&gt;"' in text  # kept, and escaped
+    assert 'value="ftp://provider.example/token"' in text
+    assert 'value="read write"' in text
+    assert "access_type=offline\nbroken line</textarea>" in text
+    assert 'id="e-authorize_params"' in text and "Line 2" in text
+    assert 'id="e-refresh_margin"' in text
+    assert "typed-secret-42" not in text
+    assert await apps.get(resources.pool, name) is None
+
+    status, text, _ = await signed_in.post(
+        "/console/apps/new",
+        {
+            "name": name,
+            "client_id": "client-1",
+            "authorization_url": "https://provider.example/authorize",
+            "token_url": "ftp://provider.example/token",
+            "scope_separator": " ",
+            "client_auth": "body",
+            "refresh_margin": "300",
+        },
+    )
+    assert status == 400
+    assert 'id="e-token_url"' in text and "https://" in text
+    assert 'aria-invalid="true"' in text
+
+    await make_app(signed_in, name, "kept-secret")
+    status, text, _ = await signed_in.post(
+        f"/console/apps/{name}/edit",
+        {
+            "client_id": "client-2",
+            "authorization_url": "not a url",
+            "token_url": "https://provider.example/token",
+            "scopes": "read",
+            "scope_separator": " ",
+            "client_auth": "basic",
+            "refresh_margin": "300",
+        },
+    )
+    assert status == 400
+    assert 'value="client-2"' in text and 'value="not a url"' in text
+    assert '<option value="basic" selected>' in text
+    assert (await apps.get(resources.pool, name)).client_id == "client-1"
+
+    status, text, _ = await signed_in.post(
+        f"/console/apps/{name}/connect", {"connection_id": "bad id!", "scopes": "read"}
+    )
+    assert status == 400
+    assert 'value="bad id!"' in text and 'id="e-connection_id"' in text
+
+    status, text, _ = await signed_in.post(
+        "/console/basic", {"name": "bad name!", "login": "robot", "password": "pw"}
+    )
+    assert status == 400
+    assert 'value="bad name!"' in text and 'value="robot"' in text
+    assert 'id="e-name"' in text
+
+
+async def test_edit_keeps_the_secret_when_left_empty(
+    signed_in: Console, resources: Resources, unique
+):
+    name = unique("edit")
+    await make_app(signed_in, name, "first-secret")
+    before = await apps.get(resources.pool, name)
+    status, text, _ = await signed_in.get(f"/console/apps/{name}/edit")
+    assert status == 200
+    assert "first-secret" not in text
+    assert re.search(r'Client secret <span class="badge ok">set</span>', text)
+    form = {
+        "client_id": "client-1",
+        "client_secret": "",
+        "authorization_url": "https://provider.example/authorize",
+        "token_url": "https://provider.example/token",
+        "revoke_url": "",
+        "scopes": "read write admin",
+        "scope_separator": ",",
+        "client_auth": "body",
+        "authorize_params": "",
+        "token_params": "",
+        "pkce": "on",
+        "refresh_margin": "300",
+    }
+    status, _, _ = await signed_in.post(f"/console/apps/{name}/edit", form)
+    assert status == 303
+    after = await apps.get(resources.pool, name)
+    assert after.scopes == ["read", "write", "admin"]
+    assert after.scope_separator == ","
+    assert after.client_secret == before.client_secret
+    assert after.client(resources.ring).client_secret == "first-secret"
+    status, _, _ = await signed_in.post(
+        f"/console/apps/{name}/edit", {**form, "client_secret": "second-secret"}
+    )
+    assert status == 303
+    assert (await apps.get(resources.pool, name)).client(
+        resources.ring
+    ).client_secret == "second-secret"
+    # Back to the space separator, which the schema alone cannot take.
+    status, _, _ = await signed_in.post(
+        f"/console/apps/{name}/edit", {**form, "scope_separator": " "}
+    )
+    assert status == 303
+    assert (await apps.get(resources.pool, name)).scope_separator == " "
+
+
+async def test_create_from_a_preset(signed_in: Console, resources: Resources, unique):
+    presets = pytest.importorskip("authbroker.presets")
+    status, text, _ = await signed_in.get("/console/apps/new")
+    assert status == 200
+    assert "By hand" in text
+    chosen = "microsoft" if "microsoft" in presets.names() else presets.names()[0]
+    preset = presets.get(chosen)
+    status, text, _ = await signed_in.get(f"/console/apps/new?preset={chosen}")
+    assert status == 200
+    assert f'name="preset" value="{chosen}"' in text
+    name = unique("preset")
+    form = {"name": name, "client_id": "cid", "client_secret": "preset-secret", "preset": chosen}
+    # What the form showed, sent back unchanged: the preset's meaning is kept.
+    for field in ("authorization_url", "token_url", "revoke_url", "client_auth", "refresh_margin"):
+        found = re.search(rf'id="f-{field}"[^>]*value="([^"]*)"', text)
+        if found:
+            form[field] = html.unescape(found.group(1))
+    form["client_auth"] = preset.values.get("client_auth", "body")
+    form["scope_separator"] = preset.values.get("scope_separator", " ")
+    form["scopes"] = " ".join(preset.values.get("scopes", []))
+    form["authorize_params"] = "\n".join(
+        f"{k}={v}" for k, v in preset.values.get("authorize_params", {}).items()
+    )
+    form["token_params"] = "\n".join(
+        f"{k}={v}" for k, v in preset.values.get("token_params", {}).items()
+    )
+    if preset.values.get("pkce", True):
+        form["pkce"] = "on"
+    for placeholder in preset.placeholders:
+        form[f"ph_{placeholder}"] = "contoso"
+    status, text, _ = await signed_in.post("/console/apps/new", form)
+    assert status == 303, text
+    created = await apps.get(resources.pool, name)
+    expected = presets.apply(chosen, {}, dict.fromkeys(preset.placeholders, "contoso"))
+    assert created.authorization_url == expected["authorization_url"]
+    assert "{" not in created.authorization_url
+    assert created.preset == chosen
+    assert created.client(resources.ring).client_secret == "preset-secret"
+
+
+# --------------------------------------------------------------------------------- events
+
+
+async def test_the_event_strip_and_its_live_stream(
+    signed_in: Console, resources: Resources, redis, settings, unique
+):
+    app = unique("events")
+    old = make_event(EventType.REFRESHED, app=app, connection_id=f"{app}-c", status="active")
+    await redis.xadd(settings.events_stream, {"type": old["type"], "event": json.dumps(old)})
+    status, text, _ = await signed_in.get(f"/console?events={quote('connection.refreshed')}")
+    assert status == 200
+    assert 'aria-live="polite"' in text
+    assert f'data-id="{old["id"]}"' in text
+    since = html.unescape(re.search(r'data-stream="([^"]+)"', text).group(1))
+    assert "type=connection.refreshed" in since
+
+    # Relayed after the page was rendered, before the stream subscribed: caught up from the
+    # stream; then live ones from the channel, filtered by type.
+    missed = make_event(EventType.REFRESHED, app=app, connection_id=f"{app}-c", status="active")
+    await redis.xadd(settings.events_stream, {"type": missed["type"], "event": json.dumps(missed)})
+    other = make_event(EventType.REVOKED, app=app, connection_id=f"{app}-c", status="revoked")
+    live = make_event(EventType.REFRESHED, app=app, connection_id=f"{app}-c", status="active")
+    received: list[dict[str, Any]] = []
+    async with signed_in.http.get(since, timeout=aiohttp.ClientTimeout(total=20)) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+
+        async def publish() -> None:
+            await asyncio.sleep(0.5)
+            await redis.publish(settings.events_channel, json.dumps(other))
+            await redis.publish(settings.events_channel, json.dumps(missed))  # a duplicate
+            await redis.publish(settings.events_channel, json.dumps(live))
+
+        task = asyncio.create_task(publish())
+        deadline = time.monotonic() + 10
+        while len(received) < 2 and time.monotonic() < deadline:
+            line = await asyncio.wait_for(response.content.readline(), timeout=10)
+            if line.startswith(b"data: "):
+                event = json.loads(line[6:])
+                if event["app"] == app:  # other tests' events may pass by
+                    received.append(event)
+        await task
+    assert [e["id"] for e in received] == [missed["id"], live["id"]]
+    assert "data" not in received[0]
+
+
+# -------------------------------------------------------------------------------- browser
+
+
+async def test_console_in_a_real_browser(
+    console_url: str,
+    web_server: str,
+    api: aiohttp.ClientSession,
+    admin_key: str,
+    oauth_server: OAuthTestServer,
+    worker,
+    events,
+    resources: Resources,
+    unique,
+):
+    """Sign in, create an app from a preset pointed at the real OAuth server, connect an
+    account through its login and consent pages, watch it become active and its event arrive,
+    refresh it live and by button, diagnose it, delete it; on a laptop and on a phone."""
+    name = unique("browser")
+    connection_id = f"{name}-alice"
+    async with browser.chromium() as chromium:
+        context = await chromium.new_context(viewport=browser.LAPTOP)
+        page = await context.new_page()
+        page.set_default_timeout(20_000)
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        page.on(
+            "console",
+            lambda msg: (
+                problems.append(f"console {msg.type}: {msg.text}")
+                if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+                else None
+            ),
+        )
+        context.on(
+            "response",
+            lambda r: (
+                problems.append(f"{r.status} {r.url}")
+                if r.status >= 400 and not r.url.endswith("/favicon.ico")
+                else None
+            ),
+        )
+
+        await page.goto(f"{console_url}/console")
+        assert "/console/login" in page.url
+        await browser.screenshot(page, "01-sign-in")
+        await page.get_by_label("Admin API key").fill("ab_wrong_key")
+        await page.get_by_role("button", name="Sign in").click()
+        await page.get_by_text("not a valid admin API key").wait_for()
+        await browser.screenshot(page, "02-sign-in-refused")
+        assert [p.split()[0] for p in problems] == ["401"]  # the refused sign-in, as it should
+        problems.clear()
+        await page.get_by_label("Admin API key").fill(admin_key)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.get_by_role("heading", name="Applications").wait_for()
+        await browser.screenshot(page, "03-applications")
+
+        await page.get_by_role("link", name="New application").first.click()
+        try:
+            from authbroker import presets
+
+            chosen = "google" if "google" in presets.names() else presets.names()[0]
+            title = presets.get(chosen).title
+        except ImportError:
+            chosen = title = None
+        if chosen:
+            await page.get_by_role("heading", name="New application").wait_for()
+            await browser.screenshot(page, "04-new-application")
+            await page.get_by_role("link", name=title).first.click()
+        await page.get_by_label("Name", exact=True).fill(name)
+        await page.get_by_label("Client id").fill(oauth_server.client_id)
+        await page.get_by_label("Client secret").fill(oauth_server.client_secret)
+        for label, value in (
+            ("Authorization URL", oauth_server.authorization_url),
+            ("Token URL", oauth_server.token_url),
+            ("Revoke URL", oauth_server.revoke_url),
+            ("Scopes", "read write"),
+        ):
+            await page.get_by_label(label, exact=False).first.fill(value)
+        await page.get_by_label("Use PKCE (S256)").check()
+        await browser.screenshot(page, "05-application-form")
+        await page.get_by_role("button", name="Create the application").click()
+        await page.get_by_role("heading", name="Redirect URL").wait_for()
+        assert page.url.endswith(f"/console/apps/{name}")
+        await page.get_by_text(f"Application {name} created").wait_for()
+        assert await page.locator("#redirect-url").input_value() == resources.settings.redirect_url
+        assert await page.get_by_role("button", name="Copy").is_visible()  # JS showed it
+        if chosen:
+            assert await page.get_by_text("Preset").first.is_visible()
+        await browser.screenshot(page, "06-application")
+
+        # Connect: this tab waits, the provider's pages open in a new one.
+        await page.get_by_label("Connection id").fill(connection_id)
+        await page.get_by_role("button", name="Connect", exact=True).click()
+        await page.wait_for_url(re.compile(r"/console/connect/"))
+        await browser.screenshot(page, "07-connect-waiting")
+        async with context.expect_page() as opened:
+            await page.locator("#authorize-link").click()
+        provider = await opened.value
+        await provider.wait_for_load_state()
+        assert provider.url.startswith(oauth_server.base_url)
+        await provider.locator('input[name="username"]').fill(oauth_server.username)
+        await provider.locator('input[name="password"]').fill(oauth_server.password)
+        await browser.screenshot(provider, "08-provider-login")
+        await provider.locator('input[type="submit"]').click()
+        await provider.locator('input[value="Authorize"]').wait_for()
+        await browser.screenshot(provider, "09-provider-consent")
+        await provider.locator('input[value="Authorize"]').click()
+        await provider.wait_for_url(re.compile(r"/oauth/callback"))
+        await provider.get_by_text("Connected").first.wait_for()
+        await browser.screenshot(provider, "10-callback")
+        await provider.close()
+
+        # The waiting tab comes back by itself, with the connection active and its event.
+        await page.wait_for_url(re.compile(rf"/console/apps/{name}"), timeout=30_000)
+        await page.get_by_text(f"Connected: {connection_id} is active").wait_for()
+        card = page.locator(f'[data-connection="{connection_id}"]')
+        await card.locator(".badge.status-active").wait_for()
+        strip = page.locator("#event-list")
+        await strip.locator("li", has_text="connection.authorized").first.wait_for()
+        await page.locator("[data-live-state]", has_text="live").wait_for()
+        await browser.screenshot(page, "11-connection-active")
+
+        # A refresh made elsewhere (the API) appears live, without reloading the page.
+        async with api.post(f"/v1/connections/{connection_id}/refresh") as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["outcome"] == "refreshed"
+        await strip.locator("li.fresh", has_text="connection.refreshed").first.wait_for()
+        await browser.screenshot(page, "12-live-event")
+
+        # Refresh now, from the console.
+        await card.get_by_role("button", name=f"Refresh {connection_id} now").click()
+        await page.get_by_text(f"Refreshed {connection_id}.").wait_for()
+        await (
+            page.locator(f'[data-connection="{connection_id}"]').get_by_text("succeeded").wait_for()
+        )
+        await browser.screenshot(page, "13-refreshed")
+
+        await (
+            page.locator(f'[data-connection="{connection_id}"]')
+            .get_by_role("link", name=f"Diagnose {connection_id}")
+            .click()
+        )
+        await page.get_by_role(
+            "heading", name=f"Diagnosis of connection {connection_id}"
+        ).wait_for()
+        await browser.screenshot(page, "14-connection-diagnosis")
+        await page.get_by_role("link", name=f"Back to {name}").click()
+        await page.get_by_role("link", name="Diagnose", exact=True).click()
+        await page.get_by_role("heading", name=f"Diagnosis of {name}").wait_for()
+        await browser.screenshot(page, "15-application-diagnosis")
+        await page.get_by_role("link", name=f"Back to {name}").click()
+
+        # Phone width: the same pages, one column.
+        phone = await context.new_page()
+        await phone.set_viewport_size(browser.PHONE)
+        for path, shot in (
+            (f"/console/apps/{name}", "16-phone-application"),
+            ("/console", "17-phone-applications"),
+            (f"/console/apps/{name}/edit", "18-phone-edit"),
+        ):
+            await phone.goto(f"{console_url}{path}")
+            await phone.locator("main h1").wait_for()
+            width = await phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= browser.PHONE["width"], (path, width)
+            await browser.screenshot(phone, shot)
+        await phone.close()
+
+        # Without JavaScript: the same page, the strip as rendered, no dead Copy button.
+        plain = await chromium.new_context(
+            viewport=browser.LAPTOP,
+            java_script_enabled=False,
+            storage_state=await context.storage_state(),
+        )
+        nojs = await plain.new_page()
+        await nojs.goto(f"{console_url}/console/apps/{name}")
+        await nojs.get_by_role("heading", name="Redirect URL").wait_for()
+        assert not await nojs.get_by_role("button", name="Copy").is_visible()
+        await nojs.locator("#event-list li", has_text="connection.refreshed").first.wait_for()
+        await browser.screenshot(nojs, "19-no-javascript")
+        await plain.close()
+
+        # Delete, after a confirmation page.
+        await (
+            page.locator(f'[data-connection="{connection_id}"]')
+            .get_by_role("link", name=f"Delete {connection_id}")
+            .click()
+        )
+        await page.get_by_role("heading", name=f"Delete connection {connection_id}?").wait_for()
+        await browser.screenshot(page, "20-delete-confirm")
+        await page.get_by_role("button", name="Delete and revoke").click()
+        await page.get_by_text(f"Connection {connection_id} is being revoked").wait_for()
+        await events.wait_for(
+            lambda e: e["type"] == "connection.revoked" and e["connection_id"] == connection_id
+        )
+        await strip.locator("li", has_text="connection.revoked").first.wait_for()
+        await page.reload()
+        await page.locator(f'[data-connection="{connection_id}"] .badge.status-revoked').wait_for()
+        await browser.screenshot(page, "21-revoked")
+
+        # Basic credentials: set one (the password never comes back), then delete it.
+        await page.get_by_role("link", name="Basic credentials").click()
+        await page.get_by_label("Name", exact=True).fill(name)
+        await page.get_by_label("Login").fill("robot")
+        await page.get_by_label("Password").fill("browser-basic-password")
+        await page.get_by_role("button", name="Save").click()
+        await page.get_by_text(f"Basic credential {name} created").wait_for()
+        assert "browser-basic-password" not in await page.content()
+        await browser.screenshot(page, "22-basic-credentials")
+        await page.get_by_role("link", name=f"Delete {name}").click()
+        await page.get_by_role("button", name="Delete the credential").click()
+        await page.get_by_text(f"Basic credential {name} deleted").wait_for()
+
+        await page.get_by_role("button", name="Sign out").click()
+        await page.get_by_text("You are signed out").wait_for()
+        await page.goto(f"{console_url}/console")
+        assert "/console/login" in page.url
+        await context.close()
+    assert not problems, problems
