@@ -36,6 +36,7 @@ class Settings:
     log_format: LogFormat | None = None
     log_level: str = "info"
     allow_http: bool = False
+    allow_link_local: bool = False
     provider_timeout: float = 15.0
     worker_concurrency: int = 20
     metrics_port: int | None = None
@@ -48,6 +49,11 @@ class Settings:
     def embedded(self) -> bool:
         """Whether either server is missing and must be started from the data directory."""
         return self.database_url is None or self.redis_url is None
+
+    @property
+    def validation_context(self) -> dict[str, bool]:
+        """What URL validation needs to know about this deployment's policy."""
+        return {"allow_http": self.allow_http, "allow_link_local": self.allow_link_local}
 
     @property
     def redirect_url(self) -> str:
@@ -179,6 +185,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format=_choice(env, "LOG_FORMAT", ("json", "console")),  # type: ignore[arg-type]
         log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error")) or "info",
         allow_http=_bool(env, "ALLOW_HTTP"),
+        allow_link_local=_bool(env, "ALLOW_LINK_LOCAL"),
         provider_timeout=_number(env, "PROVIDER_TIMEOUT", 15.0, 1, 120),
         worker_concurrency=_integer(env, "WORKER_CONCURRENCY", 20, 1, 1000),
         metrics_port=_integer(env, "METRICS_PORT", 0, 0, 65535) or None,

@@ -7,9 +7,7 @@ an app sending credentials the wrong way.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -23,6 +21,7 @@ from pydantic import (
     field_validator,
 )
 
+from authbroker import netguard
 from authbroker.config import is_loopback
 
 ClientAuth = Literal["body", "basic", "query", "auto"]
@@ -54,38 +53,10 @@ Params = dict[
 ]
 
 
-def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address a host names literally, including the legacy IPv4 spellings resolvers still
-    accept (`2852039166`, `0xa9fea9fe`, `0251.0376.0251.0376`)."""
-    host = host.strip("[]")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        if not re.fullmatch(r"[0-9a-fA-Fx.]+", host):
-            return None
-        try:
-            address = ipaddress.IPv4Address(socket.inet_aton(host))
-        except OSError:
-            return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address
-
-
-def _forbidden_address(host: str) -> str | None:
-    """Why a literal address must not be a provider endpoint (metadata services, link-local)."""
-    address = _literal_address(host)
-    if address is None:
-        return None
-    if address.is_link_local:
-        return "is a link-local address (cloud metadata services live there)"
-    if address.is_multicast or address.is_unspecified or address.is_reserved:
-        return "is not a unicast address"
-    return None
-
-
-def check_url(value: str, *, allow_http: bool) -> str:
-    """An absolute https URL (http only for loopback hosts or with AUTHBROKER_ALLOW_HTTP=1)."""
+def check_url(value: str, *, allow_http: bool, allow_link_local: bool = False) -> str:
+    """An absolute https URL (http only for loopback hosts or with AUTHBROKER_ALLOW_HTTP=1),
+    never a metadata or link-local address however spelt (names are resolved by the caller:
+    see `netguard.resolved_reason`)."""
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError("must be an absolute https:// URL")
@@ -98,9 +69,12 @@ def check_url(value: str, *, allow_http: bool) -> str:
             "must use https (http is accepted only for loopback hosts, or with "
             "AUTHBROKER_ALLOW_HTTP=1)"
         )
-    reason = _forbidden_address(parts.hostname)
+    host = netguard.normalized_host(value)
+    if host is None:
+        raise ValueError("has a host that cannot be read")
+    reason = None if allow_link_local else netguard.host_reason(host)
     if reason:
-        raise ValueError(f"host {parts.hostname} {reason}")
+        raise ValueError(f"host {host} {reason}")
     return value
 
 
@@ -119,7 +93,12 @@ class _AppFields(BaseModel):
     def _urls(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        return check_url(value, allow_http=bool((info.context or {}).get("allow_http")))
+        context = info.context or {}
+        return check_url(
+            value,
+            allow_http=bool(context.get("allow_http")),
+            allow_link_local=bool(context.get("allow_link_local")),
+        )
 
     @field_validator("authorize_params", "token_params", mode="after", check_fields=False)
     @classmethod

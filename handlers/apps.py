@@ -7,7 +7,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from authbroker import presets
+from authbroker import netguard, presets
+from authbroker.config import Settings
 from authbroker.logs import get_logger
 from authbroker.schemas import AppCreate, AppUpdate
 from handlers.context import resources
@@ -53,6 +54,28 @@ def app_view(app: App, redirect_url: str) -> dict[str, Any]:
     }
 
 
+URL_FIELDS = ("authorization_url", "token_url", "revoke_url", "probe_url")
+
+
+async def refuse_forbidden_hosts(
+    values: dict[str, Any], settings: Settings, *, label: str = ""
+) -> None:
+    """400 when a URL's host resolves to a link-local or metadata address (validation already
+    refused such addresses written literally)."""
+    if settings.allow_link_local:
+        return
+    errors = []
+    for field in URL_FIELDS:
+        url = values.get(field)
+        host = netguard.normalized_host(url) if url else None
+        reason = await netguard.resolved_reason(host) if host else None
+        if reason:
+            errors.append({"field": field, "message": f"{label}host {host} {reason}"})
+    if errors:
+        names = ", ".join(e["field"] for e in errors)
+        fail(400, "invalid_request", f"invalid fields: {names}", fields=errors)
+
+
 def with_preset(data: dict[str, Any]) -> dict[str, Any]:
     """Fill an app definition from its provider preset; what the caller gave wins.
     `placeholders` (e.g. {"tenant": "contoso"}) fill the preset's URL templates."""
@@ -95,8 +118,9 @@ async def create_app(request: web.Request) -> web.Response:
     data = await read_json(request)
     if data.get("preset") is not None:
         data = with_preset(data)
-    body = validate(AppCreate, data, allow_http=res.settings.allow_http)
+    body = validate(AppCreate, data, **res.settings.validation_context)
     values = body.model_dump()
+    await refuse_forbidden_hosts(values, res.settings)
     try:
         async with res.pool.acquire() as conn:
             app = await apps.create(conn, res.ring, values)
@@ -122,8 +146,9 @@ async def show_app(request: web.Request) -> web.Response:
 async def update_app(request: web.Request) -> web.Response:
     res = resources(request)
     app = await load_app(request)
-    body = await read_model(request, AppUpdate, allow_http=res.settings.allow_http)
+    body = await read_model(request, AppUpdate, **res.settings.validation_context)
     changes = body.changes()
+    await refuse_forbidden_hosts(changes, res.settings)
     async with res.pool.acquire() as conn:
         updated = await apps.update(conn, res.ring, app, changes)
     log.info("app_updated", app=app.name, fields=sorted(changes), resumed=app.paused_at is not None)

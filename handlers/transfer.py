@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from authbroker.logs import get_logger
 from authbroker.schemas import AppCreate, field_errors
+from handlers.apps import refuse_forbidden_hosts
 from handlers.context import resources
 from handlers.responses import fail, ok, read_model
 from storage import apps
@@ -81,7 +82,7 @@ async def export_apps(request: web.Request) -> web.Response:
     )
 
 
-def _check(document: ImportDocument, allow_http: bool) -> list[AppCreate]:
+def _check(document: ImportDocument, context: dict[str, bool]) -> list[AppCreate]:
     """Every app valid and named once, or a 400 naming each app and field at fault."""
     checked: list[AppCreate] = []
     errors: list[dict[str, str]] = []
@@ -90,7 +91,7 @@ def _check(document: ImportDocument, allow_http: bool) -> list[AppCreate]:
     for index, item in enumerate(document.apps):
         label = str(item.get("name") or f"#{index + 1}")
         try:
-            model = AppCreate.model_validate(item, context={"allow_http": allow_http})
+            model = AppCreate.model_validate(item, context=context)
         except ValidationError as exc:
             bad.append(label)
             errors += [
@@ -139,7 +140,9 @@ async def import_apps(request: web.Request) -> web.Response:
     res = resources(request)
     replace = request.query.get("replace", "").lower() in TRUE
     document = await read_model(request, ImportDocument)
-    checked = _check(document, res.settings.allow_http)
+    checked = _check(document, res.settings.validation_context)
+    for model in checked:
+        await refuse_forbidden_hosts(model.model_dump(), res.settings, label=f"app {model.name}: ")
     created: list[str] = []
     updated: list[str] = []
     unchanged: list[str] = []

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 
+from authbroker import netguard
 from storage.resources import Resources
 
 CTX_KEY = "authbroker"
@@ -30,11 +31,17 @@ class WorkerContext:
         return ctx[CTX_KEY]
 
 
-def provider_session() -> aiohttp.ClientSession:
+def provider_session(allow_link_local: bool = False) -> aiohttp.ClientSession:
     """One HTTP session for all provider calls of a process: pooled connections, no cookies
-    (a provider's cookies must not leak from one connection's request into another's)."""
+    (a provider's cookies must not leak from one connection's request into another's), and a
+    resolver that will not hand out metadata or link-local addresses."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=100, limit_per_host=20, ttl_dns_cache=300),
+        connector=aiohttp.TCPConnector(
+            limit=100,
+            limit_per_host=20,
+            ttl_dns_cache=300,
+            resolver=netguard.resolver(allow_link_local),
+        ),
         cookie_jar=aiohttp.DummyCookieJar(),
         headers={"User-Agent": "authbroker"},
     )

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from authbroker import oauth, timing
+from authbroker.config import Settings
 from authbroker.events import EventType, make_event
 from authbroker.logs import get_logger
 from authbroker.metrics import REFRESH_LAG_SECONDS
@@ -45,10 +46,10 @@ RETRY_AFTER_CAP = 3600.0
 DEAD_GRANT = frozenset({Problem.REFRESH_TOKEN_INVALIDATED, Problem.SCOPE_MISMATCH})
 
 
-def lease_seconds(wc: WorkerContext) -> float:
-    """Long enough for the slowest token request (auto placement and previous secrets may take
+def lease_seconds(settings: Settings) -> float:
+    """Long enough for a few token requests (auto placement and previous secrets may take
     several), short enough that a dead worker's lease lapses soon."""
-    return 4 * wc.resources.settings.provider_timeout + 30
+    return 4 * settings.provider_timeout + 30
 
 
 async def schedule_refreshes(ctx: dict[str, Any]) -> int:
@@ -67,7 +68,9 @@ async def refresh_connection(ctx: dict[str, Any], connection_id: str, force: boo
     wc = WorkerContext.of(ctx)
     res = wc.resources
     holder = f"{wc.worker_id}:{ctx.get('job_id', '')}"
-    current = await connections.take_lease(res.pool, connection_id, holder, lease_seconds(wc))
+    current = await connections.take_lease(
+        res.pool, connection_id, holder, lease_seconds(wc.resources.settings)
+    )
     if current is None:
         return "busy or not active"
     now = datetime.now(UTC)
@@ -102,7 +105,7 @@ async def _refresh(wc: WorkerContext, app: App, current: Connection, holder: str
     try:
         # Never act on a lapsed lease: give up before another worker may take over.
         async with (
-            asyncio.timeout(lease_seconds(wc) - 15),
+            asyncio.timeout(lease_seconds(wc.resources.settings) - 15),
             token_request(app.name, "refresh_token"),
         ):
             tokens = await oauth.refresh_token(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from arq import cron
@@ -17,7 +18,7 @@ from storage.sealing import KeyRing
 from worker.context import CTX_KEY, WorkerContext, provider_session
 from worker.exchange import exchange_code
 from worker.probe import probe_connection, schedule_probes
-from worker.refresh import refresh_connection, schedule_refreshes
+from worker.refresh import lease_seconds, refresh_connection, schedule_refreshes
 from worker.relay import Relay
 from worker.revoke import revoke_connection
 from worker.sweep import expire_authorizations, prune, sweep_codes, sweep_revocations
@@ -25,6 +26,7 @@ from worker.sweep import expire_authorizations, prune, sweep_codes, sweep_revoca
 log = get_logger("authbroker.worker")
 
 EVERY_15_SECONDS = {0, 15, 30, 45}
+_metrics_served: list[int] = []
 
 
 def build_worker(
@@ -40,7 +42,7 @@ def build_worker(
 
     async def startup(ctx: dict[str, Any]) -> None:
         resources = await Resources.open(settings, ring, pool_max=concurrency_ + 2)
-        wc = WorkerContext(resources=resources, http=provider_session())
+        wc = WorkerContext(resources=resources, http=provider_session(settings.allow_link_local))
         ctx[CTX_KEY] = wc
         if relay:
             ctx["relay"] = Relay(
@@ -50,13 +52,15 @@ def build_worker(
                 channel=settings.events_channel,
             )
             wc.tasks.append(asyncio.create_task(ctx["relay"].run(), name="relay"))
-        if settings.metrics_port:
-            # The worker has no web server of its own: expose its metrics on a port.
+        if settings.metrics_port and not _metrics_served:
+            # The worker has no web server of its own: expose its metrics on a port, once per
+            # process (a supervised worker may start again).
             start_http_server(settings.metrics_port, addr=settings.host)
+            _metrics_served.append(settings.metrics_port)
         log.info("worker_started", worker_id=wc.worker_id, queue=settings.queue_name)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
-        wc: WorkerContext | None = ctx.get(CTX_KEY)
+        wc: WorkerContext | None = ctx.pop(CTX_KEY, None)  # idempotent: may run twice
         if wc is None:
             return
         if "relay" in ctx:
@@ -69,13 +73,16 @@ def build_worker(
         log.info("worker_stopped", worker_id=wc.worker_id)
 
     concurrency_ = concurrency or settings.worker_concurrency
+    # No job outlives a refresh lease, so arq's in-progress marker of a job cut short (a killed
+    # worker) lapses together with the lease and the work can be taken up again.
+    timeout = int(lease_seconds(settings))
     return Worker(
         functions=[
-            func(exchange_code, max_tries=30, timeout=60),
-            func(revoke_connection, max_tries=10, timeout=120),
-            # Refresh outcomes live in Postgres; no result kept, so the job id frees at once.
-            func(refresh_connection, max_tries=1, timeout=300, keep_result=0),
-            func(probe_connection, max_tries=1, timeout=300, keep_result=0),
+            func(exchange_code, max_tries=30, timeout=timeout),
+            func(revoke_connection, max_tries=10, timeout=timeout),
+            # A retry of a refresh cut short is safe: the lease decides who may refresh.
+            func(refresh_connection, max_tries=3, timeout=timeout),
+            func(probe_connection, max_tries=3, timeout=timeout),
         ],
         cron_jobs=[
             # Cron job ids are global in arq; the prefix keeps deployments sharing a Redis apart.
@@ -114,7 +121,10 @@ def build_worker(
         on_shutdown=shutdown,
         max_jobs=concurrency_,
         handle_signals=handle_signals,
-        keep_result=3600,
+        # Outcomes live in Postgres: no job keeps a result, so a job id is free again (and the
+        # same work can be enqueued anew) as soon as the job is done.
+        keep_result=0,
+        job_timeout=timeout,
         job_completion_wait=20,
         poll_delay=0.2,
     )
@@ -131,3 +141,50 @@ async def stop_worker(worker: Worker, grace: float = 20.0) -> None:
     if worker.main_task is not None:
         with contextlib.suppress(asyncio.CancelledError):
             await worker.main_task
+
+
+class SupervisedWorker:
+    """An arq worker that outlives Redis outages: when the worker dies (arq gives up on the
+    first connection error), its resources are closed and a new one starts after a backoff, so
+    a worker process waits for Redis instead of exiting."""
+
+    def __init__(self, build: Callable[[], Worker]):
+        self._build = build
+        self._stopping = asyncio.Event()
+        self.current: Worker | None = None
+
+    async def run(self) -> None:
+        delay = 1.0
+        while not self._stopping.is_set():
+            self.current = worker = self._build()
+            try:
+                await worker.async_run()
+                return
+            except asyncio.CancelledError:
+                if self._stopping.is_set():
+                    return
+                raise
+            except Exception as exc:  # Redis (or Postgres at startup) unavailable
+                log.warning(
+                    "worker_interrupted",
+                    error=type(exc).__name__,
+                    detail=str(exc)[:200],
+                    retry_in=delay,
+                )
+                await _discard(worker)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            delay = min(delay * 2, 30.0)
+
+    async def stop(self, grace: float = 20.0) -> None:
+        self._stopping.set()
+        if self.current is not None:
+            await stop_worker(self.current, grace=grace)
+
+
+async def _discard(worker: Worker) -> None:
+    """Close a dead worker as far as possible, and its resources in any case."""
+    with contextlib.suppress(Exception):
+        await worker.close()
+    if worker.on_shutdown is not None:
+        await worker.on_shutdown(worker.ctx)

@@ -388,7 +388,7 @@ async def create_app(request: web.Request) -> web.StreamResponse:
     data, separator = forms.create_payload(definition)
     if preset_name and forms.app_create_model_has("preset"):
         data["preset"] = preset_name
-    model, errors = forms.validate(AppCreate, data, allow_http=res.settings.allow_http)
+    model, errors = forms.validate(AppCreate, data, **res.settings.validation_context)
     if model is None:
         return _new_app_page(request, preset, shown, errors, status=400)
     stored = model.model_dump()
@@ -469,7 +469,7 @@ async def update_app(request: web.Request) -> web.StreamResponse:
         return _edit_page(
             request, app, shown, {"scope_separator": "Pick a separator from the list."}, status=400
         )
-    model, errors = forms.validate(AppUpdate, changes, allow_http=res.settings.allow_http)
+    model, errors = forms.validate(AppUpdate, changes, **res.settings.validation_context)
     if model is None:
         return _edit_page(request, app, shown, errors, status=400)
     update = model.changes()  # type: ignore[attr-defined]
