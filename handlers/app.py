@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 import time
 
+import asyncpg
+import redis.exceptions
 import structlog
 from aiohttp import web
 
@@ -30,6 +32,16 @@ from storage.resources import Resources
 
 log = get_logger("authbroker.web")
 
+# Errors that mean Postgres or Redis cannot be reached right now, not that the request is bad.
+UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
 
 @web.middleware
 async def context_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
@@ -49,6 +61,14 @@ async def context_middleware(request: web.Request, handler: web.Handler) -> web.
         response = ok(
             {"error": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason},
             status=exc.status,
+        )
+    except UNAVAILABLE as exc:
+        # A dependency is away (a restart, a failover): say so and when to retry, briefly.
+        log.warning("dependency_unavailable", route=_route(request), error=type(exc).__name__)
+        response = ok(
+            {"error": "unavailable", "message": "a backing service is unavailable; retry shortly"},
+            status=503,
+            headers={"Retry-After": "2"},
         )
     except Exception:
         log.exception("request_failed", method=request.method, route=_route(request))
