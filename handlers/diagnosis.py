@@ -20,6 +20,7 @@ from handlers.responses import ok
 from storage import apps
 from storage.apps import App
 from storage.connections import Connection
+from storage.resources import Resources
 
 routes = web.RouteTableDef()
 
@@ -58,10 +59,8 @@ def _body(checks: list[diagnosis.Check], **head: Any) -> dict[str, Any]:
     }
 
 
-@routes.get("/v1/connections/{connection_id}/diagnosis")
-async def diagnose_connection(request: web.Request) -> web.Response:
-    res = resources(request)
-    found = await load_connection(request)
+async def connection_checks(res: Resources, found: Connection) -> list[diagnosis.Check]:
+    """Diagnose a connection from what was recorded: the API and the console both ask here."""
     app = await apps.get_by_id(res.pool, found.app_id)
     assert app is not None  # connections reference their app
     rows = await res.pool.fetch(
@@ -70,25 +69,16 @@ async def diagnose_connection(request: web.Request) -> web.Response:
         found.id,
         RECENT_EVENTS,
     )
-    checks = diagnosis.diagnose_connection(
+    return diagnosis.diagnose_connection(
         connection_facts(found),
         app_facts(app),
         redirect_url=res.settings.redirect_url,
         recent_events=[row["event"] for row in rows],
     )
-    return ok(_body(checks, connection_id=found.id, app=found.app, status=found.status))
 
 
-def app_status(app: App) -> str:
-    if app.deleting:
-        return "deleting"
-    return "paused" if app.paused_at is not None else "active"
-
-
-@routes.get("/v1/apps/{name}/diagnosis")
-async def diagnose_app(request: web.Request) -> web.Response:
-    res = resources(request)
-    app = await load_app(request)
+async def app_checks(res: Resources, app: App) -> list[diagnosis.Check]:
+    """Diagnose an app's settings from its connections' states and problems."""
     async with res.pool.acquire() as conn:
         by_status = await conn.fetch(
             "SELECT status, count(*) AS n FROM connections WHERE app_id = $1 GROUP BY status",
@@ -100,10 +90,29 @@ async def diagnose_app(request: web.Request) -> web.Response:
                GROUP BY problem""",
             app.id,
         )
-    checks = diagnosis.diagnose_app(
+    return diagnosis.diagnose_app(
         app_facts(app),
         redirect_url=res.settings.redirect_url,
         connections_by_status={row["status"]: row["n"] for row in by_status},
         recent_problems={row["problem"]: row["n"] for row in by_problem},
     )
+
+
+@routes.get("/v1/connections/{connection_id}/diagnosis")
+async def diagnose_connection(request: web.Request) -> web.Response:
+    found = await load_connection(request)
+    checks = await connection_checks(resources(request), found)
+    return ok(_body(checks, connection_id=found.id, app=found.app, status=found.status))
+
+
+def app_status(app: App) -> str:
+    if app.deleting:
+        return "deleting"
+    return "paused" if app.paused_at is not None else "active"
+
+
+@routes.get("/v1/apps/{name}/diagnosis")
+async def diagnose_app(request: web.Request) -> web.Response:
+    app = await load_app(request)
+    checks = await app_checks(resources(request), app)
     return ok(_body(checks, app=app.name, status=app_status(app)))

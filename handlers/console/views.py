@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import asyncpg
 from aiohttp import web
 
+from authbroker import diagnosis
 from authbroker.logs import get_logger
 from authbroker.problems import Problem
 from authbroker.schemas import (
@@ -27,6 +28,7 @@ from authbroker.schemas import (
     ConnectionStart,
     is_valid_name,
 )
+from handlers import diagnosis as diagnosis_facts
 from handlers.apps import app_view, delete_app_with_connections, load_app
 from handlers.callback import outcome_of
 from handlers.connections import (
@@ -61,7 +63,6 @@ routes = web.RouteTableDef()
 log = get_logger("authbroker.console")
 
 CONNECTIONS_SHOWN = 200
-RECENT_EVENTS = 20  # outbox events a connection's diagnosis looks at
 SEVERITY = {"failing": 2, "warning": 1, "ok": 0}
 STATUS_ORDER = {"failed": 0, "expired": 1, "pending": 2, "active": 3, "revoking": 4, "revoked": 5}
 
@@ -526,47 +527,18 @@ def connection_item(c: Connection) -> dict[str, Any]:
     return view
 
 
-def _diagnosis_modules() -> tuple[Any, Any] | None:
-    try:
-        from authbroker import diagnosis
-        from handlers import diagnosis as facts
-    except ImportError:
-        return None
-    return diagnosis, facts
-
-
 async def app_checks(res: Resources, app: App) -> dict[str, Any] | None:
-    """The app's diagnosis, or None when the diagnosis module is not there (or failed)."""
-    modules = _diagnosis_modules()
-    if modules is None:
-        return None
-    diagnosis, facts = modules
-    async with res.pool.acquire() as conn:
-        by_status = await conn.fetch(
-            "SELECT status, count(*) AS n FROM connections WHERE app_id = $1 GROUP BY status",
-            app.id,
-        )
-        by_problem = await conn.fetch(
-            """SELECT problem, count(*) AS n FROM connections
-               WHERE app_id = $1 AND problem IS NOT NULL AND status <> 'revoked'
-               GROUP BY problem""",
-            app.id,
-        )
+    """The app's diagnosis for display; None if it could not be made (the page still shows)."""
     try:
-        checks = diagnosis.diagnose_app(
-            facts.app_facts(app),
-            redirect_url=res.settings.redirect_url,
-            connections_by_status={row["status"]: row["n"] for row in by_status},
-            recent_problems={row["problem"]: row["n"] for row in by_problem},
-        )
+        checks = await diagnosis_facts.app_checks(res, app)
     except Exception as exc:
         log.warning("console_diagnosis_failed", app=app.name, error=type(exc).__name__)
         return None
-    return _checks_view(diagnosis, checks)
+    return _checks_view(checks)
 
 
-def _checks_view(diagnosis: Any, checks: list[Any]) -> dict[str, Any]:
-    items = [c.as_dict() if hasattr(c, "as_dict") else dict(c) for c in checks]
+def _checks_view(checks: list[diagnosis.Check]) -> dict[str, Any]:
+    items = [c.as_dict() for c in checks]
     items.sort(key=lambda item: -SEVERITY.get(item["status"], 0))  # what is wrong comes first
     for item in items:
         item["evidence_text"] = json.dumps(item.get("evidence") or {}, indent=2, default=str)
@@ -863,29 +835,11 @@ async def refresh_now(request: web.Request) -> web.StreamResponse:
 async def connection_diagnosis(request: web.Request) -> web.StreamResponse:
     res = resources(request)
     found = await load_connection(request)
-    app = await apps.get_by_id(res.pool, found.app_id)
-    modules = _diagnosis_modules()
     view = None
-    if modules is not None and app is not None:
-        diagnosis, facts = modules
-        rows = await res.pool.fetch(
-            """SELECT event FROM outbox WHERE event->>'connection_id' = $1
-               ORDER BY id DESC LIMIT $2""",
-            found.id,
-            RECENT_EVENTS,
-        )
-        try:
-            checks = diagnosis.diagnose_connection(
-                facts.connection_facts(found),
-                facts.app_facts(app),
-                redirect_url=res.settings.redirect_url,
-                recent_events=[row["event"] for row in rows],
-            )
-            view = _checks_view(diagnosis, checks)
-        except Exception as exc:
-            log.warning(
-                "console_diagnosis_failed", connection_id=found.id, error=type(exc).__name__
-            )
+    try:
+        view = _checks_view(await diagnosis_facts.connection_checks(res, found))
+    except Exception as exc:
+        log.warning("console_diagnosis_failed", connection_id=found.id, error=type(exc).__name__)
     return render(
         request,
         "diagnosis.html",
