@@ -248,24 +248,30 @@ async def connection_credentials(request: web.Request) -> web.Response:
     return _credentials(res, found)
 
 
-@routes.post("/v1/connections/{connection_id}/refresh")
-async def force_refresh(request: web.Request) -> web.Response:
-    """Refresh now, whatever the schedule says, and tell what happened."""
-    res = resources(request)
-    found = await load_connection(request)
+async def _require_refreshable(res: Resources, found: Connection) -> None:
+    """Stop with the reason when no refresh can run: not active, no refresh token, or its app
+    paused because the provider refused the app's settings."""
     if found.status != "active":
         _unavailable(found)
     if found.refresh_token is None:
         fail(
             409,
             "refresh_token_missing",
-            "this connection has no refresh token",
+            "this connection has no refresh token: authorize it again",
             problem=str(Problem.REFRESH_TOKEN_MISSING),
             detail=Problem.REFRESH_TOKEN_MISSING.remedy,
         )
     app = await apps.get_by_id(res.pool, found.app_id)
     if app is not None and app.paused_at is not None:
         _unavailable(found, app.paused_problem)
+
+
+@routes.post("/v1/connections/{connection_id}/refresh")
+async def force_refresh(request: web.Request) -> web.Response:
+    """Refresh now, whatever the schedule says, and tell what happened."""
+    res = resources(request)
+    found = await load_connection(request)
+    await _require_refreshable(res, found)
     after = await refresh_and_wait(res, found)
     if after is None:
         fail(
@@ -332,16 +338,7 @@ async def report(request: web.Request) -> web.Response:
         challenge is not None and challenge.error == "invalid_token"
     )
     if token_refused:
-        if found.status != "active":
-            _unavailable(found)
-        if found.refresh_token is None:
-            fail(
-                409,
-                "refresh_token_missing",
-                "the token was refused and this connection has no refresh token: authorize again",
-                problem=str(Problem.REFRESH_TOKEN_MISSING),
-                detail=Problem.REFRESH_TOKEN_MISSING.remedy,
-            )
+        await _require_refreshable(res, found)
         after = await refresh_and_wait(res, found)
         bound.info("invalid_token_reported", outcome=after.status if after else "pending")
         return ok(
