@@ -14,26 +14,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import inspect
 import os
 import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import aioresponses.core as aioresponses_core
 import asyncpg
 from aiohttp import web
 from arq.worker import Worker
 from redis.asyncio import Redis
-from yarl import URL
 
 from authbroker.config import Settings
 from authbroker.embedded import free_port
@@ -42,6 +38,7 @@ from storage import api_keys
 from storage.migrate import migrate
 from storage.resources import Resources
 from storage.sealing import KeyRing
+from tests.aioresponses_compat import aioresponses_compat  # noqa: F401 - re-exported
 from worker.context import CTX_KEY
 from worker.settings import build_worker, stop_worker
 
@@ -278,21 +275,3 @@ class FakeProvider:
 # --------------------------------------------------------------------------------------------
 # aioresponses 0.7.9 against aiohttp 3.14 (pnuckowski/aioresponses#289)
 # --------------------------------------------------------------------------------------------
-
-
-class _CompatResponse(aiohttp.ClientResponse):
-    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-@contextlib.contextmanager
-def aioresponses_compat() -> Iterator[None]:
-    needs_it = "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters
-    original = aioresponses_core.ClientResponse
-    if needs_it:
-        aioresponses_core.ClientResponse = _CompatResponse  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        aioresponses_core.ClientResponse = original  # type: ignore[misc]

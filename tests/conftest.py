@@ -34,10 +34,17 @@ from storage import api_keys
 from storage.migrate import migrate
 from storage.resources import Resources
 from storage.sealing import KeyRing
+from tests.aioresponses_compat import aioresponses_compat
 from tests.oauth_server import OAuthTestServer
 from worker.settings import build_worker, stop_worker
 
 RUN_ID = secrets.token_hex(4)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _aioresponses_compat() -> Iterator[None]:
+    with aioresponses_compat():
+        yield
 
 
 @pytest.fixture(scope="session")

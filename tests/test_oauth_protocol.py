@@ -18,12 +18,10 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlsplit
 
 import aiohttp
-import aioresponses.core as aioresponses_core
 import pytest
 from aioresponses import CallbackResult, aioresponses
 from hypothesis import HealthCheck, given, settings
@@ -65,27 +63,6 @@ BASIC = "Basic " + base64.b64encode(b"my+client%40example:s3cr%3Aet%2B%2F+%C3%A9
 CODE = "auth-code-4/0AY0e-g7"
 VERIFIER = "v" * 64
 REFRESH = "1//refresh-token-value"
-
-
-# --------------------------------------------------------------------------------------------
-# aioresponses 0.7.9 against aiohttp 3.14: ClientResponse grew a required `stream_writer`
-# (pnuckowski/aioresponses#289). Give mocked responses one; a no-op where not needed.
-# --------------------------------------------------------------------------------------------
-
-
-class _CompatResponse(aiohttp.ClientResponse):
-    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _aioresponses_compat() -> Iterator[None]:
-    needs_it = "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters
-    with pytest.MonkeyPatch.context() as patch:
-        if needs_it:
-            patch.setattr(aioresponses_core, "ClientResponse", _CompatResponse)
-        yield
 
 
 # --------------------------------------------------------------------------------------------
@@ -1362,8 +1339,19 @@ safe_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max
     client_id=safe_text,
     redirect_uri=safe_text,
     state=safe_text,
-    scopes=st.lists(st.text(st.characters(blacklist_characters=" ,"), min_size=1), max_size=4),
-    extra=st.dictionaries(st.text(min_size=1, max_size=8).map(lambda k: "x_" + k), safe_text),
+    scopes=st.lists(
+        st.text(
+            st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters=" ,"),
+            min_size=1,
+        ),
+        max_size=4,
+    ),
+    extra=st.dictionaries(
+        st.text(
+            st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=8
+        ).map(lambda k: "x_" + k),
+        safe_text,
+    ),
 )
 def test_authorize_url_round_trips_every_value(client_id, redirect_uri, state, scopes, extra):
     app = client(client_id=client_id, authorize_params=extra)

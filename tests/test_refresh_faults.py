@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import inspect
 import io
 import json
 import os
@@ -23,12 +22,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl
 
 import aiohttp
-import aioresponses.core as aioresponses_core
 import pytest
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
@@ -48,27 +45,6 @@ OLD_REFRESH = "1//old-refresh-token-RT1"
 OLD_ACCESS = "old-access-token-AT1"
 SECRET = "client-secret-CS1"
 TOLERANCE = timedelta(seconds=2)
-
-
-# --------------------------------------------------------------------------------------------
-# aioresponses 0.7.9 against aiohttp 3.14: ClientResponse grew a required `stream_writer`
-# (pnuckowski/aioresponses#289). Give mocked responses one; a no-op where not needed.
-# --------------------------------------------------------------------------------------------
-
-
-class _CompatResponse(aiohttp.ClientResponse):
-    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _aioresponses_compat() -> Iterator[None]:
-    needs_it = "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters
-    with pytest.MonkeyPatch.context() as patch:
-        if needs_it:
-            patch.setattr(aioresponses_core, "ClientResponse", _CompatResponse)
-        yield
 
 
 # --------------------------------------------------------------------------------------------
