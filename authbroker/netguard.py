@@ -65,7 +65,10 @@ def forbidden_reason(address: IPAddress) -> str | None:
 def host_reason(host: str) -> str | None:
     """Why a host, as written, must not be contacted; None when it is a name or a fine address."""
     address = literal_address(host)
-    return forbidden_reason(address) if address is not None else None
+    reason = forbidden_reason(address) if address is not None else None
+    if reason and str(address) != host:
+        return f"means {address}, which {reason}"
+    return reason
 
 
 async def resolved_reason(host: str) -> str | None:
