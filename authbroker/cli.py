@@ -111,7 +111,13 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def cmd_web(settings: Settings, args: argparse.Namespace) -> None:
-    await _serve(settings, web=True, worker=False)
+    if args.child_of is not None:
+        # One of `web --workers N`'s processes: the parent has migrated and watches us.
+        await _serve(settings, web=True, worker=False, parent=args.child_of)
+    elif args.workers > 1:
+        await _web_processes(settings, args.workers)
+    else:
+        await _serve(settings, web=True, worker=False)
 
 
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
@@ -119,50 +125,211 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def _serve(
-    settings: Settings, *, web: bool, worker: bool, concurrency: int | None = None
+    settings: Settings,
+    *,
+    web: bool,
+    worker: bool,
+    concurrency: int | None = None,
+    parent: int | None = None,
 ) -> None:
+    """Serve until SIGINT/SIGTERM. `parent`: this is a child of `web --workers N`: the parent
+    has migrated and created the admin key; share the port (SO_REUSEPORT), stop when the
+    parent is gone, and ignore repeated signals while stopping (the parent enforces the end)."""
     from aiohttp import web as aioweb
 
     from handlers.app import create_app
     from storage.resources import Resources, load_key_ring
-    from worker.settings import build_worker, stop_worker
+    from worker.settings import SupervisedWorker, build_worker
 
+    child = parent is not None
     async with _services(settings) as settings:
         ring = load_key_ring(settings)
-        applied = await _migrate(settings)
-        if applied:
-            log.info("migrations_applied", versions=applied)
-        runner = arq_worker = worker_task = resources = None
+        if not child:
+            applied = await _migrate(settings)
+            if applied:
+                log.info("migrations_applied", versions=applied)
+        runner = supervised = worker_task = resources = None
         try:
             if web:
                 resources = await Resources.open(settings, ring)
-                admin_key = await _admin_key(settings, resources.pool)
-                runner = aioweb.AppRunner(create_app(resources), access_log=None)
+                admin_key = None if child else await _admin_key(settings, resources.pool)
+                runner = aioweb.AppRunner(
+                    create_app(resources),
+                    access_log=None,
+                    **({"shutdown_timeout": CHILD_SHUTDOWN_SECONDS} if child else {}),
+                )
                 await runner.setup()
-                await aioweb.TCPSite(runner, settings.host, settings.port).start()
-                _banner(settings, admin_key, worker)
+                await aioweb.TCPSite(
+                    runner, settings.host, settings.port, reuse_port=True if child else None
+                ).start()
+                if child:
+                    log.info("web_process_started", pid=os.getpid(), port=settings.port)
+                else:
+                    _banner(settings, admin_key, worker)
             if worker:
-                arq_worker = build_worker(settings, ring, concurrency=concurrency)
-                worker_task = asyncio.create_task(arq_worker.async_run())
+                # Supervised: a Redis outage pauses the worker instead of ending the process
+                # (and, in `run`, the web server with it).
+                supervised = SupervisedWorker(
+                    lambda: build_worker(settings, ring, concurrency=concurrency)
+                )
+                worker_task = asyncio.create_task(supervised.run())
             stop = asyncio.create_task(_wait_for_stop())
             waiting = {stop} | ({worker_task} if worker_task else set())
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if parent is not None:
+                waiting.add(asyncio.create_task(_parent_gone(parent)))
+            done, pending = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending - {worker_task}:
+                task.cancel()
+            if child:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.SIG_IGN)
             if worker_task in done and worker_task.exception():
                 raise worker_task.exception()  # type: ignore[misc]
             log.info("stopping")
         finally:
             if runner is not None:
                 await runner.cleanup()
-            if arq_worker is not None:
-                await stop_worker(arq_worker, grace=8.0 if web else 20.0)
+            if supervised is not None:
+                await supervised.stop(grace=8.0 if web else 20.0)
             if resources is not None:
                 await resources.close()
     log.info("stopped")
 
 
-def _banner(settings: Settings, admin_key: str | None, with_worker: bool) -> None:
+CHILD_SHUTDOWN_SECONDS = 8.0  # a child's grace for open requests: inside the parent's 10 s
+STOP_SECONDS = 10.0  # `web --workers N`: children still running after this are killed
+
+
+async def _parent_gone(parent: int) -> None:
+    """Return when the process that started this one has gone (then this one is orphaned)."""
+    while os.getppid() == parent:  # noqa: ASYNC110 - nothing signals a parent's death: poll
+        await asyncio.sleep(1.0)
+    log.warning("web_parent_gone", parent=parent)
+
+
+async def _web_processes(settings: Settings, count: int) -> None:
+    """`web --workers N`: migrate once, then run N web processes sharing the port with
+    SO_REUSEPORT (the kernel spreads connections). This process binds nothing: it forwards
+    SIGINT/SIGTERM, and waits up to STOP_SECONDS for the children (then kills them). A child
+    that exits on its own stops the others and this process exits non-zero, for the
+    supervisor (systemd, Kubernetes) to restart the whole."""
+    import socket
+
+    from storage.pool import create_pool
+    from storage.resources import load_key_ring
+
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise CliError("--workers needs SO_REUSEPORT (Linux); run one process per port instead")
+    if settings.port == 0:
+        raise CliError("--workers needs a fixed port: set AUTHBROKER_PORT")
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+    stop = asyncio.Event()
+
+    def on_signal(sig: int) -> None:
+        received.append(sig)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    children: list[asyncio.subprocess.Process] = []
+    try:
+        async with _services(settings) as settings:
+            load_key_ring(settings)  # checked once; in development the key file is made once
+            applied = await _migrate(settings)
+            if applied:
+                log.info("migrations_applied", versions=applied)
+            pool = await create_pool(settings.database_url or "", min_size=1, max_size=1)
+            try:
+                admin_key = await _admin_key(settings, pool)
+            finally:
+                await pool.close()
+            env = {
+                **os.environ,
+                # Embedded servers (development) were started here: the children use them.
+                "AUTHBROKER_DATABASE_URL": settings.database_url or "",
+                "AUTHBROKER_REDIS_URL": settings.redis_url or "",
+            }
+            if stop.is_set():
+                return  # stopped while migrating: start nothing
+            command = [sys.executable, "-m", "authbroker", "web", "--child-of", str(os.getpid())]
+            for _ in range(count):
+                # A process group of their own: a terminal's Ctrl-C reaches only this
+                # process, which forwards it once.
+                children.append(
+                    await asyncio.create_subprocess_exec(*command, env=env, process_group=0)
+                )
+            exits = {asyncio.create_task(child.wait()): child for child in children}
+            stopping = asyncio.create_task(stop.wait())
+            if await _port_open(settings, exits, stop):
+                _banner(settings, admin_key, False, processes=count)
+            done, _ = await asyncio.wait({stopping, *exits}, return_when=asyncio.FIRST_COMPLETED)
+            died = [exits[task] for task in done if task in exits]
+            stopping.cancel()
+            for child in children:
+                if child.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        child.send_signal(received[0] if received else signal.SIGTERM)
+            _, unfinished = await asyncio.wait(exits, timeout=STOP_SECONDS)
+            killed = [exits[task] for task in unfinished]
+            for child in killed:
+                with contextlib.suppress(ProcessLookupError):
+                    child.kill()
+                await child.wait()
+            failed = [c for c in children if c not in killed and c.returncode != 0]
+            if died:
+                first = died[0]
+                raise CliError(
+                    f"web process {first.pid} exited unexpectedly (code {first.returncode}); "
+                    f"stopped the other {count - 1}"
+                )
+            if killed or failed:
+                raise CliError(
+                    f"{len(killed)} web process(es) did not stop within {STOP_SECONDS:g} s and "
+                    f"were killed; {len(failed)} exited with an error"
+                )
+    finally:
+        for child in children:
+            if child.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.kill()
+                with contextlib.suppress(Exception):
+                    await child.wait()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    log.info("stopped")
+
+
+async def _port_open(
+    settings: Settings, exits: dict[asyncio.Task[int], Any], stop: asyncio.Event
+) -> bool:
+    """Wait (up to 60 s) until the shared port accepts connections; False if a child exited
+    or a stop signal came first, or the time ran out."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(  # noqa: S104
+        settings.host, settings.host
+    )
+    deadline = asyncio.get_running_loop().time() + 60
+    while asyncio.get_running_loop().time() < deadline:
+        if stop.is_set() or any(task.done() for task in exits):
+            return False
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, settings.port), timeout=1
+            )
+            writer.close()
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+def _banner(
+    settings: Settings, admin_key: str | None, with_worker: bool, processes: int = 1
+) -> None:
+    what = "web + worker + relay" if with_worker else "web"
+    if processes > 1:
+        what += f", {processes} processes on port {settings.port}"
     lines = [
-        f"authbroker {__version__} is running ({'web + worker + relay' if with_worker else 'web'})",
+        f"authbroker {__version__} is running ({what})",
         f"  base URL:      {settings.public_url}",
         f"  redirect URL:  {settings.redirect_url}   (register this at each provider)",
         f"  data dir:      {Path(settings.data_dir).resolve()}",
@@ -892,14 +1059,25 @@ def build_parser() -> argparse.ArgumentParser:
         "command to try authbroker. Without AUTHBROKER_DATABASE_URL / AUTHBROKER_REDIS_URL it "
         "starts embedded Postgres and Redis under AUTHBROKER_DATA_DIR.",
     )
-    run.add_argument("--concurrency", type=int, default=None, help="jobs at once (default 20)")
+    run.add_argument(
+        "--concurrency", type=_positive, default=None, help="jobs at once (default 20)"
+    )
     run.set_defaults(handler=cmd_run)
     web = _parser(
         sub,
         "web",
         "run the HTTP server only",
-        "AUTHBROKER_DATABASE_URL=postgresql://… AUTHBROKER_REDIS_URL=redis://… authbroker web",
+        "AUTHBROKER_DATABASE_URL=postgresql://… AUTHBROKER_REDIS_URL=redis://… authbroker web\n"
+        "authbroker web --workers 4      # four processes sharing AUTHBROKER_PORT (Linux)",
+        description="Run the HTTP server only. With --workers N, migrate once and run N server "
+        "processes sharing the port (SO_REUSEPORT, Linux); SIGINT/SIGTERM stop them all within "
+        "10 s, and if one exits on its own the others are stopped and the command exits 1, for "
+        "a supervisor to restart it.",
     )
+    web.add_argument(
+        "--workers", type=_positive, default=1, metavar="N", help="server processes (default 1)"
+    )
+    web.add_argument("--child-of", type=int, default=None, help=argparse.SUPPRESS)
     web.set_defaults(handler=cmd_web)
     w = _parser(
         sub,
@@ -907,7 +1085,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run a worker (jobs, schedules and the event relay)",
         "authbroker worker --concurrency 50",
     )
-    w.add_argument("--concurrency", type=int, default=None, help="jobs at once (default 20)")
+    w.add_argument("--concurrency", type=_positive, default=None, help="jobs at once (default 20)")
     w.set_defaults(handler=cmd_worker)
     m = _parser(sub, "migrate", "apply database migrations and exit", "authbroker migrate")
     m.set_defaults(handler=cmd_migrate)
