@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from handlers import metrics
+from storage import gauges
 from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
 
 
@@ -22,7 +22,7 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 async def test_metrics_after_an_authorization(
     api, anonymous, oauth_server, worker, unique, monkeypatch
 ):
-    monkeypatch.setattr(metrics, "SAMPLE_EVERY", 0.0)
+    monkeypatch.setattr(gauges, "SAMPLE_EVERY", 0.0)
     app = unique("metrics")
     await create_oauth_app(api, oauth_server, app)
     started = await start_connection(api, app)

@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 
 from authbroker.config import Settings
 from authbroker.logs import get_logger
+from storage import gauges
 from storage.resources import Resources, redis_settings
 from storage.sealing import KeyRing
 from worker.context import CTX_KEY, WorkerContext, provider_session
@@ -52,11 +53,13 @@ def build_worker(
                 channel=settings.events_channel,
             )
             wc.tasks.append(asyncio.create_task(ctx["relay"].run(), name="relay"))
-        if settings.metrics_port and not _metrics_served:
-            # The worker has no web server of its own: expose its metrics on a port, once per
-            # process (a supervised worker may start again).
-            start_http_server(settings.metrics_port, addr=settings.host)
-            _metrics_served.append(settings.metrics_port)
+        if settings.metrics_port:
+            if not _metrics_served:
+                # The worker has no web server of its own: expose its metrics on a port, once
+                # per process (a supervised worker may start again).
+                start_http_server(settings.metrics_port, addr=settings.host)
+                _metrics_served.append(settings.metrics_port)
+            wc.tasks.append(asyncio.create_task(_sample_gauges(resources), name="gauges"))
         log.info("worker_started", worker_id=wc.worker_id, queue=settings.queue_name)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
@@ -66,6 +69,8 @@ def build_worker(
         if "relay" in ctx:
             await ctx["relay"].stop()
         for task in wc.tasks:
+            if task.get_name() != "relay":  # the relay flushes and ends; others just stop
+                task.cancel()
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=5)
         await wc.http.close()
@@ -128,6 +133,16 @@ def build_worker(
         job_completion_wait=20,
         poll_delay=0.2,
     )
+
+
+async def _sample_gauges(resources: Resources) -> None:
+    """Keep the data gauges of a worker's /metrics current (there is no scrape hook there)."""
+    while True:
+        try:
+            await gauges.sample(resources.pool, every=0)
+        except Exception as exc:  # Postgres away: the next round tries again
+            log.debug("gauges_not_sampled", error=type(exc).__name__)
+        await asyncio.sleep(gauges.SAMPLE_EVERY)
 
 
 async def stop_worker(worker: Worker, grace: float = 20.0) -> None:
