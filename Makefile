@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format clean image
+.PHONY: run test lint format clean image bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,3 +34,7 @@ clean:
 
 image:
 	docker build -f deploy/Dockerfile -t authbroker .
+
+bench: $(STAMP)
+	-$(BIN)/python -m pip install --quiet py-spy
+	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -70,7 +71,17 @@ async def verify(db: asyncpg.Connection | asyncpg.Pool, key: str) -> ApiKey | No
     return ApiKey(**values)
 
 
+_touched: dict[str, float] = {}
+TOUCH_EVERY = 60.0
+
+
 async def touch(db: asyncpg.Connection | asyncpg.Pool, key_id: str) -> None:
+    """Record that a key was used, at most once a minute per process: the hot path (a runtime
+    fetching credentials) should not pay a write per request."""
+    now = time.monotonic()
+    if now - _touched.get(key_id, -TOUCH_EVERY) < TOUCH_EVERY:
+        return
+    _touched[key_id] = now
     await db.execute(
         """UPDATE api_keys SET last_used_at = now()
            WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')""",

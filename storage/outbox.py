@@ -14,10 +14,15 @@ NOTIFY_CHANNEL = "authbroker_outbox"
 
 
 async def append(conn: asyncpg.Connection, *events: dict[str, Any]) -> None:
+    """Insert the events and notify the relay, in one round trip."""
     if not events:
         return
-    await conn.executemany("INSERT INTO outbox (event) VALUES ($1)", [(e,) for e in events])
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    await conn.execute(
+        """WITH inserted AS (INSERT INTO outbox (event) SELECT unnest($1::jsonb[]))
+           SELECT pg_notify($2, '')""",
+        list(events),
+        NOTIFY_CHANNEL,
+    )
 
 
 async def pending(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:

@@ -15,6 +15,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool connections never LISTEN, SET or take advisory locks (the relay and migrations use
+    connections of their own), so the default reset query on every release (UNLISTEN, RESET
+    ALL, unlock, …) is a round trip that buys nothing. asyncpg still rolls back any open
+    transaction before this runs."""
+
+
 async def create_pool(
     dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any
 ) -> asyncpg.Pool:
@@ -24,6 +31,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         command_timeout=30,
         server_settings={"application_name": "authbroker"},
         **kwargs,
