@@ -1,0 +1,220 @@
+"""Figure 4: the scheduler at scale.
+
+Minimal connection rows inserted with generate_series (active, no secrets, 1 % due, the others
+due within the hour). One scheduling pass is the real `worker.refresh.schedule_refreshes`
+(`storage.connections.due(pool, 500)` plus one arq enqueue per connection), run in this process
+against the run's Redis with the queue emptied before each pass so every pass enqueues anew.
+Baseline: the same pass over 10,000 connections. Worker RSS: a real `authbroker worker` over
+the table for a while (it schedules and handles the due rows), peak RSS from /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import worker.refresh
+from bench.common import Bench, Row, fmt_spread, spread, yes
+from bench.data import insert_minimal, restore_minimal_due, vacuum_analyze
+from bench.env import rss_mb
+from storage import connections
+from storage.resources import Resources
+from worker.context import CTX_KEY, WorkerContext, provider_session
+from worker.refresh import SCHEDULER_BATCH
+
+DUE_EVERY = 100  # 1 % due
+
+
+async def clear_queue(b: Bench) -> None:
+    prefix = b.settings.redis_prefix
+    keys = [k async for k in b.redis.scan_iter(match=f"arq:job:{prefix}:*", count=1000)]
+    keys.append(b.settings.queue_name)
+    for start in range(0, len(keys), 1000):
+        await b.redis.delete(*keys[start : start + 1000])
+
+
+async def passes(b: Bench, ctx: dict[str, Any], times: int) -> dict[str, Any]:
+    """One warm-up pass, then `times` timed passes; the due() query alone timed as well."""
+    res: Resources = WorkerContext.of(ctx).resources
+    pass_ms, query_ms, enqueued = [], [], []
+    for i in range(times + 1):
+        await clear_queue(b)
+        t0 = time.perf_counter()
+        count = await worker.refresh.schedule_refreshes(ctx)
+        elapsed = (time.perf_counter() - t0) * 1000
+        t1 = time.perf_counter()
+        await connections.due(res.pool, SCHEDULER_BATCH)
+        query = (time.perf_counter() - t1) * 1000
+        if i == 0:
+            continue  # warm-up: caches, prepared statements
+        pass_ms.append(elapsed)
+        query_ms.append(query)
+        enqueued.append(count)
+    await clear_queue(b)
+    return {"pass_ms": pass_ms, "query_ms": query_ms, "enqueued": enqueued}
+
+
+async def worker_rss(b: Bench, seconds: float) -> dict[str, float]:
+    worker = b.env.authbroker("worker")
+    peak = current = 0.0
+    try:
+        await b.env.wait_worker_ready(worker, b.redis)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            current, peak = rss_mb(worker.pid)
+            await asyncio.sleep(0.25)
+        handled = await b.pool.fetchval(
+            "SELECT count(*) FROM connections WHERE id LIKE 'm%' AND refresh_at IS NULL"
+        )
+    finally:
+        b.env.forget(worker)
+    return {"rss": current, "peak": peak, "handled": handled}
+
+
+async def explain(b: Bench) -> str:
+    rows = await b.pool.fetch(
+        """EXPLAIN (ANALYZE, BUFFERS, TIMING OFF)
+           SELECT id FROM connections
+           WHERE status = 'active' AND refresh_at IS NOT NULL AND refresh_at <= now()
+           ORDER BY refresh_at LIMIT 500"""
+    )
+    return "\n".join(r[0] for r in rows)
+
+
+async def run(b: Bench) -> None:
+    s = b.sizes
+    times = max(3, s.runs)
+    await b.reset()
+    if b.env.whatif:
+        from bench.whatif import apply
+
+        apply(b.env.whatif)  # the pass runs in this process: patch it here too
+    res = await Resources.open(b.settings, b.ring, pool_max=4)
+    http = provider_session()
+    ctx: dict[str, Any] = {CTX_KEY: WorkerContext(resources=res, http=http)}
+    try:
+        small = s.scale_baseline
+        await insert_minimal(b.pool, b.app.id, 1, small, DUE_EVERY)
+        await vacuum_analyze(b.env.database_url)
+        base = await passes(b, ctx, times)
+        print(f"  scheduler, {small:,} rows: pass {statistics.median(base['pass_ms']):.0f} ms")
+        # Equal work: as many due as the big table's pass enqueues (a full batch).
+        await b.pool.execute(
+            """UPDATE connections SET refresh_at = now() - interval '1 minute'
+               WHERE id IN (SELECT id FROM connections WHERE refresh_at > now()
+                            ORDER BY id LIMIT $1)""",
+            SCHEDULER_BATCH - small // DUE_EVERY,
+        )
+        equal = await passes(b, ctx, times)
+        await b.pool.execute(
+            """UPDATE connections SET refresh_at = now() + interval '30 minutes'
+               WHERE refresh_at BETWEEN now() - interval '2 minutes' AND now()
+                 AND substr(id, 2)::int % $1 <> 0""",
+            DUE_EVERY,
+        )
+        rss_small = await worker_rss(b, s.rss_seconds)
+        await restore_minimal_due(b.pool, 1, small, DUE_EVERY)
+
+        big = s.scale_connections
+        t0 = time.perf_counter()
+        await insert_minimal(b.pool, b.app.id, small + 1, big, DUE_EVERY)
+        await vacuum_analyze(b.env.database_url)
+        insert_s = time.perf_counter() - t0
+        total = await b.pool.fetchval("SELECT count(*) FROM connections")
+        due_now = await b.pool.fetchval(
+            "SELECT count(*) FROM connections WHERE status = 'active' AND refresh_at <= now()"
+        )
+        large = await passes(b, ctx, times)
+        plan = await explain(b)
+        print(f"  scheduler, {total:,} rows: pass {statistics.median(large['pass_ms']):.0f} ms")
+        rss_big = await worker_rss(b, s.rss_seconds)
+    finally:
+        await http.close()
+        await res.close()
+        await b.reset()
+
+    ratio = spread(large["pass_ms"])[1] / spread(base["pass_ms"])[1]
+    equal_ratio = spread(large["pass_ms"])[1] / spread(equal["pass_ms"])[1]
+    query_ratio = spread(large["query_ms"])[1] / spread(base["query_ms"])[1]
+    b.rows.append(
+        Row(
+            f"4a. scheduling pass, {total:,} connections ({due_now:,} due, "
+            f"{large['enqueued'][0]} enqueued)",
+            fmt_spread(large["pass_ms"], " ms"),
+            f"{fmt_spread(base['pass_ms'], ' ms')} ({small:,} connections, "
+            f"{base['enqueued'][0]} due and enqueued)",
+            f"{ratio:.2f}",
+            "< 2",
+            yes(ratio < 2),
+        )
+    )
+    b.rows.append(
+        Row(
+            "4b. same pass, baseline with equal work",
+            fmt_spread(large["pass_ms"], " ms"),
+            f"{fmt_spread(equal['pass_ms'], ' ms')} ({small:,} connections, "
+            f"{equal['enqueued'][0]} enqueued)",
+            f"{equal_ratio:.2f}",
+            "< 2 (diagnostic)",
+            yes(equal_ratio < 2),
+        )
+    )
+    b.rows.append(
+        Row(
+            "4c. `due(pool, 500)` query alone",
+            fmt_spread(large["query_ms"], " ms", 1),
+            fmt_spread(base["query_ms"], " ms", 1),
+            f"{query_ratio:.2f}",
+            "(diagnostic)",
+            "—",
+        )
+    )
+    b.rows.append(
+        Row(
+            f"4d. worker RSS over {total:,} connections (peak, {s.rss_seconds:g} s running)",
+            f"{rss_big['peak']:.0f} MB",
+            f"{rss_small['peak']:.0f} MB ({small:,} connections)",
+            f"{rss_big['peak'] / rss_small['peak']:.2f}",
+            "< 200 MB",
+            yes(rss_big["peak"] < 200),
+        )
+    )
+    lines = [
+        "### 4. Scheduler at scale",
+        "",
+        f"Rows inserted with one `INSERT … SELECT generate_series` ({big - small:,} rows in "
+        f"{insert_s:.0f} s including VACUUM ANALYZE): active, no secrets, every {DUE_EVERY}th "
+        "due, the others due within the hour. A pass is the real "
+        "`worker.refresh.schedule_refreshes` (the `due()` query plus one arq `enqueue_job` per "
+        f"due connection, at most {SCHEDULER_BATCH}), run in the benchmark process with the "
+        f"queue emptied before each pass; one warm-up pass, then {times} timed passes.",
+        "",
+        "| table | due | enqueued per pass | pass ms (each) | due() query ms (each) |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {small:,} | {small // DUE_EVERY:,} | {base['enqueued'][0]} | "
+        f"{', '.join(f'{x:.0f}' for x in base['pass_ms'])} | "
+        f"{', '.join(f'{x:.1f}' for x in base['query_ms'])} |",
+        f"| {small:,} (equal work) | {equal['enqueued'][0]} | {equal['enqueued'][0]} | "
+        f"{', '.join(f'{x:.0f}' for x in equal['pass_ms'])} | "
+        f"{', '.join(f'{x:.1f}' for x in equal['query_ms'])} |",
+        f"| {total:,} | {due_now:,} | {large['enqueued'][0]} | "
+        f"{', '.join(f'{x:.0f}' for x in large['pass_ms'])} | "
+        f"{', '.join(f'{x:.1f}' for x in large['query_ms'])} |",
+        "",
+        f"Per enqueued connection: {spread(base['pass_ms'])[1] / max(base['enqueued'][0], 1):.2f}"
+        f" ms at {small:,} rows, {spread(large['pass_ms'])[1] / max(large['enqueued'][0], 1):.2f} "
+        f"ms at {total:,}.",
+        "",
+        f"Worker RSS: {rss_small['peak']:.0f} MB peak over {small:,} rows, {rss_big['peak']:.0f} "
+        f"MB peak over {total:,} rows ({rss_big['handled']:,} due rows handled in "
+        f"{s.rss_seconds:g} s).",
+        "",
+        "Plan of the due() query at the large size:",
+        "",
+        "```",
+        plan,
+        "```",
+    ]
+    b.sections.append("\n".join(lines))
