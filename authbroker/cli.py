@@ -84,21 +84,22 @@ async def _migrate(settings: Settings) -> list[str]:
 
 
 async def _admin_key(settings: Settings, pool: Any) -> str | None:
-    """Create the first admin API key on first start. In development its plaintext is kept in
-    the data directory so the next start can print it again; elsewhere it is shown once."""
+    """Create the first admin API key on first start of a development or test install; its
+    plaintext is kept in the data directory so the next start can print it again. Production
+    never creates or prints one: stdout is a log stream there; an operator runs
+    `authbroker api-keys create NAME` instead."""
     from storage import api_keys
 
+    if settings.production:
+        return None
     path = Path(settings.data_dir) / ADMIN_KEY_FILE
     if await api_keys.count_active(pool):
-        if not settings.production and path.exists():
-            return path.read_text().strip()
-        return None
+        return path.read_text().strip() if path.exists() else None
     _, key = await api_keys.create(pool, "admin")
-    if not settings.production:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(key + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
     return key
 
 
@@ -336,6 +337,8 @@ def _banner(
     ]
     if admin_key:
         lines.append(f"  admin API key: {admin_key}")
+    elif settings.production:
+        lines.append("  API keys:      create one with: authbroker api-keys create NAME")
     else:
         lines.append(
             "  admin API key: already created (create another: authbroker api-keys create)"

@@ -25,8 +25,9 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     env: Environment = "development"
-    database_url: str | None = None
-    redis_url: str | None = None
+    # URLs may carry passwords: kept out of reprs (and so out of logs and tracebacks).
+    database_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
     redis_prefix: str = "authbroker"
     data_dir: Path = Path(".authbroker")
     host: str = "127.0.0.1"

@@ -36,12 +36,45 @@ _SECRET_WORDS = frozenset(
         "apikey",
         "credential",
         "credentials",
+        "assertion",
+        "dsn",
     }
 )
 _SECRET_LAST_WORDS = frozenset({"code", "authorization", "cookie"})
 _SECRET_PAIRS = frozenset(
-    {("api", "key"), ("private", "key"), ("encryption", "keys"), ("set", "cookie")}
+    {
+        ("api", "key"),
+        ("api", "keys"),
+        ("private", "key"),
+        ("encryption", "key"),
+        ("encryption", "keys"),
+        ("set", "cookie"),
+        ("auth", "header"),
+        ("authorization", "header"),
+        ("database", "url"),
+        ("redis", "url"),
+    }
 )
+# Secrets inside text (an exception message quoting a URL or a header): scrubbed wherever they
+# appear in a string value, after exception text has been added to the line.
+_SECRET_IN_TEXT = re.compile(
+    r"(?i)((?:client_secret|code_verifier|code|refresh_token|access_token|id_token|token|"
+    r"password|assertion)=)[^&\s\"']+|\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+"
+    r"|(://[^:/@\s]+:)[^@\s]+(@)"
+)
+
+
+def _scrub_text(text: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1):
+            return match.group(1) + REDACTED
+        if match.group(2):
+            return f"{match.group(2)} {REDACTED}"
+        return f"{match.group(3)}{REDACTED}{match.group(4)}"
+
+    return _SECRET_IN_TEXT.sub(replace, text)
+
+
 _HARMLESS = frozenset(
     {
         "token_type",
@@ -90,6 +123,11 @@ def redact_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> di
     return {k: REDACTED if is_secret_key(k) else redact(v) for k, v in event_dict.items()}
 
 
+def scrub_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Last before rendering: secrets quoted inside text, tracebacks included."""
+    return {k: _scrub_text(v) if isinstance(v, str) else v for k, v in event_dict.items()}
+
+
 def configure_logging(fmt: str | None = None, level: str = "info") -> None:
     """Configure structlog (and route stdlib logging through the same renderer)."""
     console = fmt == "console" or (fmt is None and sys.stderr.isatty())
@@ -106,7 +144,7 @@ def configure_logging(fmt: str | None = None, level: str = "info") -> None:
     ]
     numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, scrub_processor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
@@ -115,7 +153,12 @@ def configure_logging(fmt: str | None = None, level: str = "info") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                scrub_processor,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

@@ -33,6 +33,11 @@ class Problem(StrEnum):
     def remedy(self) -> str:
         return REMEDIES[self]
 
+    @classmethod
+    def remedy_of(cls, code: str | None) -> str | None:
+        """The remedy of a stored problem code; None for no or an unknown code."""
+        return REMEDIES[cls(code)] if code in cls._value2member_map_ else None
+
 
 REMEDIES: dict[Problem, str] = {
     Problem.INVALID_SETTINGS: (

@@ -57,20 +57,29 @@ def app_view(app: App, redirect_url: str) -> dict[str, Any]:
 URL_FIELDS = ("authorization_url", "token_url", "revoke_url", "probe_url")
 
 
-async def refuse_forbidden_hosts(
-    values: dict[str, Any], settings: Settings, *, label: str = ""
-) -> None:
-    """400 when a URL's host resolves to a link-local or metadata address (validation already
-    refused such addresses written literally)."""
+async def forbidden_host_errors(values: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
+    """The URL fields whose host resolves to a link-local or metadata address (validation has
+    already refused such addresses written literally), as `[{field, message}]`."""
     if settings.allow_link_local:
-        return
+        return []
     errors = []
     for field in URL_FIELDS:
         url = values.get(field)
         host = netguard.normalized_host(url) if url else None
         reason = await netguard.resolved_reason(host) if host else None
         if reason:
-            errors.append({"field": field, "message": f"{label}host {host} {reason}"})
+            errors.append({"field": field, "message": f"host {host} {reason}"})
+    return errors
+
+
+async def refuse_forbidden_hosts(
+    values: dict[str, Any], settings: Settings, *, label: str = ""
+) -> None:
+    """400 naming each URL field whose host resolves to a forbidden address."""
+    errors = [
+        {"field": e["field"], "message": label + e["message"]}
+        for e in await forbidden_host_errors(values, settings)
+    ]
     if errors:
         names = ", ".join(e["field"] for e in errors)
         fail(400, "invalid_request", f"invalid fields: {names}", fields=errors)

@@ -36,8 +36,7 @@ def connection_view(c: Connection) -> dict[str, Any]:
         "app": c.app,
         "status": c.status,
         "problem": c.problem,
-        "problem_detail": c.problem_detail
-        or (Problem(c.problem).remedy if c.problem in Problem.__members__.values() else None),
+        "problem_detail": c.problem_detail or Problem.remedy_of(c.problem),
         "requested_scopes": c.requested_scopes,
         "granted_scopes": c.granted_scopes,
         "token_type": c.token_type,
@@ -180,7 +179,7 @@ def _unavailable(found: Connection, app_paused: str | None = None) -> None:
             + (" (authorization not completed yet)" if found.status == "pending" else ""),
             status=found.status,
             problem=found.problem,
-            detail=_remedy(found.problem),
+            detail=Problem.remedy_of(found.problem),
         )
     problem = app_paused or str(Problem.TOKEN_EXPIRED)
     fail(
@@ -189,14 +188,10 @@ def _unavailable(found: Connection, app_paused: str | None = None) -> None:
         "no valid access token now: "
         + ("the app's settings were refused by the provider" if app_paused else "refresh pending"),
         problem=problem,
-        detail=_remedy(problem),
+        detail=Problem.remedy_of(problem),
         next_attempt_at=found.next_attempt_at,
         headers={"Retry-After": str(seconds_until(found.next_attempt_at))},
     )
-
-
-def _remedy(problem: str | None) -> str | None:
-    return Problem(problem).remedy if problem in Problem.__members__.values() else None
 
 
 def _credentials(res: Resources, found: Connection) -> web.Response:

@@ -133,7 +133,7 @@ async def finish(
     await conn.execute(
         """UPDATE authorizations SET done = true, done_at = now(), outcome = $2, problem = $3,
                code = NULL, code_verifier = NULL
-           WHERE id = $1""",
+           WHERE id = $1 AND NOT done""",
         authorization_id,
         outcome,
         problem,

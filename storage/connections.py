@@ -228,7 +228,7 @@ async def set_problem(
                lease_holder = CASE WHEN $4 IS NULL THEN lease_holder END,
                lease_until = CASE WHEN $4 IS NULL THEN lease_until END,
                updated_at = now()
-           WHERE id = $1""",
+           WHERE id = $1 AND status NOT IN ('revoking', 'revoked')""",
         connection_id,
         problem,
         detail,
@@ -376,6 +376,23 @@ async def record_transient_failure(
     )
 
 
+async def mark_expired(
+    conn: asyncpg.Connection, connection_id: str, holder: str, version: int, *, detail: str
+) -> bool:
+    """Expire a connection that has no refresh token, unless a new grant arrived meanwhile."""
+    result = await conn.execute(
+        f"""UPDATE connections SET status = 'expired', problem = 'token_expired',
+               problem_detail = $4, refresh_at = NULL, lease_holder = NULL, lease_until = NULL,
+               updated_at = now()
+           WHERE id = $1 AND status = 'active' AND {STILL_OURS}""",
+        connection_id,
+        holder,
+        version,
+        detail,
+    )
+    return result.endswith(" 1")
+
+
 async def end_grant(
     conn: asyncpg.Connection,
     connection_id: str,
@@ -387,11 +404,13 @@ async def end_grant(
     last_error: dict[str, Any],
 ) -> bool:
     """Mark a connection failed because the provider refused the grant this refresh used; a
-    grant stored since (a re-authorization) is left alone."""
+    grant stored since (a re-authorization) is left alone. The dead refresh token is dropped,
+    so a re-authorization without a new one says `refresh_token_missing` instead of keeping
+    a token that cannot work."""
     result = await conn.execute(
         f"""UPDATE connections SET status = 'failed', problem = $4, problem_detail = $5,
                last_error = $6, refresh_at = NULL, lease_holder = NULL, lease_until = NULL,
-               updated_at = now()
+               refresh_token = NULL, refresh_token_expires_at = NULL, updated_at = now()
            WHERE id = $1 AND status = 'active' AND {STILL_OURS}""",
         connection_id,
         holder,
@@ -408,7 +427,8 @@ async def postpone(
 ) -> None:
     """Move the next look at a connection (paused app, token not yet expired) and release."""
     await db.execute(
-        """UPDATE connections SET refresh_at = $3, lease_holder = NULL, lease_until = NULL
+        """UPDATE connections SET refresh_at = $3, lease_holder = NULL, lease_until = NULL,
+               updated_at = now()
            WHERE id = $1 AND lease_holder = $2""",
         connection_id,
         holder,

@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from arq import Retry
 
 from authbroker import oauth, timing
@@ -21,7 +22,7 @@ from storage import apps, authorizations, connections, outbox
 from storage.authorizations import Authorization
 from worker.context import WorkerContext
 from worker.instrument import token_request
-from worker.tokens import token_times
+from worker.tokens import TokenTimes, token_times
 
 log = get_logger("authbroker.exchange")
 
@@ -106,60 +107,98 @@ async def _succeed(
         if stored is None:
             # Deleted while the user was at the provider: the new grant is not wanted.
             await authorizations.finish(conn, authorization.id, outcome="cancelled", problem=None)
-            log.info("authorization_cancelled", connection_id=authorization.connection_id)
-            return
-        await authorizations.finish(conn, authorization.id, outcome="succeeded", problem=None)
-        if app.client_auth == "auto" and await apps.remember_placement(
-            conn, app.id, tokens.placement
-        ):
-            log.info("client_auth_detected", app=app.name, placement=tokens.placement)
-        common = {"app": app.name, "connection_id": stored.id, "status": stored.status}
-        events = [
-            make_event(
-                EventType.AUTHORIZED,
-                **common,
-                detail="The connection is authorized.",
-                data={
-                    "granted_scopes": granted,
-                    "expires_at": _iso(times.expires_at),
-                    "has_refresh_token": has_refresh,
-                    "reauthorization": bool(current and current.authorized_at),
-                },
-            )
-        ]
-        if missing:
-            events.append(
-                make_event(
-                    EventType.SCOPES_DENIED,
-                    **common,
-                    problem=Problem.SCOPES_DENIED,
-                    data={
-                        "requested_scopes": requested,
-                        "granted_scopes": granted,
-                        "missing": missing,
-                    },
-                )
-            )
-        if not has_refresh:
-            events.append(
-                make_event(
-                    EventType.REFRESH_TOKEN_MISSING,
-                    **common,
-                    problem=Problem.REFRESH_TOKEN_MISSING,
-                    detail=_missing_refresh_detail(app, times.expires_at is None),
-                    data={"token_expires": times.expires_at is not None},
-                )
-            )
-        await outbox.append(conn, *events)
+        else:
+            await _record_success(conn, app, authorization, stored, tokens, current, times)
+    if stored is None:
+        log.info("authorization_cancelled", connection_id=authorization.connection_id)
+        await _revoke_unwanted(wc, app, tokens)
+        return
     log.info(
         "connection_authorized",
         app=app.name,
         connection_id=stored.id,
         granted_scopes=granted,
         missing_scopes=missing,
-        has_refresh_token=has_refresh,
+        has_refresh_token=stored.refresh_token is not None,
         expires_at=_iso(times.expires_at),
     )
+
+
+async def _record_success(
+    conn: asyncpg.Connection,
+    app: apps.App,
+    authorization: Authorization,
+    stored: connections.Connection,
+    tokens: oauth.TokenResponse,
+    current: connections.Connection | None,
+    times: TokenTimes,
+) -> None:
+    """Within the token write's transaction: end the authorization, remember what `auto`
+    found, and write the events."""
+    requested = authorization.requested_scopes
+    granted = stored.granted_scopes or []
+    missing = [s for s in requested if s not in granted]
+    has_refresh = stored.refresh_token is not None
+    await authorizations.finish(conn, authorization.id, outcome="succeeded", problem=None)
+    if app.client_auth == "auto" and await apps.remember_placement(conn, app.id, tokens.placement):
+        log.info("client_auth_detected", app=app.name, placement=tokens.placement)
+    common = {"app": app.name, "connection_id": stored.id, "status": stored.status}
+    events = [
+        make_event(
+            EventType.AUTHORIZED,
+            **common,
+            detail="The connection is authorized.",
+            data={
+                "granted_scopes": granted,
+                "expires_at": _iso(times.expires_at),
+                "has_refresh_token": has_refresh,
+                "reauthorization": bool(current and current.authorized_at),
+            },
+        )
+    ]
+    if missing:
+        events.append(
+            make_event(
+                EventType.SCOPES_DENIED,
+                **common,
+                problem=Problem.SCOPES_DENIED,
+                data={"requested_scopes": requested, "granted_scopes": granted, "missing": missing},
+            )
+        )
+    if not has_refresh:
+        events.append(
+            make_event(
+                EventType.REFRESH_TOKEN_MISSING,
+                **common,
+                problem=Problem.REFRESH_TOKEN_MISSING,
+                detail=_missing_refresh_detail(app, times.expires_at is None),
+                data={"token_expires": times.expires_at is not None},
+            )
+        )
+    await outbox.append(conn, *events)
+
+
+async def _revoke_unwanted(wc: WorkerContext, app: apps.App, tokens: oauth.TokenResponse) -> None:
+    """A grant obtained for a connection deleted meanwhile: end it at the provider (best
+    effort; the tokens were never stored)."""
+    if not app.revoke_url:
+        return
+    token, hint = (
+        (tokens.refresh_token, "refresh_token")
+        if tokens.refresh_token
+        else (tokens.access_token, "access_token")
+    )
+    try:
+        async with token_request(app.name, "revoke"):
+            await oauth.revoke_token(
+                wc.http,
+                app.client(wc.resources.ring),
+                token=token,
+                token_type_hint=hint,  # type: ignore[arg-type]
+                timeout=wc.resources.settings.provider_timeout,
+            )
+    except oauth.OAuthError as exc:
+        log.warning("unwanted_grant_not_revoked", app=app.name, error=exc.error)
 
 
 def _missing_refresh_detail(app: apps.App, non_expiring: bool) -> str:

@@ -57,7 +57,11 @@ async def probe_connection(ctx: dict[str, Any], connection_id: str) -> str:
         return "no probe"
     status = await _call(wc, app.probe_url, found.open_access_token(res.ring) or "")
     if status == 401 and found.refresh_token is not None:
-        await refresh_connection(ctx, connection_id, force=True)
+        outcome = await refresh_connection(ctx, connection_id, force=True)
+        if outcome != "refreshed":
+            # Busy (another refresh is in flight), failed or retrying: no verdict on the
+            # token yet; the next probe looks again.
+            return f"refresh {outcome}"
         found = await connections.get(res.pool, connection_id)
         if found is None or found.status != "active":
             return "refresh failed"

@@ -36,14 +36,26 @@ T = TypeVar("T")
 SCHEDULER_BATCH = 500
 BACKOFF_BASE = 5.0
 BACKOFF_CAP = 900.0
-# Problems that say the app's settings are wrong, not the connection: pause the app.
+# Problems that say the app's settings are wrong, not the connection: pause the app. Only
+# when the provider names the client credentials: a bare or unknown 401 about one grant must
+# not pause every connection of the app.
 APP_PROBLEMS = frozenset({Problem.INVALID_SETTINGS, Problem.CLIENT_AUTH_METHOD})
+CLIENT_CREDENTIAL_ERRORS = frozenset(
+    {
+        "invalid_client",
+        "unauthorized_client",
+        "incorrect_client_credentials",
+        "invalid_client_id",
+        "bad_client_secret",
+    }
+)
 # Problems a refresh cannot cure: it never adds scopes.
 SCOPE_PROBLEMS = frozenset({Problem.SCOPES_DENIED, Problem.INSUFFICIENT_SCOPE})
 # The longest wait a provider's Retry-After may impose before the next attempt.
 RETRY_AFTER_CAP = 3600.0
-# Problems that say the grant itself is gone.
-DEAD_GRANT = frozenset({Problem.REFRESH_TOKEN_INVALIDATED, Problem.SCOPE_MISMATCH})
+# Problems that say the grant itself is gone. (invalid_scope on a refresh, which sends no
+# scope, is a registration problem: named on the connection and retried, not fatal.)
+DEAD_GRANT = frozenset({Problem.REFRESH_TOKEN_INVALIDATED})
 
 
 def lease_seconds(settings: Settings) -> float:
@@ -215,7 +227,10 @@ async def _failed(
         "status": exc.status,
     }
     bound = log.bind(app=app.name, connection_id=current.id, provider_error=exc.error)
-    if isinstance(exc, oauth.ProviderRejected) and problem in APP_PROBLEMS:
+    app_settings_refused = problem in APP_PROBLEMS and (
+        problem == Problem.CLIENT_AUTH_METHOD or exc.error in CLIENT_CREDENTIAL_ERRORS
+    )
+    if isinstance(exc, oauth.ProviderRejected) and app_settings_refused:
         async with res.pool.acquire() as conn, conn.transaction():
             await connections.postpone(conn, current.id, holder, None)
             if await apps.pause(conn, app.id, str(problem)):
@@ -267,7 +282,7 @@ async def _failed(
     retry_after = min(exc.retry_after or 0.0, RETRY_AFTER_CAP)
     delay = max(retry_after, timing.backoff(attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP), 1.0)
     next_attempt = datetime.now(UTC) + timedelta(seconds=delay)
-    named = None if isinstance(exc, oauth.ProviderUnavailable) else str(Problem.PROVIDER_ERROR)
+    named = None if isinstance(exc, oauth.ProviderUnavailable) else str(problem)
     async with res.pool.acquire() as conn, conn.transaction():
         attempts = await connections.record_transient_failure(
             conn,
@@ -286,7 +301,7 @@ async def _failed(
                     app=app.name,
                     connection_id=current.id,
                     status="active",
-                    problem=Problem.PROVIDER_ERROR if named else None,
+                    problem=Problem(named) if named else None,
                     detail="The provider could not refresh the token now; authbroker retries.",
                     data={
                         "attempt": attempts,
@@ -316,20 +331,23 @@ async def _without_refresh_token(
         return "not expired yet"
     problem = Problem.TOKEN_EXPIRED
     async with res.pool.acquire() as conn, conn.transaction():
-        await connections.set_problem(
-            conn, current.id, problem=str(problem), detail=problem.remedy, status="expired"
+        expired = await connections.mark_expired(
+            conn, current.id, holder, current.version, detail=problem.remedy
         )
-        await outbox.append(
-            conn,
-            make_event(
-                EventType.EXPIRED,
-                app=current.app,
-                connection_id=current.id,
-                status="expired",
-                problem=problem,
-                detail="The access token expired and there is no refresh token: authorize the "
-                "connection again.",
-            ),
-        )
+        if expired:
+            await outbox.append(
+                conn,
+                make_event(
+                    EventType.EXPIRED,
+                    app=current.app,
+                    connection_id=current.id,
+                    status="expired",
+                    problem=problem,
+                    detail="The access token expired and there is no refresh token: "
+                    "authorize the connection again.",
+                ),
+            )
+    if not expired:
+        return "superseded"
     log.info("connection_expired", app=current.app, connection_id=current.id)
     return "expired"

@@ -1,4 +1,4 @@
-"""The relay: outbox rows to the Redis stream and channel, in commit order, at least once.
+"""The relay: outbox rows to the Redis stream and channel, at least once, in outbox order.
 
 One relay runs at a time across all workers (a Postgres advisory lock on its own connection;
 another worker takes over within seconds if that connection dies). It sleeps on LISTEN and wakes

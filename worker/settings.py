@@ -78,9 +78,10 @@ def build_worker(
         log.info("worker_stopped", worker_id=wc.worker_id)
 
     concurrency_ = concurrency or settings.worker_concurrency
-    # No job outlives a refresh lease, so arq's in-progress marker of a job cut short (a killed
-    # worker) lapses together with the lease and the work can be taken up again.
-    timeout = int(lease_seconds(settings))
+    # A refresh gives up on the provider before its lease lapses, then may spend a while
+    # writing through a Postgres restart: the job's limit leaves room for both, and arq's
+    # in-progress marker of a job cut short (a killed worker) still lapses soon after.
+    timeout = int(2 * lease_seconds(settings))
     return Worker(
         functions=[
             func(exchange_code, max_tries=30, timeout=timeout),

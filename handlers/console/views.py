@@ -29,7 +29,12 @@ from authbroker.schemas import (
     is_valid_name,
 )
 from handlers import diagnosis as diagnosis_facts
-from handlers.apps import app_view, delete_app_with_connections, load_app
+from handlers.apps import (
+    app_view,
+    delete_app_with_connections,
+    forbidden_host_errors,
+    load_app,
+)
 from handlers.callback import outcome_of
 from handlers.connections import (
     begin_authorization,
@@ -393,6 +398,9 @@ async def create_app(request: web.Request) -> web.StreamResponse:
     if model is None:
         return _new_app_page(request, preset, shown, errors, status=400)
     stored = model.model_dump()
+    hosts = await forbidden_host_errors(stored, res.settings)
+    if hosts:
+        return _new_app_page(request, preset, shown, _by_field(hosts), status=400)
     if separator is not None:
         stored["scope_separator"] = separator
     if preset_name:
@@ -474,6 +482,9 @@ async def update_app(request: web.Request) -> web.StreamResponse:
     if model is None:
         return _edit_page(request, app, shown, errors, status=400)
     update = model.changes()  # type: ignore[attr-defined]
+    hosts = await forbidden_host_errors(update, res.settings)
+    if hosts:
+        return _edit_page(request, app, shown, _by_field(hosts), status=400)
     if separator is not None:
         update["scope_separator"] = separator  # a choice from a fixed list; " " cannot pass
     if not update and app.paused_at is None:
@@ -525,6 +536,10 @@ def connection_item(c: Connection) -> dict[str, Any]:
         }
     )
     return view
+
+
+def _by_field(errors: list[dict[str, str]]) -> dict[str, str]:
+    return {e["field"]: e["message"] for e in errors}
 
 
 async def app_checks(res: Resources, app: App) -> dict[str, Any] | None:
