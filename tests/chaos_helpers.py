@@ -18,15 +18,12 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import asyncpg
 from aiohttp import web
 from arq.worker import Worker
 from redis.asyncio import Redis
@@ -35,42 +32,12 @@ from authbroker.config import Settings
 from authbroker.embedded import free_port
 from handlers.app import create_app
 from storage import api_keys
-from storage.migrate import migrate
 from storage.resources import Resources
 from storage.sealing import KeyRing
 from tests.aioresponses_compat import aioresponses_compat  # noqa: F401 - re-exported
+from tests.databases import private_database  # noqa: F401 - re-exported
 from worker.context import CTX_KEY
 from worker.settings import build_worker, stop_worker
-
-
-def with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-@contextlib.asynccontextmanager
-async def private_database(admin_dsn: str) -> AsyncIterator[str]:
-    """A fresh, migrated database on the session's server; dropped afterwards."""
-    name = f"authbroker_chaos_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = with_database(admin_dsn, name)
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    try:
-        yield url
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def delete_prefix_keys(redis_url: str, prefix: str) -> None:

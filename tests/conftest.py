@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 from aiohttp import web
 from redis.asyncio import Redis
@@ -31,10 +30,10 @@ from authbroker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from authbroker.logs import configure_logging
 from handlers.app import create_app
 from storage import api_keys
-from storage.migrate import migrate
 from storage.resources import Resources
 from storage.sealing import KeyRing
 from tests.aioresponses_compat import aioresponses_compat
+from tests.databases import private_database
 from tests.oauth_server import OAuthTestServer
 from worker.settings import build_worker, stop_worker
 
@@ -68,34 +67,10 @@ def admin_dsn(workdir: Path) -> Iterator[str]:
         server.stop()
 
 
-def _with_database(dsn: str, name: str) -> str:
-    """The same server, another database (works for host and unix-socket DSNs)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
 @pytest.fixture(scope="session")
 async def database_url(admin_dsn: str) -> AsyncIterator[str]:
-    name = f"authbroker_test_{RUN_ID}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = _with_database(admin_dsn, name)
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    yield url
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with private_database(admin_dsn, name=f"authbroker_test_{RUN_ID}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -31,16 +30,12 @@ import pytest
 from redis.asyncio import Redis
 
 from authbroker.embedded import free_port
+from tests.databases import with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTHBROKER = ROOT / ".venv" / "bin" / "authbroker"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
-
-
-def _with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
 @dataclass
@@ -70,7 +65,7 @@ async def run_setup(tmp_path: Path) -> AsyncIterator[Setup]:
             await admin.execute(f'CREATE DATABASE "{database}"')
         finally:
             await admin.close()
-        env["AUTHBROKER_DATABASE_URL"] = _with_database(admin_dsn, database)
+        env["AUTHBROKER_DATABASE_URL"] = with_database(admin_dsn, database)
     if redis_url:
         env["AUTHBROKER_REDIS_URL"] = redis_url
         env["AUTHBROKER_REDIS_PREFIX"] = prefix

@@ -11,36 +11,19 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from storage.migrate import available, migrate
-
-
-def _with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+from tests.databases import private_database
 
 
 @pytest.fixture
 async def fresh_database(admin_dsn: str) -> AsyncIterator[str]:
     """The DSN of an empty database of this test alone, dropped afterwards."""
-    name = f"authbroker_migrations_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield _with_database(admin_dsn, name)
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with private_database(admin_dsn, purpose="migrations", migrated=False) as url:
+        yield url
 
 
 @pytest.fixture

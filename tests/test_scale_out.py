@@ -34,10 +34,9 @@ import pytest
 from authbroker.config import Settings
 from authbroker.embedded import free_port
 from storage import api_keys, connections
-from storage.migrate import migrate
 from storage.pool import create_pool
 from storage.sealing import KeyRing
-from tests.conftest import _with_database
+from tests.databases import private_database
 from tests.oauth_server import OAuthTestServer
 from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
 
@@ -167,24 +166,8 @@ async def scale_settings(settings: Settings, admin_dsn: str) -> Any:
     """This run's servers and keys, with a database and a Redis prefix of this module's own
     (the database is dropped at the end; the `redis` fixture deletes the run's keys, these
     included)."""
-    name = f"authbroker_scale_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = _with_database(admin_dsn, name)
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    yield settings.replace(database_url=url, redis_prefix=f"{settings.redis_prefix}-scale")
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with private_database(admin_dsn, purpose="scale") as url:
+        yield settings.replace(database_url=url, redis_prefix=f"{settings.redis_prefix}-scale")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -26,10 +25,10 @@ from cryptography.exceptions import InvalidTag
 
 from authbroker.oauth import TokenResponse
 from storage import apps, authorizations, basic, connections
-from storage.migrate import migrate
 from storage.pool import create_pool
 from storage.rotation import rotate
 from storage.sealing import KeyRing, SealError, aad
+from tests.databases import private_database
 
 
 def _ring(kid: str = "k1") -> KeyRing:
@@ -259,38 +258,15 @@ def test_key_ring_repr_does_not_show_keys() -> None:
 # --------------------------------------------------------------------------- rotation
 
 
-def _with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
 @pytest.fixture
 async def private_pool(admin_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     """A migrated database of this test alone, dropped afterwards."""
-    name = f"authbroker_rotation_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    pool = None
-    try:
-        dsn = _with_database(admin_dsn, name)
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+    async with private_database(admin_dsn, purpose="rotation") as dsn:
         pool = await create_pool(dsn, min_size=1, max_size=4)
-        yield pool
-    finally:
-        if pool is not None:
-            await pool.close()
-        admin = await asyncpg.connect(admin_dsn)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            yield pool
         finally:
-            await admin.close()
+            await pool.close()
 
 
 SECRET_COLUMNS = {
