@@ -243,7 +243,7 @@ async def connection_credentials(request: web.Request) -> web.Response:
     return _credentials(res, found)
 
 
-async def _require_refreshable(res: Resources, found: Connection) -> None:
+async def require_refreshable(res: Resources, found: Connection) -> None:
     """Stop with the reason when no refresh can run: not active, no refresh token, or its app
     paused because the provider refused the app's settings."""
     if found.status != "active":
@@ -266,7 +266,7 @@ async def force_refresh(request: web.Request) -> web.Response:
     """Refresh now, whatever the schedule says, and tell what happened."""
     res = resources(request)
     found = await load_connection(request)
-    await _require_refreshable(res, found)
+    await require_refreshable(res, found)
     after = await refresh_and_wait(res, found)
     if after is None:
         fail(
@@ -275,12 +275,14 @@ async def force_refresh(request: web.Request) -> web.Response:
             "the refresh did not finish within 10 seconds; it goes on in the background",
             headers={"Retry-After": "5"},
         )
-    outcome = (
-        "refreshed"
-        if after.status == "active" and after.version > found.version
-        else ("failed" if after.status != "active" else "retrying")
-    )
-    return ok({"outcome": outcome, "connection": connection_view(after)})
+    return ok({"outcome": refresh_outcome(found, after), "connection": connection_view(after)})
+
+
+def refresh_outcome(before: Connection, after: Connection) -> str:
+    """What a finished refresh did: `refreshed`, `failed` (the grant is gone) or `retrying`."""
+    if after.status != "active":
+        return "failed"
+    return "refreshed" if after.version > before.version else "retrying"
 
 
 @routes.post("/v1/connections/{connection_id}/report")
@@ -333,7 +335,7 @@ async def report(request: web.Request) -> web.Response:
         challenge is not None and challenge.error == "invalid_token"
     )
     if token_refused:
-        await _require_refreshable(res, found)
+        await require_refreshable(res, found)
         after = await refresh_and_wait(res, found)
         bound.info("invalid_token_reported", outcome=after.status if after else "pending")
         return ok(

@@ -40,7 +40,9 @@ from handlers.connections import (
     begin_authorization,
     connection_view,
     load_connection,
+    refresh_outcome,
     request_delete,
+    require_refreshable,
 )
 from handlers.console import forms, live
 from handlers.console import session as sessions
@@ -801,26 +803,11 @@ async def refresh_now(request: web.Request) -> web.StreamResponse:
     res = resources(request)
     found = await load_connection(request)
     back = app_url(found.app) + f"#conn-{quote(found.id, safe='')}"
-    if found.status != "active":
-        return see_other(
-            request, back, f"{found.id} is {found.status}: only active connections refresh.", "bad"
-        )
-    if found.refresh_token is None:
-        return see_other(
-            request,
-            back,
-            f"{found.id} has no refresh token. {Problem.REFRESH_TOKEN_MISSING.remedy}",
-            "bad",
-        )
-    app = await apps.get_by_id(res.pool, found.app_id)
-    if app is not None and app.paused_at is not None:
-        return see_other(
-            request,
-            back,
-            f"Refreshes of {app.name} are paused ({app.paused_problem}): fix and save the "
-            "application's settings first.",
-            "bad",
-        )
+    try:
+        await require_refreshable(res, found)
+    except ApiError as exc:
+        detail = exc.body.get("detail") or ""
+        return see_other(request, back, f"{found.id}: {exc.body['message']}. {detail}", "bad")
     after = await refresh_and_wait(res, found)
     if after is None:
         return see_other(
@@ -830,9 +817,10 @@ async def refresh_now(request: web.Request) -> web.StreamResponse:
             "background.",
             "warn",
         )
-    if after.status == "active" and after.version > found.version:
+    outcome = refresh_outcome(found, after)
+    if outcome == "refreshed":
         return see_other(request, back, f"Refreshed {found.id}.")
-    if after.status != "active":
+    if outcome == "failed":
         return see_other(
             request,
             back,
