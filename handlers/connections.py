@@ -17,7 +17,7 @@ from handlers.apps import load_app
 from handlers.context import resources
 from handlers.refreshing import expiring, refresh_and_wait, seconds_until
 from handlers.responses import fail, ok, read_model
-from storage import apps, authorizations, connections, outbox
+from storage import authorizations, connections, outbox
 from storage.apps import App
 from storage.connections import Connection, ConnectionConflict
 from storage.jobs import enqueue_revokes
@@ -221,10 +221,9 @@ async def connection_credentials(request: web.Request) -> web.Response:
         _unavailable(found)
     now = datetime.now(UTC)
     backing_off = found.next_attempt_at is not None and found.next_attempt_at > now
-    if expiring(found, now) and found.refresh_token is not None and not backing_off:
-        app = await apps.get_by_id(res.pool, found.app_id)
-        if app is not None and app.paused_at is None:
-            found = await refresh_and_wait(res, found) or found
+    refreshable = found.refresh_token is not None and found.app_paused is None
+    if expiring(found, now) and refreshable and not backing_off:
+        found = await refresh_and_wait(res, found) or found
     now = datetime.now(UTC)
     if found.status != "active" or found.access_token is None:
         _unavailable(found)
@@ -238,8 +237,7 @@ async def connection_credentials(request: web.Request) -> web.Response:
                 problem=str(Problem.TOKEN_EXPIRED),
                 detail="Authorize the connection again.",
             )
-        paused = await apps.get_by_id(res.pool, found.app_id)
-        _unavailable(found, paused.paused_problem if paused and paused.paused_at else None)
+        _unavailable(found, found.app_paused)
     return _credentials(res, found)
 
 
@@ -256,9 +254,8 @@ async def require_refreshable(res: Resources, found: Connection) -> None:
             problem=str(Problem.REFRESH_TOKEN_MISSING),
             detail=Problem.REFRESH_TOKEN_MISSING.remedy,
         )
-    app = await apps.get_by_id(res.pool, found.app_id)
-    if app is not None and app.paused_at is not None:
-        _unavailable(found, app.paused_problem)
+    if found.app_paused is not None:
+        _unavailable(found, found.app_paused)
 
 
 @routes.post("/v1/connections/{connection_id}/refresh")

@@ -18,7 +18,8 @@ COLUMNS = """c.id, c.app_id, a.name AS app, c.status, c.problem, c.problem_detai
     c.requested_scopes, c.granted_scopes, c.metadata, c.version, c.lease_holder, c.lease_until,
     c.failed_attempts, c.next_attempt_at, c.last_error, c.last_refresh_at, c.last_report,
     c.last_probe_at, c.authorized_at,
-    c.created_at, c.updated_at"""
+    c.created_at, c.updated_at,
+    CASE WHEN a.paused_at IS NOT NULL THEN coalesce(a.paused_problem, 'paused') END AS app_paused"""
 FROM = "connections c JOIN apps a ON a.id = c.app_id"
 
 # Statuses whose connection still holds (or is about to hold) a grant at the provider.
@@ -59,6 +60,9 @@ class Connection:
     authorized_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # Why the connection's app is paused (its settings were refused), or None: read with the
+    # connection so that no request needs the app row just to ask.
+    app_paused: str | None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Connection:

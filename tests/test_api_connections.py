@@ -651,3 +651,28 @@ async def test_provider_error_ends_the_authorization_with_its_problem(
     # The state was single use: the same redirect again is refused.
     status, body = await callback(anonymous, query)
     assert status == 400 and body["error"] == "state_used"
+
+
+async def test_credentials_of_a_paused_app_say_why_without_refreshing(
+    api, anonymous, oauth_server, worker, events, unique, resources
+):
+    """The app's settings were refused: an expired token is not refreshed (that would hammer
+    the provider) and the answer names the app's problem."""
+    started = await authorize_for_real(api, anonymous, oauth_server, events, unique("app"))
+    connection_id = started["connection_id"]
+    await resources.pool.execute(
+        """UPDATE apps SET paused_at = now(), paused_problem = 'invalid_settings'
+           WHERE id = (SELECT app_id FROM connections WHERE id = $1)""",
+        connection_id,
+    )
+    await resources.pool.execute(
+        "UPDATE connections SET expires_at = now() - interval '1 minute' WHERE id = $1",
+        connection_id,
+    )
+    before = (await oauth_server.stats()).get("token_requests", {}).get("refresh_token", {})
+    async with api.get(f"/v1/connections/{connection_id}/credentials") as response:
+        assert response.status == 503
+        body = await response.json()
+    assert body["problem"] == "invalid_settings"
+    after = (await oauth_server.stats()).get("token_requests", {}).get("refresh_token", {})
+    assert after == before
