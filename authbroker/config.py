@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 Environment = Literal["development", "production", "test"]
 LogFormat = Literal["json", "console"]
+T = TypeVar("T", int, float)
 
 
 class SettingsError(ValueError):
@@ -97,30 +98,29 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"AUTHBROKER_{name}={value!r}: expected 1/0, true/false, yes/no or on/off")
 
 
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+def _bounded(
+    env: Mapping[str, str], name: str, default: T, low: T, high: T, parse: Callable[[str], T]
+) -> T:
+    """A number within [low, high]: `parse` is int for whole numbers (80.5 is not a port)."""
     value = _text(env, name)
     if value is None:
         return default
+    kind = "a whole number" if parse is int else "a number"
     try:
-        number = float(value)
+        number = parse(value)
     except ValueError:
-        raise SettingsError(f"AUTHBROKER_{name}={value!r}: expected a number") from None
+        raise SettingsError(f"AUTHBROKER_{name}={value!r}: expected {kind}") from None
     if not low <= number <= high:
         raise SettingsError(f"AUTHBROKER_{name}={value!r}: expected between {low:g} and {high:g}")
     return number
 
 
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    return _bounded(env, name, default, low, high, float)
+
+
 def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    value = _text(env, name)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise SettingsError(f"AUTHBROKER_{name}={value!r}: expected a whole number") from None
-    if not low <= number <= high:
-        raise SettingsError(f"AUTHBROKER_{name}={value!r}: expected between {low} and {high}")
-    return number
+    return _bounded(env, name, default, low, high, int)
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:
