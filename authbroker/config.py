@@ -11,8 +11,11 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from authbroker import oauth
 
 Environment = Literal["development", "production", "test"]
 LogFormat = Literal["json", "console"]
@@ -39,7 +42,10 @@ class Settings:
     log_level: str = "info"
     allow_http: bool = False
     allow_link_local: bool = False
-    provider_timeout: float = 15.0
+    # Seconds to wait for a provider's answer once a request is sent (the answer to a refresh
+    # holds the only copy of a rotated refresh token: wait long), and to get a connection.
+    provider_timeout: float = 60.0
+    provider_connect_timeout: float = 10.0
     worker_concurrency: int = 20
     metrics_port: int | None = None
 
@@ -56,6 +62,12 @@ class Settings:
     def validation_context(self) -> dict[str, bool]:
         """What URL validation needs to know about this deployment's policy."""
         return {"allow_http": self.allow_http, "allow_link_local": self.allow_link_local}
+
+    @property
+    def provider_timeouts(self) -> oauth.Timeouts:
+        from authbroker import oauth
+
+        return oauth.Timeouts(answer=self.provider_timeout, connect=self.provider_connect_timeout)
 
     @property
     def redirect_url(self) -> str:
@@ -187,7 +199,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error")) or "info",
         allow_http=_bool(env, "ALLOW_HTTP"),
         allow_link_local=_bool(env, "ALLOW_LINK_LOCAL"),
-        provider_timeout=_number(env, "PROVIDER_TIMEOUT", 15.0, 1, 120),
+        provider_timeout=_number(env, "PROVIDER_TIMEOUT", 60.0, 1, 600),
+        provider_connect_timeout=_number(env, "PROVIDER_CONNECT_TIMEOUT", 10.0, 0.5, 120),
         worker_concurrency=_integer(env, "WORKER_CONCURRENCY", 20, 1, 1000),
         metrics_port=_integer(env, "METRICS_PORT", 0, 0, 65535) or None,
     )

@@ -27,6 +27,10 @@ class EventType(StrEnum):
     # Not in DESIGN.md's list: a runtime reported that the token lacks a scope (RFC 6750).
     INSUFFICIENT_SCOPE = "connection.insufficient_scope"
     APP_SETTINGS_INVALID = "app.settings_invalid"
+    # The app's token endpoint turned unavailable (refreshes held back, one probe at a time)
+    # and answered again (the backlog released).
+    APP_PROVIDER_UNAVAILABLE = "app.provider_unavailable"
+    APP_PROVIDER_RECOVERED = "app.provider_recovered"
 
 
 FIELDS = (

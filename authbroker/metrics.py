@@ -47,3 +47,21 @@ HTTP_REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 10),
 )
 EVENTS_RELAYED = Counter("authbroker_events_relayed_total", "Events relayed to Redis.")
+REFRESHES_IN_FLIGHT = Gauge(
+    "authbroker_refreshes_in_flight", "Refreshes this worker process is running now."
+)
+LOST_ANSWERS = Counter(
+    "authbroker_refresh_answers_lost_total",
+    "Refreshes whose answer was lost after the request was sent, by what came of it: recovered "
+    "(the retry with the same token worked), pending (retrying later), rotation_lost.",
+    ["outcome"],
+)
+PROBES = Counter(
+    "authbroker_endpoint_probes_total",
+    "Probes of unavailable token endpoints, by outcome (ok: it answered; failed).",
+    ["outcome"],
+)
+ENDPOINTS_UNAVAILABLE = Gauge(
+    "authbroker_token_endpoints_unavailable",
+    "Token endpoints whose refreshes are held back as unavailable (sampled at scrape).",
+)

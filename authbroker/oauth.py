@@ -11,8 +11,12 @@ Rules this module keeps:
 - Every failure is an `OAuthError` subclass with a `Problem`: `ProviderRejected` (the provider
   said no), `ProviderUnavailable` (transient: retry later, never declare a grant dead for it),
   `ProviderMalformed` (the answer is not a token response at all).
-- Redirects are never followed (RFC 9700 §4.11, SSRF hygiene), bodies are read up to a cap, and
-  each request has a total timeout.
+- Redirects are never followed (RFC 9700 §4.11, SSRF hygiene) and bodies are read up to a cap.
+- Each request has two limits: a short one to connect (a request never sent is safe to retry at
+  once) and a long one for the answer once it is sent. When a sent request's answer is lost
+  (timed out, connection dropped, a gateway's 5xx), `ProviderUnavailable.answer_lost` says so:
+  the provider may have acted on it, and for a refresh its answer held the only copy of a
+  rotated refresh token.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from yarl import URL
 from authbroker.problems import Problem
 
 __all__ = [
+    "CLIENT_CREDENTIAL_ERRORS",
     "Client",
     "ClientAuth",
     "Grant",
@@ -46,6 +51,7 @@ __all__ = [
     "ProviderMalformed",
     "ProviderRejected",
     "ProviderUnavailable",
+    "Timeouts",
     "TokenResponse",
     "build_authorize_url",
     "callback_problem",
@@ -180,9 +186,26 @@ class ProviderRejected(OAuthError):
 
 
 class ProviderUnavailable(OAuthError):
-    """Transient: timeout, connection error, 5xx, 408, 429. Retry later; honour `retry_after`."""
+    """Transient: timeout, connection error, 5xx, 408, 429. Retry later; honour `retry_after`.
+
+    `answer_lost` is True when the request reached the provider (or may have) and its answer
+    did not reach us: the provider may have done what was asked, e.g. rotated a refresh token.
+    False when the request was never sent (no connection) or the provider said it did nothing
+    (503, 429, 408, `temporarily_unavailable`).
+    """
 
     default_transient = True
+
+    def __init__(
+        self,
+        error: str,
+        description: str | None = None,
+        *,
+        answer_lost: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.answer_lost = answer_lost
+        super().__init__(error, description, **kwargs)
 
 
 class ProviderMalformed(OAuthError):
@@ -298,7 +321,7 @@ def parse_scopes(raw: str | Sequence[str] | None) -> list[str] | None:
 # Classification
 # --------------------------------------------------------------------------------------------
 
-_CLIENT_CREDENTIAL_ERRORS = frozenset(
+CLIENT_CREDENTIAL_ERRORS = frozenset(  # the provider refused the client itself
     {
         "invalid_client",
         "unauthorized_client",
@@ -345,7 +368,7 @@ def classify(
     code = error.strip().lower()
     text = (description or "").lower()
 
-    if code in _CLIENT_CREDENTIAL_ERRORS:
+    if code in CLIENT_CREDENTIAL_ERRORS:
         if _AUTH_METHOD_HINTS.search(text):
             return Problem.CLIENT_AUTH_METHOD
         return Problem.INVALID_SETTINGS
@@ -453,19 +476,37 @@ class _Request:
     headers: Mapping[str, str] = field(repr=False)
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """How long one request may take: `connect` to get a connection (pool wait, DNS, TCP, TLS),
+    then `answer` for the provider's answer once the request is sent. The answer wait is the
+    long one: a refresh's answer carries the only copy of a rotated refresh token."""
+
+    answer: float = 60.0
+    connect: float = 10.0
+
+    @classmethod
+    def of(cls, answer: float, connect: float | None = None) -> Timeouts:
+        return cls(answer, min(answer, 10.0) if connect is None else connect)
+
+
 async def _send(
-    session: aiohttp.ClientSession, request: _Request, *, seconds: float, max_body: int
+    session: aiohttp.ClientSession, request: _Request, *, timeouts: Timeouts, max_body: int
 ) -> _Reply:
     """Send one request and read its answer, turning transport failures into OAuthErrors.
 
+    A failure before the connection stood (refused, unresolvable, connect timeout) means the
+    provider never saw the request; any later one means it may have (`answer_lost`).
     Exceptions are raised `from None`: the underlying aiohttp error may quote the URL, which
     carries the secret and the code with the "query" placement.
     """
     data = None if request.form is None else urlencode(request.form).encode("ascii")
+    host = request.url.host
     try:
-        # asyncio.timeout bounds the whole exchange, reading the body included.
+        # asyncio.timeout bounds the whole exchange, reading the body included; aiohttp's own
+        # limits tell the connect phase apart.
         async with (
-            asyncio.timeout(seconds),
+            asyncio.timeout(timeouts.connect + timeouts.answer),
             session.request(
                 request.method,
                 request.url,
@@ -473,19 +514,29 @@ async def _send(
                 headers=dict(request.headers),
                 allow_redirects=False,
                 raise_for_status=False,
-                timeout=aiohttp.ClientTimeout(total=seconds),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=timeouts.connect, sock_read=timeouts.answer
+                ),
             ) as response,
         ):
             return await _read(response, max_body)
+    except aiohttp.ConnectionTimeoutError:
+        raise ProviderUnavailable(
+            "connect_timeout", f"no connection to {host} within {timeouts.connect:g} s"
+        ) from None
     except TimeoutError:
         raise ProviderUnavailable(
-            "timeout", f"no answer from {request.url.host} within {seconds:g} s"
+            "timeout", f"no answer from {host} within {timeouts.answer:g} s", answer_lost=True
         ) from None
     except aiohttp.InvalidURL:
         raise ProviderMalformed("invalid_url", "the endpoint URL is not a valid URL") from None
+    except aiohttp.ClientConnectorError as exc:
+        raise ProviderUnavailable(
+            "connection_error", f"{type(exc).__name__} connecting to {host}"
+        ) from None
     except (aiohttp.ClientError, OSError) as exc:
         raise ProviderUnavailable(
-            "connection_error", f"{type(exc).__name__} talking to {request.url.host}"
+            "connection_error", f"{type(exc).__name__} talking to {host}", answer_lost=True
         ) from None
 
 
@@ -631,6 +682,7 @@ def _raise_for_error(
             found.description if found else None,
             status=status,
             retry_after=reply.retry_after,
+            answer_lost=_may_have_acted(status, found),
         )
     if found is None and 400 <= status < 500:
         if status not in _STATUS_ERRORS:
@@ -641,6 +693,15 @@ def _raise_for_error(
         raise ProviderRejected(found.code, found.description, status=status, problem=problem)
     if not 200 <= status < 300:
         raise ProviderMalformed("unexpected_status", "not an OAuth answer", status=status)
+
+
+def _may_have_acted(status: int, found: _ProviderError | None) -> bool:
+    """Whether a failed answer leaves open that the provider did what was asked: a 5xx other
+    than 503 (an error half-way, a gateway that gave up on a backend still working). 503, 429,
+    408 and `temporarily_unavailable` say the request was not served."""
+    if status < 500 or status == 503:
+        return False
+    return found is None or found.code.lower() != "temporarily_unavailable"
 
 
 def _transient_code(status: int) -> str:
@@ -929,7 +990,8 @@ async def request_token(
     client: Client,
     params: Mapping[str, str],
     *,
-    timeout: float = 15.0,  # noqa: ASYNC109 - per HTTP request, so each retry gets its own
+    timeout: float = 60.0,  # noqa: ASYNC109 - per HTTP request, so each retry gets its own
+    connect_timeout: float | None = None,
     max_body: int = 1_000_000,
     grant: Grant,
 ) -> TokenResponse:
@@ -937,7 +999,8 @@ async def request_token(
 
     `client.token_params` are added under the grant parameters (which win). With "auto", Basic is
     tried first and the body once more after a client-authentication failure; then each previous
-    secret is tried after invalid_client. `timeout` applies to each HTTP request.
+    secret is tried after invalid_client. `timeout` is each HTTP request's wait for its answer,
+    `connect_timeout` its wait for a connection (default: 10 s, or `timeout` if shorter).
     """
     if not client.token_url:
         raise ValueError("the client has no token_url")
@@ -945,10 +1008,11 @@ async def request_token(
     for key, value in client.token_params.items():
         merged.setdefault(key, value)
     redactor = _Redactor.for_request(client, merged)
+    limits = Timeouts.of(timeout, connect_timeout)
 
     async def attempt(placement: Placement, secret: str | None) -> TokenResponse:
         request = _build_request(client, client.token_url, merged, placement, secret)
-        reply = await _send(session, request, seconds=timeout, max_body=max_body)
+        reply = await _send(session, request, timeouts=limits, max_body=max_body)
         return _token_response_from(reply, grant=grant, placement=placement, redactor=redactor)
 
     return await _with_client_auth(client, attempt, query_allowed=True)
@@ -961,7 +1025,8 @@ async def exchange_code(
     code: str,
     redirect_uri: str,
     code_verifier: str | None,
-    timeout: float = 15.0,  # noqa: ASYNC109 - per HTTP request, so each retry gets its own
+    timeout: float = 60.0,  # noqa: ASYNC109 - per HTTP request, so each retry gets its own
+    connect_timeout: float | None = None,
     max_body: int = 1_000_000,
 ) -> TokenResponse:
     """Exchange an authorization code (RFC 6749 §4.1.3) with its PKCE verifier (RFC 7636 §4.5)."""
@@ -969,7 +1034,13 @@ async def exchange_code(
     if code_verifier is not None:
         params["code_verifier"] = code_verifier
     return await request_token(
-        session, client, params, timeout=timeout, max_body=max_body, grant="authorization_code"
+        session,
+        client,
+        params,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        max_body=max_body,
+        grant="authorization_code",
     )
 
 
@@ -979,7 +1050,8 @@ async def refresh_token(
     *,
     refresh_token: str,
     scopes: Sequence[str] | None = None,
-    timeout: float = 15.0,  # noqa: ASYNC109 - per HTTP request, so each retry gets its own
+    timeout: float = 60.0,  # noqa: ASYNC109 - per HTTP request, so each retry gets its own
+    connect_timeout: float | None = None,
     max_body: int = 1_000_000,
 ) -> TokenResponse:
     """Refresh (RFC 6749 §6). `scope` is sent only when given: omitted means "as granted"."""
@@ -987,7 +1059,13 @@ async def refresh_token(
     if scopes:
         params["scope"] = client.scope_separator.join(scopes)
     return await request_token(
-        session, client, params, timeout=timeout, max_body=max_body, grant="refresh_token"
+        session,
+        client,
+        params,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        max_body=max_body,
+        grant="refresh_token",
     )
 
 
@@ -1002,7 +1080,8 @@ async def revoke_token(
     *,
     token: str,
     token_type_hint: Literal["access_token", "refresh_token"] | None,
-    timeout: float = 15.0,  # noqa: ASYNC109 - per HTTP request, so each retry gets its own
+    timeout: float = 60.0,  # noqa: ASYNC109 - per HTTP request, so each retry gets its own
+    connect_timeout: float | None = None,
 ) -> None:
     """Revoke a token (RFC 7009 §2.1): POST the token and its hint with client authentication.
 
@@ -1018,10 +1097,11 @@ async def revoke_token(
     if token_type_hint is not None:
         params["token_type_hint"] = token_type_hint
     redactor = _Redactor.for_request(client, params)
+    limits = Timeouts.of(timeout, connect_timeout)
 
     async def attempt(placement: Placement, secret: str | None) -> None:
         request = _build_request(client, revoke_url, params, placement, secret)
-        reply = await _send(session, request, seconds=timeout, max_body=_REVOKE_MAX_BODY)
+        reply = await _send(session, request, timeouts=limits, max_body=_REVOKE_MAX_BODY)
         _revocation_outcome(reply, redactor)
 
     await _with_client_auth(client, attempt, query_allowed=False)

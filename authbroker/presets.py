@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-__all__ = ["APP_FIELDS", "Preset", "apply", "get", "names"]
+__all__ = ["APP_FIELDS", "Preset", "Rotation", "apply", "get", "names", "rotation"]
 
 APP_FIELDS = (
     "authorization_url",
@@ -36,7 +36,14 @@ APP_FIELDS = (
 """The keys a preset may set on an app: a subset of AppCreate's fields."""
 
 _META_FIELDS = frozenset(
-    {"title", "notes", "placeholders", "placeholder_defaults", "refresh_token_rotates"}
+    {
+        "title",
+        "notes",
+        "placeholders",
+        "placeholder_defaults",
+        "refresh_token_rotates",
+        "refresh_token_reuse_grace",
+    }
 )
 _MERGED = frozenset({"authorize_params", "token_params"})
 """Dict-valued settings where the given entries are laid over the preset's instead of replacing
@@ -57,6 +64,9 @@ class Preset:
     placeholders: tuple[str, ...]
     refresh_token_rotates: bool | None  # None: not documented, or configurable per app
     placeholder_defaults: dict[str, str] = field(default_factory=dict)
+    # Seconds a rotated-out refresh token still works (0: one use only; None: not documented).
+    # Within it, a refresh whose answer was lost can be retried with the same token.
+    refresh_token_reuse_grace: int | None = None
 
 
 @functools.cache
@@ -105,7 +115,29 @@ def get(name: str) -> Preset:
         placeholders=tuple(entry.get("placeholders", ())),
         refresh_token_rotates=entry.get("refresh_token_rotates"),
         placeholder_defaults=dict(entry.get("placeholder_defaults", {})),
+        refresh_token_reuse_grace=entry.get("refresh_token_reuse_grace"),
     )
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What is known of how an app's provider rotates refresh tokens."""
+
+    rotates: bool | None  # None: unknown (no preset, or configurable at the provider)
+    reuse_grace: int | None  # seconds the old token stays usable; None: unknown
+
+    @property
+    def may_rotate(self) -> bool:
+        """Whether a refused refresh token may be one the provider rotated away."""
+        return self.rotates is not False
+
+
+def rotation(preset_name: str | None) -> Rotation:
+    """The rotation facts of an app made from preset `preset_name` (unknown without one)."""
+    entry = _load().get(preset_name or "")
+    if entry is None:
+        return Rotation(None, None)
+    return Rotation(entry.get("refresh_token_rotates"), entry.get("refresh_token_reuse_grace"))
 
 
 def apply(

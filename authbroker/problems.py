@@ -28,6 +28,12 @@ class Problem(StrEnum):
     AUTHORIZATION_EXPIRED = "authorization_expired"
     # The provider answered something that is not an OAuth token response at all.
     PROVIDER_ERROR = "provider_error"
+    # A refresh reached the provider, which rotated the refresh token, but its answer (the only
+    # copy of the new one) never arrived, and the provider refused the old one on the retry.
+    ROTATION_LOST = "rotation_lost"
+    # The app's token endpoint is failing for every connection (timeouts, 5xx, 429): refreshes
+    # wait for it to answer again.
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
 
     @property
     def remedy(self) -> str:
@@ -89,6 +95,18 @@ REMEDIES: dict[Problem, str] = {
     ),
     Problem.AUTHORIZATION_EXPIRED: (
         "The authorization was not completed in time. Start the authorization again."
+    ),
+    Problem.ROTATION_LOST: (
+        "The provider rotated the refresh token, but its answer never reached authbroker (a "
+        "timeout, a dropped connection or a worker that stopped mid-refresh), and it refused the "
+        "old token on the retry. Nothing is wrong with the settings: authorize the connection "
+        "again. If it recurs, raise AUTHBROKER_PROVIDER_TIMEOUT or ask the provider for a reuse "
+        "grace period on rotated refresh tokens."
+    ),
+    Problem.PROVIDER_UNAVAILABLE: (
+        "The provider's token endpoint is failing (timeouts, server errors or rate limits). "
+        "authbroker probes it and refreshes every waiting connection as soon as it answers; "
+        "nothing needs doing unless it lasts."
     ),
     Problem.PROVIDER_ERROR: (
         "The provider answered with something that is not a valid token response. Check the "

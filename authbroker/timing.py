@@ -54,3 +54,49 @@ def backoff(
     exponent = min(max(attempt - 1, 0), 62)  # past this the cap has long been reached
     ceiling = min(cap, base * 2.0**exponent)
     return rng.uniform(0, ceiling)
+
+
+def retry_delay(
+    attempt: int,
+    *,
+    seconds_left: float | None,
+    retry_after: float | None = None,
+    base: float = 5.0,
+    cap: float = 900.0,
+    expired_cap: float = 60.0,
+    lead: float = 5.0,
+    retry_after_cap: float = 3600.0,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds until a connection's next refresh attempt after `attempt` failures in a row.
+
+    Full-jitter backoff, at least a second, but never past the moment the access token expires
+    (`seconds_left`, less `lead`): an outage of one connection must not let a still valid token
+    die unrefreshed. Once it has expired, the wait is at most `expired_cap`. A provider's
+    Retry-After (up to `retry_after_cap`) is honoured over both: it is the provider's word.
+    """
+    delay = max(backoff(attempt, base=base, cap=cap, rng=rng), 1.0)
+    if seconds_left is not None:
+        delay = min(delay, max(seconds_left - lead, 1.0) if seconds_left > 0 else expired_cap)
+    if retry_after:
+        delay = max(delay, min(retry_after, retry_after_cap))
+    return delay
+
+
+def probe_interval(
+    probes: int,
+    *,
+    urgent: bool,
+    retry_after: float | None = None,
+    first: float = 2.0,
+    cap: float = 30.0,
+    retry_after_cap: float = 3600.0,
+) -> float:
+    """Seconds until the next probe of an unavailable endpoint after `probes` probes failed:
+    doubling from `first` up to `cap`, back to `first` while waiting tokens are expiring
+    (`urgent`: every second of the outage is a second of dead tokens), and never sooner than
+    the provider's Retry-After."""
+    interval = first if urgent else min(cap, first * 2.0 ** min(max(probes - 1, 0), 30))
+    if retry_after:
+        interval = max(interval, min(retry_after, retry_after_cap))
+    return interval

@@ -97,6 +97,11 @@ def _route(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
+async def _listen_for_news(app: web.Application) -> None:
+    """Outcomes of refreshes reach waiting requests by notification (storage.notifications)."""
+    app[RESOURCES].notifications.start()
+
+
 def create_app(resources: Resources) -> web.Application:
     app = web.Application(
         middlewares=[context_middleware, api_key_middleware], client_max_size=256 * 1024
@@ -106,6 +111,7 @@ def create_app(resources: Resources) -> web.Application:
     modules = (health, metrics, transfer, events, apps, basic, connections, callback, diagnosis)
     for module in (*modules, openapi):
         app.add_routes(module.routes)
+    app.on_startup.append(_listen_for_news)
     app.on_shutdown.append(events.close_streams)  # end open event streams at shutdown
     console.setup(app)
     return app

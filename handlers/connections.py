@@ -181,16 +181,22 @@ def _unavailable(found: Connection, app_paused: str | None = None) -> None:
             problem=found.problem,
             detail=Problem.remedy_of(found.problem),
         )
-    problem = app_paused or str(Problem.TOKEN_EXPIRED)
+    retry_at = found.next_attempt_at
+    if app_paused:
+        problem, why = app_paused, "the app's settings were refused by the provider"
+    elif found.provider_unavailable_until is not None:
+        problem, why = str(Problem.PROVIDER_UNAVAILABLE), "the provider's token endpoint is down"
+        retry_at = found.provider_unavailable_until
+    else:
+        problem, why = str(Problem.TOKEN_EXPIRED), "refresh pending"
     fail(
         503,
         problem,
-        "no valid access token now: "
-        + ("the app's settings were refused by the provider" if app_paused else "refresh pending"),
+        f"no valid access token now: {why}",
         problem=problem,
         detail=Problem.remedy_of(problem),
-        next_attempt_at=found.next_attempt_at,
-        headers={"Retry-After": str(seconds_until(found.next_attempt_at))},
+        next_attempt_at=retry_at,
+        headers={"Retry-After": str(seconds_until(retry_at))},
     )
 
 
@@ -221,7 +227,11 @@ async def connection_credentials(request: web.Request) -> web.Response:
         _unavailable(found)
     now = datetime.now(UTC)
     backing_off = found.next_attempt_at is not None and found.next_attempt_at > now
-    refreshable = found.refresh_token is not None and found.app_paused is None
+    refreshable = (
+        found.refresh_token is not None
+        and found.app_paused is None
+        and found.provider_unavailable_until is None
+    )
     if expiring(found, now) and refreshable and not backing_off:
         found = await refresh_and_wait(res, found) or found
     now = datetime.now(UTC)
@@ -242,8 +252,8 @@ async def connection_credentials(request: web.Request) -> web.Response:
 
 
 async def require_refreshable(res: Resources, found: Connection) -> None:
-    """Stop with the reason when no refresh can run: not active, no refresh token, or its app
-    paused because the provider refused the app's settings."""
+    """Stop with the reason when no refresh can run: not active, no refresh token, its app
+    paused because the provider refused the app's settings, or its token endpoint down."""
     if found.status != "active":
         _unavailable(found)
     if found.refresh_token is None:
@@ -254,7 +264,7 @@ async def require_refreshable(res: Resources, found: Connection) -> None:
             problem=str(Problem.REFRESH_TOKEN_MISSING),
             detail=Problem.REFRESH_TOKEN_MISSING.remedy,
         )
-    if found.app_paused is not None:
+    if found.app_paused is not None or found.provider_unavailable_until is not None:
         _unavailable(found, found.app_paused)
 
 

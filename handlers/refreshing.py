@@ -1,27 +1,28 @@
-"""Refresh on behalf of a waiting runtime: enqueue (or join) the connection's refresh job and
-wait for its outcome.
+"""Refresh on behalf of a waiting runtime: make the connection due now, wake the workers, and
+wait for the outcome's notification.
 
-Across processes the job id and the worker's lease make it one refresh; within this process,
-concurrent requests for the same connection share one waiter, so fifty requests cost one job
-and one poll loop, not fifty.
+Across processes the worker's lease makes it one refresh (a connection already being refreshed
+is joined, not refreshed again); within this process, concurrent requests for the same
+connection share one waiter, so fifty requests cost one refresh and one wait, not fifty.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 
 from authbroker.logs import get_logger
-from storage import connections
+from storage import connections, leases
 from storage.connections import Connection
-from storage.jobs import enqueue_refresh
 from storage.resources import Resources
 
 log = get_logger("authbroker.web")
 
 WAIT_SECONDS = 10.0
-POLL_SECONDS = 0.05
+# How often a waiter looks at the row itself, in case a notification was missed.
+LOOK_EVERY = 1.0
 # Refresh on demand when the token expires within this many seconds, or within half its
 # lifetime if that is shorter.
 ON_DEMAND_WINDOW = 60.0
@@ -42,13 +43,12 @@ async def refresh_and_wait(
     res: Resources,
     connection: Connection,
     *,
-    force: bool = True,
     timeout: float = WAIT_SECONDS,  # noqa: ASYNC109
 ) -> Connection | None:
     """The connection after a refresh finished (successfully or not), or None on timeout."""
     waiter = _waiters.get(connection.id)
     if waiter is None:
-        waiter = asyncio.ensure_future(_refresh_and_wait(res, connection, force, timeout))
+        waiter = asyncio.ensure_future(_refresh_and_wait(res, connection, timeout))
         _waiters[connection.id] = waiter
         waiter.add_done_callback(lambda _: _waiters.pop(connection.id, None))
     return await asyncio.shield(waiter)
@@ -57,21 +57,23 @@ async def refresh_and_wait(
 async def _refresh_and_wait(
     res: Resources,
     connection: Connection,
-    force: bool,
     timeout: float,  # noqa: ASYNC109
 ) -> Connection | None:
+    """Whatever changes the connection's `updated_at` ends the wait: new tokens, a failure
+    recorded, the grant refused. (A lease taken leaves it alone: a refresh began, not ended.)"""
     before = connection.updated_at
-    try:
-        await enqueue_refresh(res, connection.id, force=force)
-    except Exception as exc:  # Redis away: nothing will refresh now; say so quickly
-        log.warning("refresh_enqueue_failed", connection_id=connection.id, error=type(exc).__name__)
-        return None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await asyncio.sleep(POLL_SECONDS)
-        current = await connections.get(res.pool, connection.id)
-        if current is None or current.updated_at != before:
-            return current
+    with res.notifications.watch(connection.id) as news:
+        if not await leases.request_refresh(res.pool, connection.id, connection.version):
+            # Refreshed (or otherwise changed) since it was read: that is the news.
+            return await connections.get(res.pool, connection.id)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(news.wait(), timeout=min(left, LOOK_EVERY))
+            news.clear()
+            current = await connections.get(res.pool, connection.id)
+            if current is None or current.updated_at != before:
+                return current
     return None
 
 

@@ -17,10 +17,18 @@ COLUMNS = """c.id, c.app_id, a.name AS app, c.status, c.problem, c.problem_detai
     c.refresh_token, c.token_type, c.extra, c.expires_at, c.refresh_at, c.refresh_token_expires_at,
     c.requested_scopes, c.granted_scopes, c.metadata, c.version, c.lease_holder, c.lease_until,
     c.failed_attempts, c.next_attempt_at, c.last_error, c.last_refresh_at, c.last_report,
-    c.last_probe_at, c.authorized_at,
+    c.last_probe_at, c.authorized_at, c.answer_lost_at,
     c.created_at, c.updated_at,
-    CASE WHEN a.paused_at IS NOT NULL THEN coalesce(a.paused_problem, 'paused') END AS app_paused"""
-FROM = "connections c JOIN apps a ON a.id = c.app_id"
+    CASE WHEN a.paused_at IS NOT NULL THEN coalesce(a.paused_problem, 'paused') END AS app_paused,
+    CASE WHEN NOT e.available THEN e.next_probe_at END AS provider_unavailable_until"""
+JOINS = "JOIN apps a ON a.id = c.app_id LEFT JOIN token_endpoints e ON e.url = a.token_url"
+
+
+def select_from(source: str) -> str:
+    """The connection's columns, with its app's pause and its token endpoint's health, read from
+    `source` (the table, or a CTE of rows just written) under the alias `c`."""
+    return f"SELECT {COLUMNS} FROM {source} c {JOINS}"
+
 
 # Statuses whose connection still holds (or is about to hold) a grant at the provider.
 LIVE = ("pending", "active", "failed", "expired", "revoking")
@@ -58,11 +66,14 @@ class Connection:
     last_report: dict[str, Any] | None
     last_probe_at: datetime | None
     authorized_at: datetime | None
+    answer_lost_at: datetime | None
     created_at: datetime
     updated_at: datetime
     # Why the connection's app is paused (its settings were refused), or None: read with the
     # connection so that no request needs the app row just to ask.
     app_paused: str | None
+    # When the app's token endpoint is unavailable: the time of its next probe (else None).
+    provider_unavailable_until: datetime | None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Connection:
@@ -80,7 +91,7 @@ class Connection:
 
 
 async def get(db: asyncpg.Connection | asyncpg.Pool, connection_id: str) -> Connection | None:
-    row = await db.fetchrow(f"SELECT {COLUMNS} FROM {FROM} WHERE c.id = $1", connection_id)
+    row = await db.fetchrow(f"{select_from('connections')} WHERE c.id = $1", connection_id)
     return Connection.from_row(row) if row else None
 
 
@@ -94,7 +105,7 @@ async def page(
 ) -> list[Connection]:
     """Keyset pagination by id: stable under inserts, cheap at any depth."""
     rows = await db.fetch(
-        f"""SELECT {COLUMNS} FROM {FROM}
+        f"""{select_from("connections")}
             WHERE ($1::text IS NULL OR a.name = $1)
               AND ($2::text IS NULL OR c.status = $2)
               AND ($3::text IS NULL OR c.id > $3)
@@ -190,12 +201,12 @@ async def store_tokens(
                 version = version + 1, failed_attempts = 0, next_attempt_at = NULL,
                 last_error = NULL, last_refresh_at = CASE WHEN $12 THEN last_refresh_at ELSE now() END,
                 authorized_at = CASE WHEN $12 THEN now() ELSE authorized_at END,
-                lease_holder = NULL, lease_until = NULL, updated_at = now()
+                answer_lost_at = NULL, lease_holder = NULL, lease_until = NULL, updated_at = now()
               WHERE id = $1 AND status NOT IN ('revoking', 'revoked')
                 AND ($13::text IS NULL OR lease_holder = $13
                                   OR (version = $14 AND (lease_holder IS NULL OR lease_until < now())))
               RETURNING *)
-            SELECT {COLUMNS.replace("c.", "u.")} FROM updated u JOIN apps a ON a.id = u.app_id""",
+            {select_from("updated")}""",
         connection_id,
         problem,
         access,
@@ -299,51 +310,6 @@ async def wipe(conn: asyncpg.Connection, connection_id: str) -> None:
     )
 
 
-async def take_lease(
-    db: asyncpg.Connection | asyncpg.Pool, connection_id: str, holder: str, seconds: float
-) -> Connection | None:
-    """Take the refresh lease of an active connection: one conditional UPDATE, so of any number
-    of workers racing, exactly one gets it. A lease left by a dead worker lapses by itself.
-    `updated_at` is left alone: it signals waiters that a refresh finished, not that one began."""
-    row = await db.fetchrow(
-        f"""WITH leased AS (
-              UPDATE connections SET lease_holder = $2,
-                     lease_until = now() + make_interval(secs => $3)
-              WHERE id = $1 AND status = 'active'
-                AND (lease_holder IS NULL OR lease_until < now())
-              RETURNING *)
-            SELECT {COLUMNS.replace("c.", "l.")} FROM leased l JOIN apps a ON a.id = l.app_id""",
-        connection_id,
-        holder,
-        float(seconds),
-    )
-    return Connection.from_row(row) if row else None
-
-
-async def release_lease(
-    db: asyncpg.Connection | asyncpg.Pool, connection_id: str, holder: str
-) -> None:
-    """Only the holder can release its lease."""
-    await db.execute(
-        """UPDATE connections SET lease_holder = NULL, lease_until = NULL
-           WHERE id = $1 AND lease_holder = $2""",
-        connection_id,
-        holder,
-    )
-
-
-async def due(db: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[str]:
-    """Active connections whose refresh moment has passed, oldest first. Served by the partial
-    index `connections_refresh_due`: the cost follows the number due, not the table's size."""
-    rows = await db.fetch(
-        """SELECT id FROM connections
-           WHERE status = 'active' AND refresh_at IS NOT NULL AND refresh_at <= now()
-           ORDER BY refresh_at LIMIT $1""",
-        limit,
-    )
-    return [r["id"] for r in rows]
-
-
 # A refresh's result may be written by its lease holder, or after its lease lapsed if nobody
 # else has written since (the version is unchanged): never over a newer grant.
 STILL_OURS = (
@@ -360,14 +326,21 @@ async def record_transient_failure(
     next_attempt_at: datetime,
     last_error: dict[str, Any],
     problem: str | None = None,
+    answer_lost: bool = False,
 ) -> int | None:
     """Count a failed attempt and schedule the next; the connection stays active. `problem`
-    names a failure that is not a provider outage (a malformed answer, an unexpected refusal).
-    Returns the attempt count, or None if the refresh was no longer ours to record."""
+    names what runtimes should know meanwhile (a malformed answer, a token that expired); a
+    problem named earlier stays until a refresh succeeds. `answer_lost` remembers that the provider may
+    have rotated the refresh token. Returns the attempt count, or None if the refresh was no
+    longer ours to record."""
     return await conn.fetchval(
         f"""UPDATE connections SET failed_attempts = failed_attempts + 1,
                next_attempt_at = $4, refresh_at = $4, last_error = $5,
-               problem = coalesce($6, problem), problem_detail = NULL,
+               problem = CASE WHEN problem IN ('scopes_denied', 'insufficient_scope')
+                              THEN problem ELSE coalesce($6, problem) END,
+               problem_detail = NULL,
+               answer_lost_at = CASE WHEN $7 THEN coalesce(answer_lost_at, now())
+                                     ELSE answer_lost_at END,
                lease_holder = NULL, lease_until = NULL, updated_at = now()
            WHERE id = $1 AND status = 'active' AND {STILL_OURS}
            RETURNING failed_attempts""",
@@ -377,6 +350,7 @@ async def record_transient_failure(
         next_attempt_at,
         last_error,
         problem,
+        answer_lost,
     )
 
 
@@ -424,6 +398,32 @@ async def end_grant(
         last_error,
     )
     return result.endswith(" 1")
+
+
+async def mark_tokens_expired(db: asyncpg.Connection | asyncpg.Pool) -> int:
+    """Name the problem of active connections whose access token expired while no refresh could
+    run (the provider is down, a worker died): a connection never says it is fine while its
+    token is dead. The partial due index serves it: an expired token is always due."""
+    result = await db.execute(
+        """UPDATE connections SET problem = 'token_expired', problem_detail = NULL,
+               updated_at = now()
+           WHERE status = 'active' AND refresh_at IS NOT NULL AND refresh_at <= now()
+             AND expires_at <= now() AND refresh_token IS NOT NULL AND problem IS NULL"""
+    )
+    return int(result.split()[-1])
+
+
+async def release_backlog(conn: asyncpg.Connection, token_url: str) -> int:
+    """Make due at once the connections of a recovered token endpoint that were backing off, so
+    the backlog clears at full speed instead of over each one's own backoff."""
+    result = await conn.execute(
+        """UPDATE connections c SET refresh_at = now(), next_attempt_at = NULL
+           FROM apps a
+           WHERE a.token_url = $1 AND c.app_id = a.id AND c.failed_attempts > 0
+             AND c.status = 'active' AND c.refresh_at > now()""",
+        token_url,
+    )
+    return int(result.split()[-1])
 
 
 async def postpone(

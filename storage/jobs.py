@@ -49,16 +49,3 @@ async def enqueue_revokes(resources: Resources, connection_ids: list[str]) -> No
             log.warning(
                 "revoke_enqueue_failed", connection_id=connection_id, error=type(exc).__name__
             )
-
-
-async def enqueue_refresh(
-    resources: Resources, connection_id: str, *, force: bool = False
-) -> Job | None:
-    """One refresh job per connection at a time: while one is queued or running, enqueuing
-    again joins it (refresh jobs keep no result, so the id is free again once it is done)."""
-    return await resources.redis.enqueue_job(
-        "refresh_connection",
-        connection_id,
-        force,
-        _job_id=job_id(resources, "refresh", connection_id),
-    )

@@ -2,6 +2,8 @@
 
 `pg_notify` in the same transaction is delivered at commit, which wakes the relay within
 milliseconds without polling; the rows themselves are the truth if a notification is missed.
+The notification carries the connection id the events are about, so that a web process whose
+runtime waits on that connection's refresh learns of the outcome at once (`storage.listen`).
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ NOTIFY_CHANNEL = "authbroker_outbox"
 
 
 async def append(conn: asyncpg.Connection, *events: dict[str, Any]) -> None:
-    """Insert the events and notify the relay, in one round trip."""
+    """Insert the events and notify the relay (and waiters), in one round trip."""
     if not events:
         return
+    subjects = {event.get("connection_id") or "" for event in events}
     await conn.execute(
         """WITH inserted AS (INSERT INTO outbox (event) SELECT unnest($1::jsonb[]))
-           SELECT pg_notify($2, '')""",
+           SELECT pg_notify($2, $3)""",
         list(events),
         NOTIFY_CHANNEL,
+        subjects.pop() if len(subjects) == 1 else "",
     )
 
 

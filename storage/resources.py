@@ -15,6 +15,7 @@ from arq import create_pool as create_arq_pool
 from arq.connections import ArqRedis, RedisSettings
 
 from authbroker.config import Settings, SettingsError
+from storage.notifications import Notifications
 from storage.pool import create_pool
 from storage.sealing import KeyRing
 
@@ -70,6 +71,11 @@ class Resources:
     ring: KeyRing = field(repr=False)
     pool: asyncpg.Pool
     redis: ArqRedis
+    # News of connections (outcomes of refreshes), for processes where someone waits on them.
+    notifications: Notifications = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.notifications = Notifications(self.settings.database_url or "")
 
     @classmethod
     async def open(
@@ -87,5 +93,6 @@ class Resources:
         return cls(settings=settings, ring=ring, pool=pool, redis=redis)
 
     async def close(self) -> None:
+        await self.notifications.close()
         await self.redis.aclose()
         await self.pool.close()

@@ -33,7 +33,7 @@ from yarl import URL
 from authbroker.logs import configure_logging
 from authbroker.oauth import TokenResponse
 from authbroker.schemas import AppCreate
-from storage import apps, connections
+from storage import apps, connections, leases
 from storage.apps import App
 from storage.connections import Connection
 from storage.resources import Resources
@@ -258,19 +258,20 @@ def backoff_ceiling(attempt: int) -> float:
 
 
 @pytest.mark.parametrize(
-    ("status", "answer"),
+    ("status", "answer", "asked"),
     [
-        (500, {"payload": {"error": "server_error"}}),
-        (502, {"body": "<html>Bad Gateway</html>", "content_type": "text/html"}),
-        (503, {"body": ""}),
+        # A 5xx other than 503 may come after the provider acted: asked again at once.
+        (500, {"payload": {"error": "server_error"}}, 2),
+        (502, {"body": "<html>Bad Gateway</html>", "content_type": "text/html"}, 2),
+        (503, {"body": ""}, 1),
     ],
 )
 async def test_server_errors_are_retried_with_backoff(
-    broker: Broker, mock: aioresponses, status: int, answer: dict[str, Any]
+    broker: Broker, mock: aioresponses, status: int, answer: dict[str, Any], asked: int
 ) -> None:
     app = await broker.app()
     c = await broker.connection(app)
-    mock.post(app.token_url, status=status, **answer)
+    mock.post(app.token_url, status=status, repeat=True, **answer)
     before = datetime.now(UTC)
 
     assert await broker.refresh(c.id) == "retrying"
@@ -283,10 +284,14 @@ async def test_server_errors_are_retried_with_backoff(
     assert row.last_error is not None and row.last_error["status"] == status
     (event,) = of_type(await broker.events(c.id), "connection.refresh_failed")
     assert event["data"]["provider_status"] == status
-    # The provider was asked once, with the stored refresh token.
-    (form,) = requests_to(mock, app.token_url)
-    assert form["grant_type"] == "refresh_token"
-    assert form["refresh_token"] == OLD_REFRESH
+    # The provider was asked with the stored refresh token each time.
+    forms = requests_to(mock, app.token_url)
+    assert len(forms) == asked
+    assert {(f["grant_type"], f["refresh_token"]) for f in forms} == {
+        ("refresh_token", OLD_REFRESH)
+    }
+    # Whether the provider may have rotated the token is remembered for the next attempt.
+    assert (row.answer_lost_at is not None) == (asked == 2)
 
 
 async def test_429_retry_after_seconds_is_honoured(broker: Broker, mock: aioresponses) -> None:
@@ -332,26 +337,31 @@ async def test_429_retry_after_http_date_is_honoured(broker: Broker, mock: aiore
 
 
 @pytest.mark.parametrize(
-    ("exception", "error"),
+    ("exception", "error", "sent"),
     [
-        (TimeoutError(), "timeout"),
-        (aiohttp.ClientConnectionError(), "connection_error"),
-        (aiohttp.ServerDisconnectedError(), "connection_error"),
+        (TimeoutError(), "timeout", True),
+        (aiohttp.ClientConnectionError(), "connection_error", True),
+        (aiohttp.ServerDisconnectedError(), "connection_error", True),
+        (aiohttp.ConnectionTimeoutError(), "connect_timeout", False),
     ],
-    ids=["timeout", "connection-error", "disconnected"],
+    ids=["timeout", "connection-error", "disconnected", "never-connected"],
 )
 async def test_no_answer_is_transient(
-    broker: Broker, mock: aioresponses, exception: Exception, error: str
+    broker: Broker, mock: aioresponses, exception: Exception, error: str, sent: bool
 ) -> None:
     app = await broker.app()
     c = await broker.connection(app)
-    mock.post(app.token_url, exception=exception)
+    mock.post(app.token_url, exception=exception, repeat=True)
     before = datetime.now(UTC)
 
     assert await broker.refresh(c.id) == "retrying"
 
     row = await assert_retrying(broker, c.id, before=before)
     assert row.last_error is not None and row.last_error["error"] == error
+    # A request that may have reached the provider is asked again at once with the same
+    # token (its answer may have held a rotated one); one never sent is not.
+    assert len(requests_to(mock, app.token_url)) == (2 if sent else 1)
+    assert (row.answer_lost_at is not None) == sent
 
 
 @pytest.mark.parametrize(
@@ -791,7 +801,7 @@ async def test_a_held_lease_keeps_the_job_off(broker: Broker, mock: aioresponses
     c = await broker.connection(app)
     mock.post(app.token_url, payload={"access_token": "AT2", "expires_in": 3600}, repeat=True)
     pool = broker.resources.pool
-    assert await connections.take_lease(pool, c.id, "someone-else", 60) is not None
+    assert await leases.take_lease(pool, c.id, "someone-else", 60) is not None
 
     assert await broker.refresh(c.id) == "busy or not active"
 
@@ -802,9 +812,9 @@ async def test_a_held_lease_keeps_the_job_off(broker: Broker, mock: aioresponses
     assert broker.access_token_of(row) == OLD_ACCESS
 
     # Only the holder releases it.
-    await connections.release_lease(pool, c.id, "not-the-holder")
+    await leases.release_lease(pool, c.id, "not-the-holder")
     assert (await broker.get(c.id)).lease_holder == "someone-else"
-    await connections.release_lease(pool, c.id, "someone-else")
+    await leases.release_lease(pool, c.id, "someone-else")
     assert (await broker.get(c.id)).lease_holder is None
     assert await broker.refresh(c.id) == "refreshed"
 
@@ -813,7 +823,7 @@ async def test_a_lapsed_lease_is_taken_over(broker: Broker, mock: aioresponses) 
     app = await broker.app()
     c = await broker.connection(app)
     mock.post(app.token_url, payload={"access_token": "AT2", "expires_in": 3600})
-    assert await connections.take_lease(broker.resources.pool, c.id, "dead-worker", 0.001)
+    assert await leases.take_lease(broker.resources.pool, c.id, "dead-worker", 0.001)
     await asyncio.sleep(0.05)
 
     assert await broker.refresh(c.id) == "refreshed"
@@ -857,16 +867,16 @@ async def test_only_the_holder_writes_tokens(broker: Broker) -> None:
     assert row.version == c.version + 1
 
     # Someone else's live lease: a writer that saw the current version still may not write.
-    assert await connections.take_lease(pool, c.id, "live-holder", 60)
+    assert await leases.take_lease(pool, c.id, "live-holder", 60)
     assert await write("AT-intruder", lease_holder="x", expected_version=row.version) is None
     assert broker.access_token_of(await broker.get(c.id)) == "AT-other"
 
     # A lapsed lease with nothing written since: the late answer is kept (a one-time refresh
     # token may already be consumed at the provider; these tokens are the only working ones).
-    await connections.release_lease(pool, c.id, "live-holder")
-    assert await connections.take_lease(pool, c.id, "x", 0.001)
+    await leases.release_lease(pool, c.id, "live-holder")
+    assert await leases.take_lease(pool, c.id, "x", 0.001)
     await asyncio.sleep(0.05)
-    assert await connections.take_lease(pool, c.id, "y", 0.001)
+    assert await leases.take_lease(pool, c.id, "y", 0.001)
     await asyncio.sleep(0.05)
     late = await write("AT-late", lease_holder="x", expected_version=row.version)
     assert late is not None and late.version == row.version + 1

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from authbroker import netguard
+from authbroker import netguard, oauth
+from storage.apps import App
 from storage.resources import Resources
 
 CTX_KEY = "authbroker"
@@ -25,20 +29,59 @@ class WorkerContext:
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
     )
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    # The refresh leases this process holds (connection id -> holder), renewed while held.
+    leases: dict[str, str] = field(default_factory=dict)
+    _claims: Iterator[int] = field(default_factory=itertools.count, repr=False)
+    _clients: dict[tuple[Any, ...], oauth.Client] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, ctx: dict[str, Any]) -> WorkerContext:
         return ctx[CTX_KEY]
 
+    def new_holder(self) -> str:
+        """A lease holder name unique to one claim: this process, and which of its claims."""
+        return f"{self.worker_id}:{next(self._claims)}"
 
-def provider_session(allow_link_local: bool = False) -> aiohttp.ClientSession:
+    def client(self, app: App) -> oauth.Client:
+        """The app as the protocol needs it, its secrets opened once per version of the app row
+        rather than once per refresh."""
+        key = (
+            app.id,
+            app.updated_at,
+            app.client_auth_detected,
+            app.client_secret,
+            app.client_secrets_previous,
+        )
+        client = self._clients.get(key)
+        if client is None:
+            if len(self._clients) > 1000:
+                self._clients.clear()
+            client = self._clients[key] = app.client(self.resources.ring)
+        return client
+
+    @contextmanager
+    def holding(self, connection_id: str, holder: str) -> Iterator[None]:
+        """Keep a lease renewed while the block runs (see `worker.engine`)."""
+        self.leases[connection_id] = holder
+        try:
+            yield
+        finally:
+            if self.leases.get(connection_id) == holder:
+                del self.leases[connection_id]
+
+
+def provider_session(
+    allow_link_local: bool = False, *, per_host: int = 20
+) -> aiohttp.ClientSession:
     """One HTTP session for all provider calls of a process: pooled connections, no cookies
     (a provider's cookies must not leak from one connection's request into another's), and a
-    resolver that will not hand out metadata or link-local addresses."""
+    resolver that will not hand out metadata or link-local addresses. `per_host` should cover
+    the refreshes a worker runs at once: a request waiting for a pooled connection is waiting
+    to connect."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
-            limit=100,
-            limit_per_host=20,
+            limit=max(100, per_host),
+            limit_per_host=per_host,
             ttl_dns_cache=300,
             resolver=netguard.resolver(allow_link_local),
         ),

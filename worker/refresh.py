@@ -1,30 +1,38 @@
-"""Refreshing tokens before they expire, one refresh of a connection at a time, anywhere.
+"""One refresh of one connection, under its lease: what the provider's answer means, and what is
+written because of it.
 
-The lease is the single-flight: a conditional UPDATE only one worker wins. The provider's answer
-is written in one statement the moment it arrives, because a rotated refresh token exists only
-in that answer. Transient failures back off (full jitter, `Retry-After` honoured) and are kept in
-Postgres as the next `refresh_at`; only the provider refusing the grant marks a connection dead.
+The answer to a refresh may hold the only copy of a rotated refresh token, so it is written in
+one statement the moment it arrives, and a sent request is never abandoned early: the wait for
+an answer is long, and the lease outlives it (`worker.engine` renews it). When an answer is lost
+anyway (a timeout, a dropped connection, a gateway's 5xx), the refresh is retried at once with
+the same refresh token, inside the reuse grace most rotating providers keep; if the provider
+refuses it, the connection fails with `rotation_lost`, which says what happened.
+
+Transient failures back off per connection, but never past the access token's expiry, and are
+counted per token endpoint: enough in a row make the endpoint unavailable (`storage.endpoints`),
+after which one connection at a time probes it, and its first answer releases the backlog.
+Only the provider refusing the grant marks a connection dead.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
 
-from authbroker import oauth, timing
-from authbroker.config import Settings
+from authbroker import oauth, presets, timing
 from authbroker.events import EventType, make_event
 from authbroker.logs import get_logger
-from authbroker.metrics import REFRESH_LAG_SECONDS
+from authbroker.metrics import LOST_ANSWERS, PROBES, REFRESH_LAG_SECONDS
 from authbroker.problems import Problem
-from storage import apps, connections, outbox
+from storage import apps, connections, endpoints, leases, outbox
 from storage.apps import App
 from storage.connections import Connection
-from storage.jobs import enqueue_refresh
+from storage.leases import Claimed
 from storage.sealing import SealError
 from worker.context import WorkerContext
 from worker.instrument import token_request
@@ -33,104 +41,100 @@ from worker.tokens import TokenTimes, token_times
 log = get_logger("authbroker.refresh")
 T = TypeVar("T")
 
-SCHEDULER_BATCH = 500
+# A lease lapses this long after its holder stopped renewing it (`worker.engine` renews every
+# few seconds): how soon another worker takes over from a dead one.
+LEASE_SECONDS = 15.0
+# Per-connection backoff: full jitter from 5 s up to 15 min, capped by the token's expiry.
 BACKOFF_BASE = 5.0
 BACKOFF_CAP = 900.0
+# The longest wait a provider's Retry-After may impose before the next attempt.
+RETRY_AFTER_CAP = 3600.0
 # Problems that say the app's settings are wrong, not the connection: pause the app. Only
 # when the provider names the client credentials: a bare or unknown 401 about one grant must
 # not pause every connection of the app.
 APP_PROBLEMS = frozenset({Problem.INVALID_SETTINGS, Problem.CLIENT_AUTH_METHOD})
-CLIENT_CREDENTIAL_ERRORS = frozenset(
-    {
-        "invalid_client",
-        "unauthorized_client",
-        "incorrect_client_credentials",
-        "invalid_client_id",
-        "bad_client_secret",
-    }
-)
 # Problems a refresh cannot cure: it never adds scopes.
 SCOPE_PROBLEMS = frozenset({Problem.SCOPES_DENIED, Problem.INSUFFICIENT_SCOPE})
-# The longest wait a provider's Retry-After may impose before the next attempt.
-RETRY_AFTER_CAP = 3600.0
-# Problems that say the grant itself is gone. (invalid_scope on a refresh, which sends no
-# scope, is a registration problem: named on the connection and retried, not fatal.)
-DEAD_GRANT = frozenset({Problem.REFRESH_TOKEN_INVALIDATED})
 
 
-def lease_seconds(settings: Settings) -> float:
-    """Long enough for a few token requests (auto placement and previous secrets may take
-    several), short enough that a dead worker's lease lapses soon."""
-    return 4 * settings.provider_timeout + 30
+@dataclass(frozen=True)
+class Probe:
+    """This refresh probes an unavailable token endpoint; `probes` counts the probes so far."""
 
-
-async def schedule_refreshes(ctx: dict[str, Any]) -> int:
-    """Enqueue due connections, oldest first, a bounded batch per pass; job ids deduplicate."""
-    wc = WorkerContext.of(ctx)
-    due = await connections.due(wc.resources.pool, SCHEDULER_BATCH)
-    for connection_id in due:
-        await enqueue_refresh(wc.resources, connection_id)
-    if due:
-        log.debug("refreshes_scheduled", count=len(due))
-    return len(due)
+    token_url: str
+    probes: int
 
 
 async def refresh_connection(ctx: dict[str, Any], connection_id: str, force: bool = False) -> str:
-    """Refresh one connection if it is due (or `force`), under its lease."""
+    """Refresh one connection now if it is due (or `force`), under a lease of its own: for probes
+    of a web service and for tests. The engine refreshes due connections in batches."""
     wc = WorkerContext.of(ctx)
     res = wc.resources
-    holder = f"{wc.worker_id}:{ctx.get('job_id', '')}"
-    current = await connections.take_lease(
-        res.pool, connection_id, holder, lease_seconds(wc.resources.settings)
-    )
+    holder = wc.new_holder()
+    current = await leases.take_lease(res.pool, connection_id, holder, LEASE_SECONDS)
     if current is None:
         return "busy or not active"
+    with wc.holding(connection_id, holder):
+        now = datetime.now(UTC)
+        if not force and (current.refresh_at is None or current.refresh_at > now):
+            await leases.release_lease(res.pool, connection_id, holder)
+            return "not due"
+        app = await apps.get_by_id(res.pool, current.app_id)
+        assert app is not None
+        if app.paused_at is not None:
+            await connections.postpone(res.pool, connection_id, holder, None)
+            return "app paused"
+        return await refresh(wc, Claimed(current, app, None), holder)
+
+
+async def refresh(
+    wc: WorkerContext, claimed: Claimed, holder: str, *, probe: Probe | None = None
+) -> str:
+    """Refresh a connection this holder has leased, and write what came of it."""
+    current, app = claimed.connection, claimed.app
+    res = wc.resources
     now = datetime.now(UTC)
-    if not force and (current.refresh_at is None or current.refresh_at > now):
-        await connections.release_lease(res.pool, connection_id, holder)
-        return "not due"
-    app = await apps.get_by_id(res.pool, current.app_id)
-    assert app is not None
-    if app.paused_at is not None:
-        await connections.postpone(res.pool, connection_id, holder, None)
-        return "app paused"
     if current.refresh_token is None:
         return await _without_refresh_token(wc, current, holder, now)
-    return await _refresh(wc, app, current, holder)
-
-
-async def _refresh(wc: WorkerContext, app: App, current: Connection, holder: str) -> str:
-    res = wc.resources
     bound = log.bind(app=app.name, connection_id=current.id)
-    started = datetime.now(UTC)
-    lag = (started - current.refresh_at).total_seconds() if current.refresh_at else None
+    lag = (now - current.refresh_at).total_seconds() if current.refresh_at else None
     if lag is not None:
         REFRESH_LAG_SECONDS.observe(max(lag, 0.0))
     try:
-        client, refresh_token = app.client(res.ring), current.open_refresh_token(res.ring) or ""
+        client, refresh_token = wc.client(app), current.open_refresh_token(res.ring) or ""
     except SealError as exc:
         # A key is missing from the ring: an operator's mistake, not the provider's verdict.
         bound.error("refresh_token_unreadable", error=str(exc))
         retry = datetime.now(UTC) + timedelta(minutes=10)
         await connections.postpone(res.pool, current.id, holder, retry)
         return "unreadable"
-    try:
-        # Never act on a lapsed lease: give up before another worker may take over.
-        async with (
-            asyncio.timeout(lease_seconds(wc.resources.settings) - 15),
-            token_request(app.name, "refresh_token"),
-        ):
-            tokens = await oauth.refresh_token(
+
+    async def ask() -> oauth.TokenResponse:
+        async with token_request(app.name, "refresh_token"):
+            return await oauth.refresh_token(
                 wc.http,
                 client,
                 refresh_token=refresh_token,
                 timeout=res.settings.provider_timeout,
+                connect_timeout=res.settings.provider_connect_timeout,
             )
-    except TimeoutError:
-        exc = oauth.ProviderUnavailable("timeout", "the refresh outlasted its lease", status=None)
-        return await _failed(wc, app, current, holder, exc)
+
+    try:
+        tokens = await ask()
+    except oauth.ProviderUnavailable as exc:
+        if not exc.answer_lost:
+            return await _failed(wc, claimed, holder, exc, probe=probe)
+        # The provider may have rotated the token and its answer is gone: ask again with the
+        # same one now, while a rotating provider's reuse grace may still accept it.
+        bound.warning("refresh_answer_lost", provider_error=exc.error, status=exc.status)
+        try:
+            tokens = await ask()
+        except oauth.OAuthError as again:
+            return await _failed(wc, claimed, holder, again, probe=probe, answer_lost=True)
+        LOST_ANSWERS.labels("recovered").inc()
+        bound.info("refresh_answer_recovered")
     except oauth.OAuthError as exc:
-        return await _failed(wc, app, current, holder, exc)
+        return await _failed(wc, claimed, holder, exc, probe=probe)
     if tokens.warnings:
         bound.warning("token_response_warnings", warnings=list(tokens.warnings))
     issued_at = datetime.now(UTC)
@@ -138,6 +142,8 @@ async def _refresh(wc: WorkerContext, app: App, current: Connection, holder: str
     stored = await _write_with_retry(
         res.pool, lambda conn: _store_refreshed(conn, wc, app, current, holder, tokens, times)
     )
+    if probe is not None or claimed.endpoint_failures != 0:
+        await _endpoint_answered(wc, app.token_url, probe)
     if stored is None:
         bound.error("refresh_lost_lease", detail="another writer changed the connection first")
         return "lost lease"
@@ -216,73 +222,152 @@ async def _write_with_retry(
 
 
 async def _failed(
-    wc: WorkerContext, app: App, current: Connection, holder: str, exc: oauth.OAuthError
+    wc: WorkerContext,
+    claimed: Claimed,
+    holder: str,
+    exc: oauth.OAuthError,
+    *,
+    probe: Probe | None,
+    answer_lost: bool = False,
 ) -> str:
-    res = wc.resources
+    current, app = claimed.connection, claimed.app
+    if not isinstance(exc, oauth.ProviderUnavailable) and (
+        probe is not None or claimed.endpoint_failures != 0
+    ):
+        await _endpoint_answered(wc, app.token_url, probe)  # a refusal is an answer too
     problem = exc.problem or Problem.PROVIDER_ERROR
-    error = {
+    if isinstance(exc, oauth.ProviderRejected):
+        if problem in APP_PROBLEMS and (
+            problem == Problem.CLIENT_AUTH_METHOD or exc.error in oauth.CLIENT_CREDENTIAL_ERRORS
+        ):
+            return await _pause_app(wc, current, app, holder, exc, problem)
+        if problem == Problem.REFRESH_TOKEN_INVALIDATED:
+            return await _grant_refused(wc, current, app, holder, exc, answer_lost)
+    return await _retry_later(wc, claimed, holder, exc, probe=probe, answer_lost=answer_lost)
+
+
+def _error(exc: oauth.OAuthError) -> dict[str, Any]:
+    return {
         "stage": "refresh",
         "error": exc.error,
         "description": exc.description,
         "status": exc.status,
     }
-    bound = log.bind(app=app.name, connection_id=current.id, provider_error=exc.error)
-    app_settings_refused = problem in APP_PROBLEMS and (
-        problem == Problem.CLIENT_AUTH_METHOD or exc.error in CLIENT_CREDENTIAL_ERRORS
-    )
-    if isinstance(exc, oauth.ProviderRejected) and app_settings_refused:
-        async with res.pool.acquire() as conn, conn.transaction():
-            await connections.postpone(conn, current.id, holder, None)
-            if await apps.pause(conn, app.id, str(problem)):
-                await connections.hold_app(conn, app.id)
-                await outbox.append(
-                    conn,
-                    make_event(
-                        EventType.APP_SETTINGS_INVALID,
-                        app=app.name,
-                        connection_id=current.id,
-                        problem=problem,
-                        data={"provider_error": exc.error, "provider_status": exc.status},
-                    ),
-                )
-                bound.error("app_paused", problem=str(problem))
-        return "app paused"
-    if isinstance(exc, oauth.ProviderRejected) and problem in DEAD_GRANT:
-        problem = Problem.REFRESH_TOKEN_INVALIDATED
-        async with res.pool.acquire() as conn, conn.transaction():
-            ended = await connections.end_grant(
+
+
+async def _pause_app(
+    wc: WorkerContext,
+    current: Connection,
+    app: App,
+    holder: str,
+    exc: oauth.OAuthError,
+    problem: Problem,
+) -> str:
+    async with wc.resources.pool.acquire() as conn, conn.transaction():
+        await connections.postpone(conn, current.id, holder, None)
+        if await apps.pause(conn, app.id, str(problem)):
+            await connections.hold_app(conn, app.id)
+            await outbox.append(
                 conn,
-                current.id,
-                holder,
-                current.version,
-                problem=str(problem),
-                detail=problem.remedy,
-                last_error=error,
+                make_event(
+                    EventType.APP_SETTINGS_INVALID,
+                    app=app.name,
+                    connection_id=current.id,
+                    problem=problem,
+                    data={"provider_error": exc.error, "provider_status": exc.status},
+                ),
             )
-            if ended:
-                await outbox.append(
-                    conn,
-                    make_event(
-                        EventType.INVALIDATED,
-                        app=app.name,
-                        connection_id=current.id,
-                        status="failed",
-                        problem=problem,
-                        data={"provider_error": exc.error},
-                    ),
-                )
-        if not ended:
-            bound.info("refusal_of_replaced_grant_ignored")
-            return "superseded"
-        bound.warning("connection_invalidated", problem=str(problem))
-        return "invalidated"
-    # Anything else is transient: never mark a connection dead for it. A failure that is not
-    # an outage (a malformed answer, an unexpected refusal) is still named on the connection.
+            log.error("app_paused", app=app.name, connection_id=current.id, problem=str(problem))
+    return "app paused"
+
+
+async def _grant_refused(
+    wc: WorkerContext,
+    current: Connection,
+    app: App,
+    holder: str,
+    exc: oauth.OAuthError,
+    answer_lost: bool,
+) -> str:
+    """The provider refuses the refresh token. If an answer carrying its successor was lost
+    (now, or by a worker that died mid-refresh) and the provider may rotate tokens, the grant
+    was lost in transit rather than revoked: say so."""
+    rotation = presets.rotation(app.preset)
+    lost = (answer_lost or current.answer_lost_at is not None) and rotation.may_rotate
+    problem = Problem.ROTATION_LOST if lost else Problem.REFRESH_TOKEN_INVALIDATED
+    detail = problem.remedy
+    if lost and rotation.reuse_grace is not None:
+        detail += (
+            f" (This provider accepts a replaced refresh token for {rotation.reuse_grace} s.)"
+            if rotation.reuse_grace
+            else " (This provider accepts a refresh token only once.)"
+        )
+    async with wc.resources.pool.acquire() as conn, conn.transaction():
+        ended = await connections.end_grant(
+            conn,
+            current.id,
+            holder,
+            current.version,
+            problem=str(problem),
+            detail=detail,
+            last_error=_error(exc),
+        )
+        if ended:
+            await outbox.append(
+                conn,
+                make_event(
+                    EventType.INVALIDATED,
+                    app=app.name,
+                    connection_id=current.id,
+                    status="failed",
+                    problem=problem,
+                    detail=detail,
+                    data={"provider_error": exc.error, "answer_lost": lost},
+                ),
+            )
+    bound = log.bind(app=app.name, connection_id=current.id)
+    if not ended:
+        bound.info("refusal_of_replaced_grant_ignored")
+        return "superseded"
+    if lost:
+        LOST_ANSWERS.labels("rotation_lost").inc()
+    bound.warning("connection_invalidated", problem=str(problem), provider_error=exc.error)
+    return "invalidated"
+
+
+async def _retry_later(
+    wc: WorkerContext,
+    claimed: Claimed,
+    holder: str,
+    exc: oauth.OAuthError,
+    *,
+    probe: Probe | None,
+    answer_lost: bool,
+) -> str:
+    """Anything else is transient: never mark a connection dead for it. A failure that is not an
+    outage (a malformed answer, an unexpected refusal) is named on the connection, and so is an
+    access token that has expired meanwhile."""
+    current, app = claimed.connection, claimed.app
+    res = wc.resources
+    now = datetime.now(UTC)
     attempt = current.failed_attempts + 1
-    retry_after = min(exc.retry_after or 0.0, RETRY_AFTER_CAP)
-    delay = max(retry_after, timing.backoff(attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP), 1.0)
-    next_attempt = datetime.now(UTC) + timedelta(seconds=delay)
-    named = None if isinstance(exc, oauth.ProviderUnavailable) else str(problem)
+    left = (current.expires_at - now).total_seconds() if current.expires_at else None
+    delay = timing.retry_delay(
+        attempt,
+        seconds_left=left,
+        retry_after=exc.retry_after,
+        base=BACKOFF_BASE,
+        cap=BACKOFF_CAP,
+        retry_after_cap=RETRY_AFTER_CAP,
+    )
+    next_attempt = now + timedelta(seconds=delay)
+    outage = isinstance(exc, oauth.ProviderUnavailable)
+    named: Problem | None = None
+    if not outage:
+        named = exc.problem or Problem.PROVIDER_ERROR
+    elif left is not None and left <= 0:
+        named = Problem.TOKEN_EXPIRED
+    error = _error(exc)
     async with res.pool.acquire() as conn, conn.transaction():
         attempts = await connections.record_transient_failure(
             conn,
@@ -291,17 +376,18 @@ async def _failed(
             current.version,
             next_attempt_at=next_attempt,
             last_error=error,
-            problem=named,
+            problem=str(named) if named else None,
+            answer_lost=answer_lost,
         )
+        events = []
         if attempts is not None:
-            await outbox.append(
-                conn,
+            events.append(
                 make_event(
                     EventType.REFRESH_FAILED,
                     app=app.name,
                     connection_id=current.id,
                     status="active",
-                    problem=Problem(named) if named else None,
+                    problem=named,
                     detail="The provider could not refresh the token now; authbroker retries.",
                     data={
                         "attempt": attempts,
@@ -309,13 +395,116 @@ async def _failed(
                         "provider_error": exc.error,
                         "provider_status": exc.status,
                     },
-                ),
+                )
             )
+        if outage:
+            events += await _endpoint_failed(conn, app.token_url, exc, error, probe)
+        await outbox.append(conn, *events)
+    bound = log.bind(app=app.name, connection_id=current.id)
     if attempts is None:
         bound.info("failure_of_replaced_grant_ignored")
         return "superseded"
-    bound.warning("refresh_retry", attempt=attempts, retry_in=round(delay, 2))
+    if answer_lost:
+        LOST_ANSWERS.labels("pending").inc()
+    bound.warning(
+        "refresh_retry",
+        attempt=attempts,
+        retry_in=round(delay, 2),
+        provider_error=exc.error,
+        answer_lost=answer_lost or None,
+    )
     return "retrying"
+
+
+async def _endpoint_failed(
+    conn: asyncpg.Connection,
+    url: str,
+    exc: oauth.OAuthError,
+    error: dict[str, Any],
+    probe: Probe | None,
+) -> list[dict[str, Any]]:
+    """Count an outage of the token endpoint; the events to publish if it just turned
+    unavailable. A failed probe only sets when the next one goes."""
+    if probe is not None:
+        PROBES.labels("failed").inc()
+        urgent = await endpoints.urgent(
+            conn, url, within=timing.probe_interval(probe.probes, urgent=False)
+        )
+        wait = timing.probe_interval(probe.probes, urgent=urgent, retry_after=exc.retry_after)
+        await endpoints.schedule_probe(conn, url, error, wait=wait)
+        log.info("endpoint_probe_failed", endpoint=_shown(url), next_probe_in=round(wait, 1))
+        return []
+    failure = await endpoints.record_failure(
+        conn,
+        url,
+        error,
+        retry_after=exc.retry_after,
+        first_probe_in=timing.probe_interval(1, urgent=True),
+    )
+    if not failure.turned_unavailable:
+        return []
+    log.error("endpoint_unavailable", endpoint=_shown(url), failures=failure.failures)
+    data = {
+        "token_endpoint": _shown(url),
+        "failures": failure.failures,
+        "provider_error": exc.error,
+        "provider_status": exc.status,
+    }
+    return [
+        make_event(
+            EventType.APP_PROVIDER_UNAVAILABLE,
+            app=name,
+            problem=Problem.PROVIDER_UNAVAILABLE,
+            detail=(
+                f"The token endpoint failed {failure.failures} times in a row: refreshes wait, "
+                "and one connection at a time probes it."
+            ),
+            data=data,
+        )
+        for name in await endpoints.apps_using(conn, url)
+    ]
+
+
+async def _endpoint_answered(wc: WorkerContext, url: str, probe: Probe | None) -> None:
+    """The token endpoint answered: forget its failures, and if it was unavailable, release the
+    connections that were waiting for it at full speed."""
+    async with wc.resources.pool.acquire() as conn, conn.transaction():
+        since = await endpoints.record_success(conn, url)
+        if since is None:
+            if probe is not None:
+                PROBES.labels("ok").inc()
+            return
+        released = await connections.release_backlog(conn, url)
+        outage = (datetime.now(UTC) - since).total_seconds()
+        await outbox.append(
+            conn,
+            *(
+                make_event(
+                    EventType.APP_PROVIDER_RECOVERED,
+                    app=name,
+                    detail="The token endpoint answers again: waiting refreshes go ahead now.",
+                    data={
+                        "token_endpoint": _shown(url),
+                        "unavailable_seconds": round(outage, 1),
+                    },
+                )
+                for name in await endpoints.apps_using(conn, url)
+            ),
+        )
+        await conn.execute("SELECT pg_notify($1, '')", leases.REFRESH_WANTED)
+    if probe is not None:
+        PROBES.labels("ok").inc()
+    log.warning(
+        "endpoint_recovered",
+        endpoint=_shown(url),
+        unavailable_s=round(outage, 1),
+        released=released,
+    )
+
+
+def _shown(url: str) -> str:
+    """A token URL as logs and events show it: no query string (it could carry anything)."""
+    return url.split("?", 1)[0]
 
 
 async def _without_refresh_token(

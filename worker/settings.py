@@ -17,16 +17,24 @@ from storage import gauges
 from storage.resources import Resources, redis_settings
 from storage.sealing import KeyRing
 from worker.context import CTX_KEY, WorkerContext, provider_session
+from worker.engine import RefreshEngine
 from worker.exchange import exchange_code
 from worker.probe import probe_connection, schedule_probes
-from worker.refresh import lease_seconds, refresh_connection, schedule_refreshes
 from worker.relay import Relay
 from worker.revoke import revoke_connection
-from worker.sweep import expire_authorizations, prune, sweep_codes, sweep_revocations
+from worker.sweep import (
+    expire_authorizations,
+    mark_expired_tokens,
+    prune,
+    sweep_codes,
+    sweep_revocations,
+)
 
 log = get_logger("authbroker.worker")
 
+EVERY_5_SECONDS = set(range(0, 60, 5))
 EVERY_15_SECONDS = {0, 15, 30, 45}
+ENGINE_KEY = "refresh_engine"
 _metrics_served: list[int] = []
 
 
@@ -38,13 +46,19 @@ def build_worker(
     concurrency: int | None = None,
     handle_signals: bool = False,
 ) -> Worker:
-    """An arq Worker bound to the settings' Redis and queue; `relay` also runs the event relay
-    (safe on every worker: only one relays at a time)."""
+    """An arq Worker bound to the settings' Redis and queue, with the refresh engine running
+    beside its jobs; `relay` also runs the event relay (safe on every worker: only one relays
+    at a time). `concurrency` bounds both the arq jobs and the refreshes in flight."""
 
     async def startup(ctx: dict[str, Any]) -> None:
-        resources = await Resources.open(settings, ring, pool_max=concurrency_ + 2)
-        wc = WorkerContext(resources=resources, http=provider_session(settings.allow_link_local))
+        resources = await Resources.open(settings, ring, pool_max=concurrency_ + 4)
+        http = provider_session(settings.allow_link_local, per_host=concurrency_)
+        wc = WorkerContext(resources=resources, http=http)
         ctx[CTX_KEY] = wc
+        ctx[ENGINE_KEY] = engine = RefreshEngine(
+            wc, concurrency=concurrency_, dsn=settings.database_url or ""
+        )
+        engine.start()
         if relay:
             ctx["relay"] = Relay(
                 settings.database_url or "",
@@ -66,6 +80,9 @@ def build_worker(
         wc: WorkerContext | None = ctx.pop(CTX_KEY, None)  # idempotent: may run twice
         if wc is None:
             return
+        engine: RefreshEngine | None = ctx.pop(ENGINE_KEY, None)
+        if engine is not None:
+            await engine.stop(grace=0)
         if "relay" in ctx:
             await ctx["relay"].stop()
         for task in wc.tasks:
@@ -78,25 +95,22 @@ def build_worker(
         log.info("worker_stopped", worker_id=wc.worker_id)
 
     concurrency_ = concurrency or settings.worker_concurrency
-    # A refresh gives up on the provider before its lease lapses, then may spend a while
-    # writing through a Postgres restart: the job's limit leaves room for both, and arq's
-    # in-progress marker of a job cut short (a killed worker) still lapses soon after.
-    timeout = int(2 * lease_seconds(settings))
+    # A job may send a few provider requests (client-auth placements, previous secrets), each
+    # allowed to connect and to wait long for its answer, then write through a Postgres
+    # restart: the job's limit leaves room for that.
+    timeout = int(3 * (settings.provider_connect_timeout + settings.provider_timeout) + 30)
     return Worker(
         functions=[
             func(exchange_code, max_tries=30, timeout=timeout),
             func(revoke_connection, max_tries=10, timeout=timeout),
-            # A retry of a refresh cut short is safe: the lease decides who may refresh.
-            func(refresh_connection, max_tries=3, timeout=timeout),
             func(probe_connection, max_tries=3, timeout=timeout),
         ],
         cron_jobs=[
             # Cron job ids are global in arq; the prefix keeps deployments sharing a Redis apart.
             cron(
-                schedule_refreshes,
-                name=f"{settings.redis_prefix}:schedule_refreshes",
-                second=set(range(60)),
-                run_at_startup=True,
+                mark_expired_tokens,
+                name=f"{settings.redis_prefix}:mark_expired_tokens",
+                second=EVERY_5_SECONDS,
             ),
             cron(
                 sweep_codes,
@@ -149,12 +163,15 @@ async def _sample_gauges(resources: Resources) -> None:
 
 
 async def stop_worker(worker: Worker, grace: float = 20.0) -> None:
-    """Stop taking jobs, let the running ones finish (up to `grace` seconds), then close; a
-    job cut short keeps its lease until it expires, so nothing is refreshed twice."""
+    """Stop taking jobs and claiming refreshes, let the running ones finish (up to `grace`
+    seconds), then close; a refresh cut short keeps its lease until it lapses, so nothing is
+    refreshed twice."""
     worker.allow_pick_jobs = False
+    engine: RefreshEngine | None = worker.ctx.get(ENGINE_KEY)
     running = [t for t in worker.tasks.values() if not t.done()]
-    if running:
-        await asyncio.wait(running, timeout=grace)
+    stops = [asyncio.create_task(engine.stop(grace))] if engine is not None else []
+    if running or stops:
+        await asyncio.wait([*running, *stops], timeout=grace + 1)
     await worker.close()
     if worker.main_task is not None:
         with contextlib.suppress(asyncio.CancelledError):

@@ -68,6 +68,16 @@ async def expire_authorizations(ctx: dict[str, Any]) -> int:
     return len(rows)
 
 
+async def mark_expired_tokens(ctx: dict[str, Any]) -> int:
+    """Name `token_expired` on active connections whose token died while no refresh could run
+    (the provider is unavailable, a worker died holding it): none says it is fine meanwhile."""
+    res = WorkerContext.of(ctx).resources
+    count = await connections.mark_tokens_expired(res.pool)
+    if count:
+        log.warning("tokens_expired_unrefreshed", count=count)
+    return count
+
+
 async def prune(ctx: dict[str, Any]) -> None:
     """Forget relayed events and finished authorizations after a week."""
     res = WorkerContext.of(ctx).resources
