@@ -104,7 +104,6 @@ def settings(database_url: str, redis_url: str, workdir: Path, web_port: int) ->
         port=web_port,
         public_url=f"http://127.0.0.1:{web_port}",
         encryption_keys=KeyRing.generate_line("test1"),
-        provider_timeout=5.0,
     )
 
 

@@ -41,6 +41,15 @@ def race_server(workdir: Path, settings) -> Any:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def late_server(workdir: Path, settings) -> Any:
+    """Rotation without grace, and token answers held back after processing (see the test)."""
+    server = OAuthTestServer(workdir / "oauth-late", access_token_lifetime=3600)
+    server.start(settings.redirect_url)
+    yield server
+    server.stop()
+
+
 async def authorize(api, anonymous, server: OAuthTestServer, app: str, connection_id: str) -> None:
     started = await start_connection(api, app, connection_id=connection_id)
     location = await server.approve(started["authorize_url"])
@@ -280,6 +289,54 @@ async def test_workers_racing_refresh_each_connection_once(
         "SELECT DISTINCT status FROM connections WHERE id = ANY($1)", ids
     )
     assert [r["status"] for r in statuses] == ["active"]
+
+
+LATE = 15.0  # seconds: three times the provider timeout this suite used to run with
+
+
+async def test_a_rotation_answered_late_keeps_every_grant(
+    api, anonymous, late_server, worker, unique, resources
+):
+    """The server rotates the refresh token (the old one dies at once) and answers only LATE
+    seconds later. Every answer is waited for and stored: each grant keeps working, and the
+    server never sees an old refresh token again."""
+    app = unique("late")
+    await create_oauth_app(api, late_server, app)
+    ids = [f"{app}-{i}" for i in range(5)]
+    for cid in ids:
+        await authorize(api, anonymous, late_server, app, cid)
+    old = {cid: (await stored_tokens(resources, cid))[1] for cid in ids}
+    before = await refresh_count(late_server)
+    await late_server.set_token_delay(LATE)
+    try:
+        await resources.pool.execute(
+            "UPDATE connections SET refresh_at = now() WHERE id = ANY($1)", ids
+        )
+        deadline = time.monotonic() + 10 * LATE
+        while time.monotonic() < deadline:
+            done = await resources.pool.fetchval(
+                """SELECT count(*) FROM connections WHERE id = ANY($1)
+                   AND last_refresh_at IS NOT NULL AND lease_holder IS NULL""",
+                ids,
+            )
+            if done == len(ids):
+                break
+            await asyncio.sleep(0.5)
+        assert done == len(ids)
+    finally:
+        await late_server.set_token_delay(0)
+    after = await refresh_count(late_server)
+    assert after.get("200", 0) - before.get("200", 0) == len(ids)
+    assert after.get("400", 0) == before.get("400", 0)  # no old token sent again
+    for cid in ids:
+        found = await connections.get(resources.pool, cid)
+        assert found is not None and found.status == "active" and found.problem is None
+        access, refresh = await stored_tokens(resources, cid)
+        assert refresh != old[cid]
+        assert (await late_server.introspect(old[cid]))["active"] is False
+        assert (await late_server.introspect(refresh))["active"] is True
+        status, _ = await late_server.call_resource(access)
+        assert status == 200
 
 
 async def test_delete_revokes_at_the_provider(

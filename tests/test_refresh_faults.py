@@ -458,6 +458,151 @@ async def test_backoff_survives_very_long_trouble(broker: Broker, mock: aiorespo
     assert row.next_attempt_at - before <= timedelta(seconds=BACKOFF_CAP) + TOLERANCE
 
 
+async def test_a_retry_never_waits_past_the_tokens_expiry(
+    broker: Broker, mock: aioresponses
+) -> None:
+    """Deep in its backoff (a ceiling of 15 minutes), a connection whose token expires in 40 s
+    is still tried again before it expires; once expired, within a minute."""
+    app = await broker.app()
+    c = await broker.connection(app, expires_in=40)
+    await broker.raw("UPDATE connections SET failed_attempts = 20 WHERE id = $1", c.id)
+    mock.post(app.token_url, status=503, repeat=True)
+    before = datetime.now(UTC)
+
+    assert await broker.refresh(c.id) == "retrying"
+
+    row = await broker.get(c.id)
+    assert row.expires_at is not None and row.next_attempt_at is not None
+    assert row.next_attempt_at < row.expires_at
+    assert row.next_attempt_at >= before + timedelta(seconds=1) - TOLERANCE
+    assert row.problem is None  # the token still works
+
+    # The token has expired meanwhile: the connection says so, and tries again soon.
+    await broker.raw(
+        "UPDATE connections SET expires_at = now() - interval '1 minute' WHERE id = $1", c.id
+    )
+    before = datetime.now(UTC)
+    assert await broker.refresh(c.id) == "retrying"
+    row = await broker.get(c.id)
+    assert row.status == "active" and row.problem == "token_expired"
+    assert row.next_attempt_at is not None
+    assert row.next_attempt_at <= before + timedelta(seconds=60) + TOLERANCE
+
+
+async def test_retry_after_is_honoured_even_past_the_expiry(
+    broker: Broker, mock: aioresponses
+) -> None:
+    app = await broker.app()
+    c = await broker.connection(app, expires_in=30)
+    mock.post(app.token_url, status=429, headers={"Retry-After": "300"})
+    before = datetime.now(UTC)
+
+    assert await broker.refresh(c.id) == "retrying"
+
+    row = await broker.get(c.id)
+    assert row.next_attempt_at is not None
+    assert row.next_attempt_at >= before + timedelta(seconds=299)
+
+
+# --------------------------------------------------------------------------------------------
+# A sent refresh whose answer is lost: asked again at once, and named if the grant is gone
+# --------------------------------------------------------------------------------------------
+
+
+async def test_a_lost_answer_is_asked_again_with_the_same_token_and_the_grant_kept(
+    broker: Broker, mock: aioresponses
+) -> None:
+    """The provider rotated the token but the answer timed out; it still accepts the old one
+    (a reuse grace, like Okta's, Atlassian's or Xero's): the retry at once keeps the grant."""
+    app = await broker.app()
+    c = await broker.connection(app)
+    mock.post(app.token_url, exception=TimeoutError())
+    mock.post(
+        app.token_url,
+        payload={"access_token": "AT2", "refresh_token": "RT2", "expires_in": 3600},
+    )
+
+    assert await broker.refresh(c.id) == "refreshed"
+
+    forms = requests_to(mock, app.token_url)
+    assert [f["refresh_token"] for f in forms] == [OLD_REFRESH, OLD_REFRESH]
+    row = await broker.get(c.id)
+    assert row.status == "active" and row.problem is None
+    assert broker.refresh_token_of(row) == "RT2"
+    assert row.answer_lost_at is None and row.failed_attempts == 0
+    assert of_type(await broker.events(c.id), "connection.refresh_failed") == []
+
+
+@pytest.mark.parametrize(
+    ("preset", "problem"),
+    [
+        ("zoom", "rotation_lost"),  # rotates, no reuse grace
+        (None, "rotation_lost"),  # unknown: it may rotate
+        ("google", "refresh_token_invalidated"),  # never rotates: the grant really is gone
+    ],
+)
+async def test_a_lost_answer_then_a_refusal_is_named_rotation_lost(
+    broker: Broker, mock: aioresponses, preset: str | None, problem: str
+) -> None:
+    app = await broker.app(preset=preset)
+    c = await broker.connection(app)
+    mock.post(app.token_url, status=502, body="<html>Bad Gateway</html>")
+    mock.post(app.token_url, status=400, payload={"error": "invalid_grant"})
+
+    assert await broker.refresh(c.id) == "invalidated"
+
+    row = await broker.get(c.id)
+    assert row.status == "failed" and row.problem == problem
+    (event,) = of_type(await broker.events(c.id), "connection.invalidated")
+    assert event["problem"] == problem
+    if problem == "rotation_lost":
+        assert "answer never reached authbroker" in event["detail"]
+        assert "authorize the connection again" in event["detail"]
+        assert event["data"]["answer_lost"] is True
+    if preset == "zoom":
+        assert "accepts a refresh token only once" in event["detail"]
+
+
+async def test_a_lost_answer_is_remembered_until_the_next_attempt(
+    broker: Broker, mock: aioresponses
+) -> None:
+    """The answer is lost and the retry meets an outage: the next attempt, later, still knows
+    that the provider may have rotated the token."""
+    app = await broker.app()
+    c = await broker.connection(app)
+    mock.post(app.token_url, exception=aiohttp.ServerDisconnectedError())
+    mock.post(app.token_url, status=503)
+
+    assert await broker.refresh(c.id) == "retrying"
+    row = await broker.get(c.id)
+    assert row.answer_lost_at is not None and row.status == "active"
+
+    mock.post(app.token_url, status=400, payload={"error": "invalid_grant"})
+    assert await broker.refresh(c.id) == "invalidated"
+    row = await broker.get(c.id)
+    assert row.problem == "rotation_lost"
+
+
+async def test_a_refresh_taken_over_from_a_dead_holder_may_have_lost_its_answer(
+    broker: Broker, mock: aioresponses
+) -> None:
+    """A worker died holding the lease (its refresh may have reached the provider): the worker
+    that takes over and is refused names rotation_lost; one that succeeds clears the doubt."""
+    app = await broker.app()
+    dead, alive = await broker.connection(app), await broker.connection(app)
+    for c in (dead, alive):
+        assert await leases.take_lease(broker.resources.pool, c.id, "dead-worker:1", 0.001)
+    await asyncio.sleep(0.05)
+    mock.post(app.token_url, status=400, payload={"error": "invalid_grant"})
+
+    assert await broker.refresh(dead.id) == "invalidated"
+    assert (await broker.get(dead.id)).problem == "rotation_lost"
+
+    mock.post(app.token_url, payload={"access_token": "AT2", "expires_in": 3600})
+    assert await broker.refresh(alive.id) == "refreshed"
+    assert (await broker.get(alive.id)).answer_lost_at is None
+
+
 # --------------------------------------------------------------------------------------------
 # The provider refuses the grant: the connection is dead, and says what to do
 # --------------------------------------------------------------------------------------------

@@ -78,6 +78,11 @@ class RefreshEngine:
             task.cancel()
         await asyncio.gather(*self._running, *self._loops, return_exceptions=True)
 
+    async def idle(self) -> None:
+        """Return once no refresh of this engine is running (those started meanwhile too)."""
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
     # -- claiming -------------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:
@@ -85,9 +90,13 @@ class RefreshEngine:
         while not self._stopping:
             free = self.concurrency - len(self._running)
             started = 0
+            now = asyncio.get_running_loop().time()
+            probes = now - self._probes_checked >= PROBE_CHECK_EVERY
             try:
                 if free > 0:
-                    started = await self.dispatch(free)
+                    if probes:
+                        self._probes_checked = now
+                    started = await self.dispatch(free, probes=probes)
             except Exception as exc:  # Postgres away: the next pass tries again
                 log.warning("refresh_claim_failed", error=type(exc).__name__)
                 await self._sleep(IDLE_PASS)
@@ -97,15 +106,13 @@ class RefreshEngine:
             else:
                 await self._slots(refill)  # maybe more is due: claim again once slots free up
 
-    async def dispatch(self, free: int) -> int:
-        """One pass: probes of unavailable endpoints first, then due connections. Returns how
-        many refreshes it started."""
+    async def dispatch(self, free: int, *, probes: bool = True) -> int:
+        """One pass: probes of unavailable endpoints first (with `probes`), then due
+        connections. Returns how many refreshes it started."""
         res = self.wc.resources
         started = 0
-        now = asyncio.get_running_loop().time()
-        if now - self._probes_checked >= PROBE_CHECK_EVERY:
-            self._probes_checked = now
-            for url, probes in await endpoints.take_probes(
+        if probes:
+            for url, count in await endpoints.take_probes(
                 res.pool, hold=self._probe_hold(), limit=free
             ):
                 holder = self.wc.new_holder()
@@ -113,7 +120,7 @@ class RefreshEngine:
                 if claimed is None:
                     await endpoints.probe_later(res.pool, url, 2.0)
                     continue
-                self._start(claimed, holder, Probe(url, probes))
+                self._start(claimed, holder, Probe(url, count))
                 started += 1
         if started >= free:
             return started

@@ -552,6 +552,11 @@ class OAuthTestServer:
         Status codes are strings; a token POST without ``grant_type`` counts as ``"missing"``."""
         return await self._request_json("GET", "/test/stats")
 
+    async def set_token_delay(self, seconds: float) -> None:
+        """Answer every later token request ``seconds`` after processing it: the tokens are
+        issued (and a rotated refresh token revoked) at once, only the answer is late."""
+        await self._request_json("POST", "/test/token-delay", data=json.dumps({"seconds": seconds}))
+
     async def reset_stats(self) -> None:
         await self._request_json("POST", "/test/stats/reset")
 

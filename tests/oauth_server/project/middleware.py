@@ -1,9 +1,10 @@
-"""Process-global request counters for the test-only OAuth server.
+"""Process-global request counters for the test-only OAuth server, and a delay of token answers.
 
 The server runs as a single threaded process, so a dict guarded by a lock is enough.
 """
 
 import threading
+import time
 from collections import defaultdict
 from urllib.parse import parse_qs
 
@@ -15,6 +16,14 @@ _lock = threading.Lock()
 _token_requests: "defaultdict[str, defaultdict[str, int]]" = defaultdict(lambda: defaultdict(int))
 _revocations: "defaultdict[str, int]" = defaultdict(int)
 _resource_requests: "defaultdict[str, int]" = defaultdict(int)
+# Seconds to hold every token answer back AFTER the request was processed (tokens issued,
+# rotated ones revoked): a provider whose answer arrives late.
+_token_delay = 0.0
+
+
+def set_token_delay(seconds: float) -> None:
+    global _token_delay
+    _token_delay = max(0.0, float(seconds))
 
 
 def snapshot() -> dict:
@@ -56,6 +65,8 @@ class StatsMiddleware:
         if request.method == "POST" and path == TOKEN_PATH:
             grant = _grant_type(request)
         response = self.get_response(request)
+        if grant is not None and _token_delay:
+            time.sleep(_token_delay)
         status = str(response.status_code)
         with _lock:
             if grant is not None:

@@ -11,5 +11,6 @@ urlpatterns = [
     path("test/stats", views.stats, name="test-stats"),
     path("test/stats/reset", views.stats_reset, name="test-stats-reset"),
     path("test/introspect", views.introspect, name="test-introspect"),
+    path("test/token-delay", views.token_delay, name="test-token-delay"),
     path("test/applications", views.applications, name="test-applications"),
 ]

@@ -83,6 +83,18 @@ def stats_reset(request):
 
 @csrf_exempt
 @require_POST
+def token_delay(request):
+    """``{"seconds": s}``: answer every later token request s seconds after processing it."""
+    try:
+        seconds = float(json.loads(request.body or b"{}")["seconds"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return JsonResponse({"error": f"bad request: {exc!r}"}, status=400)
+    middleware.set_token_delay(seconds)
+    return JsonResponse({"seconds": seconds})
+
+
+@csrf_exempt
+@require_POST
 def introspect(request):
     """Look a raw token up in DOT's tables (no client authentication).
 
