@@ -9,9 +9,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from authbroker.problems import Problem
+
+# The statuses of a connection, as events and the API report them.
+ConnectionStatus = Literal["pending", "active", "failed", "expired", "revoking", "revoked"]
 
 
 class EventType(StrEnum):
@@ -24,7 +29,7 @@ class EventType(StrEnum):
     SCOPES_DENIED = "connection.scopes_denied"
     REFRESH_TOKEN_MISSING = "connection.refresh_token_missing"
     AUTHORIZATION_FAILED = "connection.authorization_failed"
-    # Not in DESIGN.md's list: a runtime reported that the token lacks a scope (RFC 6750).
+    # A runtime reported that the token lacks a scope (RFC 6750).
     INSUFFICIENT_SCOPE = "connection.insufficient_scope"
     APP_SETTINGS_INVALID = "app.settings_invalid"
     # The app's token endpoint turned unavailable (refreshes held back, one probe at a time)
@@ -33,17 +38,27 @@ class EventType(StrEnum):
     APP_PROVIDER_RECOVERED = "app.provider_recovered"
 
 
-FIELDS = (
-    "id",
-    "type",
-    "occurred_at",
-    "app",
-    "connection_id",
-    "status",
-    "problem",
-    "detail",
-    "data",
-)
+class Event(BaseModel):
+    """One change of auth status, appended to the Redis stream `authbroker:events` and published
+    on the channel of the same name (both under the configured prefix). Not served over HTTP:
+    described here for runtimes that consume the stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: uuid.UUID
+    type: EventType
+    occurred_at: datetime
+    app: str
+    connection_id: str | None
+    status: ConnectionStatus | None
+    problem: Problem | None
+    detail: str | None = Field(description="Prose for people (often the remedy).")
+    data: dict[str, Any] = Field(
+        description="Names, counts and times of the change; never a token or secret."
+    )
+
+
+FIELDS = tuple(Event.model_fields)
 
 
 def make_event(

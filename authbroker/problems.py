@@ -10,6 +10,9 @@ from enum import StrEnum
 
 
 class Problem(StrEnum):
+    """What is wrong with a connection or an application, as a code to branch on; the remedy
+    comes beside it (`detail`, `problem_detail`)."""
+
     INVALID_SETTINGS = "invalid_settings"
     REDIRECT_MISMATCH = "redirect_mismatch"
     SCOPE_MISMATCH = "scope_mismatch"

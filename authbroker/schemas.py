@@ -139,8 +139,37 @@ class AppCreate(_AppFields):
     preset: str | None = Field(default=None, max_length=64)
 
 
+# Settings an app cannot lack: a PATCH may leave them out but not set them to null.
+REQUIRED_SETTINGS = (
+    "client_id",
+    "authorization_url",
+    "token_url",
+    "scopes",
+    "scope_separator",
+    "client_auth",
+    "authorize_params",
+    "token_params",
+    "pkce",
+    "refresh_margin",
+)
+
+
+def _null_refused(schema: dict[str, Any]) -> None:
+    """AppUpdate's JSON Schema: its optional types admit null, its validator refuses null for
+    the settings an app cannot lack; the schema says so too."""
+    properties = schema["properties"]
+    for name in REQUIRED_SETTINGS:
+        prop = properties[name]
+        variants = [v for v in prop.get("anyOf", []) if v != {"type": "null"}]
+        if len(variants) == 1:
+            rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+            properties[name] = {**variants[0], **rest}
+
+
 class AppUpdate(_AppFields):
     """A PATCH: only the fields given change; `null` clears the optional ones."""
+
+    model_config = ConfigDict(json_schema_extra=_null_refused)
 
     client_id: str | None = Field(default=None, min_length=1, max_length=512)
     client_secret: str | None = Field(default=None, min_length=1, max_length=4096, repr=False)
@@ -162,19 +191,7 @@ class AppUpdate(_AppFields):
     probe_url: str | None = Field(default=None, max_length=2048)
     probe_interval: int | None = Field(default=None, ge=60, le=7 * 86_400)
 
-    @field_validator(
-        "client_id",
-        "authorization_url",
-        "token_url",
-        "scopes",
-        "scope_separator",
-        "client_auth",
-        "authorize_params",
-        "token_params",
-        "pkce",
-        "refresh_margin",
-        mode="before",
-    )
+    @field_validator(*REQUIRED_SETTINGS, mode="before")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         # Runs only for fields the caller sent: null would clear a setting the app cannot lack.

@@ -27,6 +27,7 @@ from handlers import (
 )
 from handlers.auth import api_key_middleware
 from handlers.context import RESOURCES
+from handlers.models import Error
 from handlers.responses import ApiError, ok
 from storage.resources import Resources
 
@@ -59,22 +60,21 @@ async def context_middleware(request: web.Request, handler: web.Handler) -> web.
         if not request.path.startswith("/v1/") or exc.status < 400:
             raise
         response = ok(
-            {"error": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason},
+            Error(error=exc.reason.lower().replace(" ", "_"), message=exc.text or exc.reason),
             status=exc.status,
         )
     except UNAVAILABLE as exc:
         # A dependency is away (a restart, a failover): say so and when to retry, briefly.
         log.warning("dependency_unavailable", route=_route(request), error=type(exc).__name__)
         response = ok(
-            {"error": "unavailable", "message": "a backing service is unavailable; retry shortly"},
+            Error(error="unavailable", message="a backing service is unavailable; retry shortly"),
             status=503,
             headers={"Retry-After": "2"},
         )
     except Exception:
         log.exception("request_failed", method=request.method, route=_route(request))
         response = ok(
-            {"error": "internal", "message": "internal error", "request_id": request_id},
-            status=500,
+            Error(error="internal", message="internal error", request_id=request_id), status=500
         )
     response.headers["X-Request-Id"] = request_id
     route = _route(request)

@@ -6,12 +6,15 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from pydantic import Field
 
 from authbroker import netguard, presets
 from authbroker.config import Settings
 from authbroker.logs import get_logger
-from authbroker.schemas import AppCreate, AppUpdate
+from authbroker.schemas import NAME_PATTERN, AppCreate, AppUpdate
+from handlers import models
 from handlers.context import resources
+from handlers.operations import Answer, operation, path_param, query_param
 from handlers.responses import fail, ok, read_json, read_model, validate
 from storage import apps, connections
 from storage.apps import App
@@ -21,37 +24,21 @@ from storage.resources import Resources
 routes = web.RouteTableDef()
 log = get_logger("authbroker.api")
 
+APP_NAME = path_param("name", "The app's name.", {"type": "string", "pattern": NAME_PATTERN})
+APP_NOT_FOUND = "No app of that name (`app_not_found`)."
 
-def app_view(app: App, redirect_url: str) -> dict[str, Any]:
-    return {
-        "name": app.name,
-        "client_id": app.client_id,
-        "client_secret_set": app.client_secret is not None,
-        "client_secrets_previous_set": app.client_secrets_previous is not None,
-        "authorization_url": app.authorization_url,
-        "token_url": app.token_url,
-        "revoke_url": app.revoke_url,
-        "scopes": app.scopes,
-        "scope_separator": app.scope_separator,
-        "client_auth": app.client_auth,
-        "client_auth_detected": app.client_auth_detected,
-        "authorize_params": app.authorize_params,
-        "token_params": app.token_params,
-        "pkce": app.pkce,
-        "refresh_margin": app.refresh_margin,
-        "default_token_lifetime": app.default_token_lifetime,
-        "refresh_token_lifetime": app.refresh_token_lifetime,
-        "probe_url": app.probe_url,
-        "probe_interval": app.probe_interval,
-        "preset": app.preset,
-        "paused": app.paused_at is not None,
-        "paused_problem": app.paused_problem,
-        "deleting": app.deleting,
-        "awaiting_secret": app.awaiting_secret,
-        "redirect_url": redirect_url,
-        "created_at": app.created_at,
-        "updated_at": app.updated_at,
-    }
+
+# Only described (in /openapi.json): `with_preset` applies a preset, then AppCreate validates.
+class AppCreateFromPreset(AppCreate):
+    """POST /v1/apps with a provider preset: the preset fills the URLs, scopes and the rest;
+    whatever the body gives wins, and `placeholders` fill the preset's URL templates."""
+
+    authorization_url: str = models.omitted(max_length=2048)
+    token_url: str = models.omitted(max_length=2048)
+    preset: str = Field(max_length=64, json_schema_extra={"enum": presets.names()})
+    placeholders: dict[str, str] = models.omitted(
+        'Values for the preset\'s URL placeholders, e.g. {"tenant": "contoso"}.'
+    )
 
 
 URL_FIELDS = ("authorization_url", "token_url", "revoke_url", "probe_url")
@@ -122,7 +109,20 @@ async def load_app(request: web.Request) -> App:
 
 
 @routes.post("/v1/apps")
+@operation(
+    "createApp",
+    "apps",
+    {
+        201: Answer("Created.", models.App),
+        409: "An app of that name exists (`app_exists`).",
+    },
+    body=(AppCreate, AppCreateFromPreset),
+)
 async def create_app(request: web.Request) -> web.Response:
+    """Register an OAuth application.
+
+    The answer never holds a secret and always holds `redirect_url`, to register at the provider.
+    """
     res = resources(request)
     data = await read_json(request)
     if data.get("preset") is not None:
@@ -136,23 +136,44 @@ async def create_app(request: web.Request) -> web.Response:
     except asyncpg.UniqueViolationError:
         fail(409, "app_exists", f"an app named {body.name!r} already exists")
     log.info("app_created", app=app.name, client_auth=app.client_auth)
-    return ok(app_view(app, res.settings.redirect_url), status=201)
+    return ok(models.App.of(app, res.settings.redirect_url), status=201)
 
 
 @routes.get("/v1/apps")
+@operation("listApps", "apps", {200: Answer("Every app, by name.", models.AppList)})
 async def list_apps(request: web.Request) -> web.Response:
+    """List OAuth applications."""
     res = resources(request)
     found = await apps.list_all(res.pool)
-    return ok({"items": [app_view(a, res.settings.redirect_url) for a in found]})
+    return ok(models.AppList(items=[models.App.of(a, res.settings.redirect_url) for a in found]))
 
 
 @routes.get("/v1/apps/{name}")
+@operation(
+    "getApp",
+    "apps",
+    {200: Answer("The app.", models.App), 404: APP_NOT_FOUND},
+    parameters=[APP_NAME],
+)
 async def show_app(request: web.Request) -> web.Response:
-    return ok(app_view(await load_app(request), resources(request).settings.redirect_url))
+    """Show an OAuth application."""
+    return ok(models.App.of(await load_app(request), resources(request).settings.redirect_url))
 
 
 @routes.patch("/v1/apps/{name}")
+@operation(
+    "updateApp",
+    "apps",
+    {200: Answer("The updated app.", models.App), 404: APP_NOT_FOUND},
+    parameters=[APP_NAME],
+    body=AppUpdate,
+)
 async def update_app(request: web.Request) -> web.Response:
+    """Change an OAuth application.
+
+    Only the fields given change; null clears the optional ones. Any change resumes an app
+    paused for refused settings.
+    """
     res = resources(request)
     app = await load_app(request)
     body = await read_model(request, AppUpdate, **res.settings.validation_context)
@@ -161,11 +182,33 @@ async def update_app(request: web.Request) -> web.Response:
     async with res.pool.acquire() as conn:
         updated = await apps.update(conn, res.ring, app, changes)
     log.info("app_updated", app=app.name, fields=sorted(changes), resumed=app.paused_at is not None)
-    return ok(app_view(updated, res.settings.redirect_url))
+    return ok(models.App.of(updated, res.settings.redirect_url))
 
 
 @routes.delete("/v1/apps/{name}")
+@operation(
+    "deleteApp",
+    "apps",
+    {
+        202: Answer(
+            "Its connections are being revoked; the app goes after them.", models.AppDeleting
+        ),
+        204: Answer("Deleted."),
+        404: APP_NOT_FOUND,
+        409: "The app has live connections and `cascade` was not given (`app_has_connections`, "
+        "with `connections`).",
+    },
+    parameters=[
+        APP_NAME,
+        query_param(
+            "cascade",
+            "Revoke and delete the app's connections with it (`true`, `1` or `yes`).",
+            {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]},
+        ),
+    ],
+)
 async def delete_app(request: web.Request) -> web.Response:
+    """Delete an OAuth application."""
     res = resources(request)
     app = await load_app(request)
     cascade = request.query.get("cascade", "false").lower() in {"1", "true", "yes"}
@@ -181,7 +224,8 @@ async def delete_app(request: web.Request) -> web.Response:
     pending = await delete_app_with_connections(res, app)
     if pending:
         return ok(
-            {"status": "deleting", "connections_revoking": pending, "app": app.name}, status=202
+            models.AppDeleting(status="deleting", connections_revoking=pending, app=app.name),
+            status=202,
         )
     return web.Response(status=204)
 

@@ -7,23 +7,22 @@ import base64
 from aiohttp import web
 
 from authbroker.logs import get_logger
-from authbroker.schemas import BasicCredentialIn, is_valid_name
+from authbroker.schemas import NAME_PATTERN, BasicCredentialIn, is_valid_name
+from handlers import models
 from handlers.context import resources
+from handlers.operations import NO_STORE, Answer, operation, path_param
 from handlers.responses import fail, ok, read_model
 from storage import basic
-from storage.basic import BasicCredential
 
 routes = web.RouteTableDef()
 log = get_logger("authbroker.api")
 
 
-def basic_view(credential: BasicCredential) -> dict[str, object]:
-    return {
-        "name": credential.name,
-        "login": credential.login,
-        "created_at": credential.created_at,
-        "updated_at": credential.updated_at,
-    }
+BASIC_NAME = path_param(
+    "name", "The Basic credential's name.", {"type": "string", "pattern": NAME_PATTERN}
+)
+BASIC_NOT_FOUND = "No Basic credential of that name (`basic_not_found`)."
+INVALID_NAME = "Invalid name (`invalid_name`)."
 
 
 def _name(request: web.Request) -> str:
@@ -34,23 +33,49 @@ def _name(request: web.Request) -> str:
 
 
 @routes.put("/v1/basic/{name}")
+@operation(
+    "putBasic",
+    "basic",
+    {200: Answer("Replaced.", models.Basic), 201: Answer("Created.", models.Basic)},
+    parameters=[BASIC_NAME],
+    body=BasicCredentialIn,
+)
 async def put_basic(request: web.Request) -> web.Response:
+    """Create or replace a Basic credential.
+
+    A name that is not 1-63 letters, digits, `.`, `_` or `-` is refused with 400 `invalid_name`.
+    """
     res = resources(request)
     name = _name(request)
     body = await read_model(request, BasicCredentialIn)
     credential, created = await basic.put(res.pool, res.ring, name, body.login, body.password)
     log.info("basic_credential_set", name=name, created=created)
-    return ok(basic_view(credential), status=201 if created else 200)
+    return ok(models.Basic.of(credential), status=201 if created else 200)
 
 
 @routes.get("/v1/basic")
+@operation(
+    "listBasic", "basic", {200: Answer("Every Basic credential, by name.", models.BasicList)}
+)
 async def list_basic(request: web.Request) -> web.Response:
+    """List Basic credentials (never their passwords)."""
     found = await basic.list_all(resources(request).pool)
-    return ok({"items": [basic_view(c) for c in found]})
+    return ok(models.BasicList(items=[models.Basic.of(c) for c in found]))
 
 
 @routes.get("/v1/basic/{name}/credentials")
+@operation(
+    "basicCredentials",
+    "basic",
+    {
+        200: Answer("The credential.", models.BasicCredentials, headers=NO_STORE),
+        400: INVALID_NAME,
+        404: BASIC_NOT_FOUND,
+    },
+    parameters=[BASIC_NAME],
+)
 async def basic_credentials(request: web.Request) -> web.Response:
+    """The login, password and ready Authorization value."""
     res = resources(request)
     name = _name(request)
     credential = await basic.get(res.pool, name)
@@ -59,18 +84,22 @@ async def basic_credentials(request: web.Request) -> web.Response:
     password = credential.open_password(res.ring)
     token = base64.b64encode(f"{credential.login}:{password}".encode()).decode()
     return ok(
-        {
-            "type": "basic",
-            "login": credential.login,
-            "password": password,
-            "authorization": f"Basic {token}",
-        },
+        models.BasicCredentials(
+            type="basic", login=credential.login, password=password, authorization=f"Basic {token}"
+        ),
         headers={"Cache-Control": "no-store"},
     )
 
 
 @routes.delete("/v1/basic/{name}")
+@operation(
+    "deleteBasic",
+    "basic",
+    {204: Answer("Deleted."), 400: INVALID_NAME, 404: BASIC_NOT_FOUND},
+    parameters=[BASIC_NAME],
+)
 async def delete_basic(request: web.Request) -> web.Response:
+    """Delete a Basic credential."""
     name = _name(request)
     if not await basic.delete(resources(request).pool, name):
         fail(404, "basic_not_found", f"no Basic credential named {name!r}")

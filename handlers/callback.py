@@ -18,8 +18,9 @@ from aiohttp import web
 from authbroker import oauth
 from authbroker.events import EventType, make_event
 from authbroker.logs import get_logger
-from authbroker.problems import Problem
 from handlers.context import resources
+from handlers.models import CallbackOutcome, Error
+from handlers.operations import STRING, Answer, operation, path_param, query_param
 from handlers.pages import page, wants_json
 from handlers.responses import ok
 from storage import authorizations, connections, outbox
@@ -33,6 +34,18 @@ log = get_logger("authbroker.callback")
 MAX_PARAM = 4096
 EXPECTED = ("state", "code", "error", "error_description", "error_uri", "iss", "scope")
 WAIT_FOR_OUTCOME = 8.0  # seconds the callback page waits for the exchange before polling
+
+OUTCOME = Answer(
+    "The outcome: an HTML page for browsers, JSON when `Accept` asks for it.",
+    CallbackOutcome,
+    media={"text/html": STRING},
+)
+REFUSED = Answer(
+    "A link that cannot be used (missing, unknown, expired or reused state; duplicated or "
+    "oversized parameters; unknown sign-in): HTML, or JSON when asked.",
+    Error,
+    media={"text/html": STRING},
+)
 
 
 class BadCallback(Exception):
@@ -59,7 +72,7 @@ def _params(request: web.Request) -> dict[str, str]:
 
 def _bad(request: web.Request, error: str, message: str, status: int = 400) -> web.Response:
     if wants_json(request):
-        return ok({"error": error, "message": message}, status=status)
+        return ok(Error(error=error, message=message), status=status)
     return page(
         "This sign-in link cannot be used",
         [message, "Start the connection again from the application that sent you here."],
@@ -69,7 +82,26 @@ def _bad(request: web.Request, error: str, message: str, status: int = 400) -> w
 
 
 @routes.get("/oauth/callback")
+@operation(
+    "oauthCallback",
+    "browser",
+    {200: OUTCOME, 400: REFUSED},
+    parameters=[
+        query_param("state", "The state authbroker sent.", STRING),
+        query_param("code", "The authorization code.", STRING),
+        query_param("error", "The provider's error code.", STRING),
+        query_param("error_description", "The provider's description.", STRING),
+        query_param("error_uri", "A page about the error.", STRING),
+        query_param("iss", "The issuer (RFC 9207).", STRING),
+        query_param("scope", "Scopes granted, when the provider says.", STRING),
+    ],
+)
 async def callback(request: web.Request) -> web.Response:
+    """Where providers send the user's browser back.
+
+    RFC 6749 §4.1.2: the provider redirects here with `code` and `state`, or with `error`. The
+    code is stored and exchanged by a worker.
+    """
     res = resources(request)
     try:
         params = _params(request)
@@ -167,21 +199,6 @@ async def _provider_error(conn: Any, authorization: Authorization, params: dict[
     )
 
 
-def outcome_of(authorization: Authorization) -> dict[str, Any]:
-    problem = Problem(authorization.problem) if authorization.problem else None
-    if authorization.done:
-        status = "succeeded" if authorization.outcome == "succeeded" else "failed"
-    else:
-        status = "pending"
-    return {
-        "status": status,
-        "app": authorization.app,
-        "connection_id": authorization.connection_id,
-        "problem": str(problem) if problem else None,
-        "detail": problem.remedy if problem else None,
-    }
-
-
 async def _outcome_response(
     request: web.Request, authorization_id: uuid.UUID, *, wait: float = 0.0
 ) -> web.Response:
@@ -194,38 +211,53 @@ async def _outcome_response(
         if authorization.done or time.monotonic() >= deadline:
             break
         await asyncio.sleep(0.05)
-    outcome = outcome_of(authorization)
-    status_url = f"/oauth/status/{authorization_id}"
+    outcome = CallbackOutcome.of(authorization)
     if wants_json(request):
-        return ok({**outcome, "status_url": status_url})
-    return outcome_page(outcome, status_url)
+        return ok(outcome)
+    return outcome_page(outcome)
 
 
-def outcome_page(outcome: dict[str, Any], status_url: str) -> web.Response:
-    app = outcome["app"]
-    if outcome["status"] == "succeeded":
+def outcome_page(outcome: CallbackOutcome) -> web.Response:
+    app = outcome.app
+    if outcome.status == "succeeded":
         return page(
             "Connected",
             [f"Your account is now connected to {app}.", "You can close this window."],
             tone="ok",
         )
-    if outcome["status"] == "failed":
+    if outcome.status == "failed":
         return page(
             "The connection did not succeed",
-            [f"Problem: {outcome['problem']}.", outcome["detail"] or ""],
+            [f"Problem: {outcome.problem}.", outcome.detail or ""],
             tone="bad",
         )
     return page(
         "Finishing the connection…",
         [f"Waiting for {app} to confirm. This page updates by itself."],
         tone="wait",
-        refresh_url=status_url,
+        refresh_url=outcome.status_url,
     )
 
 
 @routes.get("/oauth/status/{authorization_id}")
+@operation(
+    "oauthStatus",
+    "browser",
+    {200: OUTCOME, 404: REFUSED},
+    parameters=[
+        path_param(
+            "authorization_id",
+            "From `status_url` of a started authorization.",
+            {"type": "string", "format": "uuid"},
+        )
+    ],
+)
 async def status(request: web.Request) -> web.Response:
-    """Where the callback page follows a slow exchange; shows no secret, only the outcome."""
+    """The outcome of an authorization, for the callback page.
+
+    Where the callback page follows a slow exchange: waits up to 2 s for a pending exchange, and
+    shows no secret, only the outcome. An unknown id answers 404 `not_found`.
+    """
     try:
         authorization_id = uuid.UUID(request.match_info["authorization_id"])
     except ValueError:

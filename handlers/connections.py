@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import get_args
 
 from aiohttp import web
 
 from authbroker import oauth
-from authbroker.events import EventType, make_event
+from authbroker.events import ConnectionStatus, EventType, make_event
 from authbroker.logs import get_logger
 from authbroker.problems import Problem
-from authbroker.schemas import ConnectionStart, Report
-from handlers.apps import load_app
+from authbroker.schemas import CONNECTION_ID_PATTERN, ConnectionStart, Report
+from handlers import models
+from handlers.apps import APP_NAME, APP_NOT_FOUND, load_app
 from handlers.context import resources
+from handlers.operations import NO_STORE, RETRY_AFTER, Answer, operation, path_param, query_param
 from handlers.refreshing import expiring, refresh_and_wait, seconds_until
 from handlers.responses import fail, ok, read_model
 from storage import authorizations, connections, outbox
@@ -27,33 +29,23 @@ routes = web.RouteTableDef()
 log = get_logger("authbroker.api")
 
 AUTHORIZATION_LIFETIME = 600  # seconds; the state is single use and dies after 10 minutes
-STATUSES = ("pending", "active", "failed", "expired", "revoking", "revoked")
+STATUSES = get_args(ConnectionStatus)
 
-
-def connection_view(c: Connection) -> dict[str, Any]:
-    return {
-        "connection_id": c.id,
-        "app": c.app,
-        "status": c.status,
-        "problem": c.problem,
-        "problem_detail": c.problem_detail or Problem.remedy_of(c.problem),
-        "requested_scopes": c.requested_scopes,
-        "granted_scopes": c.granted_scopes,
-        "token_type": c.token_type,
-        "expires_at": c.expires_at,
-        "refresh_at": c.refresh_at,
-        "has_access_token": c.access_token is not None,
-        "has_refresh_token": c.refresh_token is not None,
-        "refresh_token_expires_at": c.refresh_token_expires_at,
-        "failed_attempts": c.failed_attempts,
-        "next_attempt_at": c.next_attempt_at,
-        "last_error": c.last_error,
-        "last_refresh_at": c.last_refresh_at,
-        "authorized_at": c.authorized_at,
-        "metadata": c.metadata,
-        "created_at": c.created_at,
-        "updated_at": c.updated_at,
-    }
+CONNECTION_ID = path_param(
+    "connection_id", "The connection's id.", {"type": "string", "pattern": CONNECTION_ID_PATTERN}
+)
+CONNECTION_NOT_FOUND = "No connection of that id (`connection_not_found`)."
+NOT_USABLE = (
+    "The connection has no usable token and will not get one by waiting (`connection_not_active`, "
+    "`token_expired`, `refresh_token_missing`): `status`, `problem` and `detail` say why and what "
+    "to do."
+)
+UNAVAILABLE = Answer(
+    "No valid token now, but it may come back (refresh pending or retrying, or the app's settings "
+    "were refused): `problem`, `detail` and `Retry-After`.",
+    models.Error,
+    headers=RETRY_AFTER,
+)
 
 
 async def load_connection(request: web.Request) -> Connection:
@@ -65,15 +57,36 @@ async def load_connection(request: web.Request) -> Connection:
 
 
 @routes.post("/v1/apps/{name}/connections")
+@operation(
+    "startAuthorization",
+    "connections",
+    {
+        201: Answer("The authorize URL, valid ten minutes.", models.AuthorizationStarted),
+        404: APP_NOT_FOUND,
+        409: "The app is being deleted (`app_deleting`), waits for its client secret "
+        "(`app_awaiting_secret`), or the connection id belongs to another app "
+        "(`connection_exists`).",
+    },
+    parameters=[APP_NAME],
+    body=ConnectionStart,
+    body_required=False,
+)
 async def start_authorization(request: web.Request) -> web.Response:
-    """Hand out an authorize URL; the connection becomes active once the worker has the tokens."""
+    """Start an authorization: get the URL to send the user to.
+
+    The connection becomes active once a worker has exchanged the code for tokens. An existing
+    connection id of the same app is authorized again; its current tokens keep working until the
+    new ones arrive.
+    """
     res = resources(request)
     app = await load_app(request)
     body = await read_model(request, ConnectionStart)
     return ok(await begin_authorization(res, app, body), status=201)
 
 
-async def begin_authorization(res: Resources, app: App, body: ConnectionStart) -> dict[str, Any]:
+async def begin_authorization(
+    res: Resources, app: App, body: ConnectionStart
+) -> models.AuthorizationStarted:
     """Create (or re-authorize) a connection and its authorization; the API and the console
     both start connections here. Raises ApiError (409) when the app cannot authorize."""
     if app.deleting:
@@ -125,17 +138,38 @@ async def begin_authorization(res: Resources, app: App, body: ConnectionStart) -
         reauthorization=not created,
         authorization_id=str(authorization_id),
     )
-    return {
-        "connection_id": connection_id,
-        "authorize_url": authorize_url,
-        "expires_at": expires_at,
-        "authorization_id": str(authorization_id),
-        "status_url": f"{res.settings.public_url}/oauth/status/{authorization_id}",
-    }
+    return models.AuthorizationStarted(
+        connection_id=connection_id,
+        authorize_url=authorize_url,
+        expires_at=expires_at,
+        authorization_id=authorization_id,
+        status_url=f"{res.settings.public_url}/oauth/status/{authorization_id}",
+    )
 
 
 @routes.get("/v1/connections")
+@operation(
+    "listConnections",
+    "connections",
+    {
+        200: Answer("A page of connections.", models.ConnectionPage),
+        400: "Invalid `status` or `limit` (`invalid_status`, `invalid_limit`).",
+    },
+    parameters=[
+        query_param("app", "Only this app's connections.", {"type": "string"}),
+        query_param(
+            "status", "Only connections in this status.", {"type": "string", "enum": list(STATUSES)}
+        ),
+        query_param(
+            "limit",
+            "Page size.",
+            {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+        ),
+        query_param("after", "The `next` of the previous page.", {"type": "string"}),
+    ],
+)
 async def list_connections(request: web.Request) -> web.Response:
+    """List connections, a page at a time (by id)."""
     res = resources(request)
     status = request.query.get("status")
     if status is not None and status not in STATUSES:
@@ -156,16 +190,25 @@ async def list_connections(request: web.Request) -> web.Response:
     more = len(found) > limit
     items = found[:limit]
     return ok(
-        {
-            "items": [connection_view(c) for c in items],
-            "next": items[-1].id if more else None,
-        }
+        models.ConnectionPage(
+            items=[models.Connection.of(c) for c in items], next=items[-1].id if more else None
+        )
     )
 
 
 @routes.get("/v1/connections/{connection_id}")
+@operation(
+    "getConnection",
+    "connections",
+    {200: Answer("The connection.", models.Connection), 404: CONNECTION_NOT_FOUND},
+    parameters=[CONNECTION_ID],
+)
 async def show_connection(request: web.Request) -> web.Response:
-    return ok(connection_view(await load_connection(request)))
+    """Show a connection (never its tokens).
+
+    Its status, problem and remedy, requested and granted scopes, expiry and last error.
+    """
+    return ok(models.Connection.of(await load_connection(request)))
 
 
 def _unavailable(found: Connection, app_paused: str | None = None) -> None:
@@ -205,22 +248,36 @@ def _credentials(res: Resources, found: Connection) -> web.Response:
     token_type = found.token_type or "Bearer"
     scopes = found.granted_scopes if found.granted_scopes is not None else found.requested_scopes
     return ok(
-        {
-            "type": "oauth2",
-            "access_token": access_token,
-            "token_type": token_type,
-            "expires_at": found.expires_at,
-            "scopes": scopes,
-            "authorization": f"{token_type} {access_token}",
-        },
+        models.OAuthCredentials(
+            type="oauth2",
+            access_token=access_token,
+            token_type=token_type,
+            expires_at=found.expires_at,
+            scopes=scopes,
+            authorization=f"{token_type} {access_token}",
+        ),
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
     )
 
 
 @routes.get("/v1/connections/{connection_id}/credentials")
+@operation(
+    "connectionCredentials",
+    "connections",
+    {
+        200: Answer("The credentials.", models.OAuthCredentials, headers=NO_STORE),
+        404: CONNECTION_NOT_FOUND,
+        409: NOT_USABLE,
+        503: UNAVAILABLE,
+    },
+    parameters=[CONNECTION_ID],
+)
 async def connection_credentials(request: web.Request) -> web.Response:
-    """A valid access token and a ready `Authorization` value. A token about to expire is
-    refreshed first (joining a refresh in flight); the runtime waits at most ten seconds."""
+    """A valid access token and a ready Authorization value.
+
+    A token about to expire is refreshed first (joining a refresh in flight); the request waits
+    at most ten seconds.
+    """
     res = resources(request)
     found = await load_connection(request)
     if found.status != "active" or found.access_token is None:
@@ -269,8 +326,27 @@ async def require_refreshable(res: Resources, found: Connection) -> None:
 
 
 @routes.post("/v1/connections/{connection_id}/refresh")
+@operation(
+    "refreshConnection",
+    "connections",
+    {
+        200: Answer("The outcome.", models.RefreshOutcome),
+        404: CONNECTION_NOT_FOUND,
+        409: NOT_USABLE,
+        503: Answer(
+            "The refresh did not finish within ten seconds (`refresh_pending`), or the app's "
+            "settings were refused.",
+            models.Error,
+            headers=RETRY_AFTER,
+        ),
+    },
+    parameters=[CONNECTION_ID],
+)
 async def force_refresh(request: web.Request) -> web.Response:
-    """Refresh now, whatever the schedule says, and tell what happened."""
+    """Refresh now and tell what happened.
+
+    The refresh runs whatever the schedule says; the request waits for it at most ten seconds.
+    """
     res = resources(request)
     found = await load_connection(request)
     await require_refreshable(res, found)
@@ -282,7 +358,11 @@ async def force_refresh(request: web.Request) -> web.Response:
             "the refresh did not finish within 10 seconds; it goes on in the background",
             headers={"Retry-After": "5"},
         )
-    return ok({"outcome": refresh_outcome(found, after), "connection": connection_view(after)})
+    return ok(
+        models.RefreshOutcome(
+            outcome=refresh_outcome(found, after), connection=models.Connection.of(after)
+        )
+    )
 
 
 def refresh_outcome(before: Connection, after: Connection) -> str:
@@ -293,10 +373,25 @@ def refresh_outcome(before: Connection, after: Connection) -> str:
 
 
 @routes.post("/v1/connections/{connection_id}/report")
+@operation(
+    "reportConnection",
+    "connections",
+    {
+        200: Answer("What authbroker did.", models.ReportOutcome),
+        404: CONNECTION_NOT_FOUND,
+        409: NOT_USABLE,
+        503: UNAVAILABLE,
+    },
+    parameters=[CONNECTION_ID],
+    body=Report,
+)
 async def report(request: web.Request) -> web.Response:
-    """A runtime tells what the web service answered (RFC 6750 §3): an invalid token is
-    refreshed (and invalidated if the provider then refuses the grant); a missing scope is
-    recorded; a 403 without a Bearer challenge hints that no token was sent at all."""
+    """Tell what the web service answered (401/403 and its WWW-Authenticate).
+
+    RFC 6750 §3: `invalid_token` or a bare 401 refreshes (and invalidates the connection if the
+    provider then refuses the grant); `insufficient_scope` is recorded; a 403 without a Bearer
+    error gets a hint that no token may have been sent at all.
+    """
     res = resources(request)
     found = await load_connection(request)
     body = await read_model(request, Report)
@@ -332,11 +427,9 @@ async def report(request: web.Request) -> web.Response:
             )
         bound.info("insufficient_scope_reported", required=needed)
         return ok(
-            {
-                "action": "recorded",
-                "problem": str(Problem.INSUFFICIENT_SCOPE),
-                "required_scopes": needed,
-            }
+            models.ScopeRecorded(
+                action="recorded", problem=Problem.INSUFFICIENT_SCOPE, required_scopes=needed
+            )
         )
     token_refused = body.status == 401 or (
         challenge is not None and challenge.error == "invalid_token"
@@ -346,12 +439,10 @@ async def report(request: web.Request) -> web.Response:
         after = await refresh_and_wait(res, found)
         bound.info("invalid_token_reported", outcome=after.status if after else "pending")
         return ok(
-            {
-                "action": "refreshed"
-                if after and after.status == "active"
-                else "refresh_attempted",
-                "connection": connection_view(after or found),
-            }
+            models.TokenRefreshed(
+                action="refreshed" if after and after.status == "active" else "refresh_attempted",
+                connection=models.Connection.of(after or found),
+            )
         )
     hint = (
         "The web service answered 403 without a Bearer challenge: the request may have been sent "
@@ -359,16 +450,30 @@ async def report(request: web.Request) -> web.Response:
         "domains, plan). Check that the runtime sends the `authorization` value it received."
     )
     bound.info("forbidden_reported", bearer_challenge=challenge is not None)
-    return ok({"action": "none", "hint": hint})
+    return ok(models.ReportHint(action="none", hint=hint))
 
 
 @routes.delete("/v1/connections/{connection_id}")
+@operation(
+    "deleteConnection",
+    "connections",
+    {
+        202: Answer("Revocation started.", models.ConnectionRevoking),
+        204: Answer("Already revoked."),
+        404: CONNECTION_NOT_FOUND,
+    },
+    parameters=[CONNECTION_ID],
+)
 async def delete_connection(request: web.Request) -> web.Response:
-    """Revoke at the provider (in a worker), then wipe: 202 while that happens."""
+    """Revoke the grant at the provider, then forget the tokens.
+
+    A worker revokes the refresh and access tokens at the app's revoke URL, then wipes them:
+    202 while that happens.
+    """
     found = await load_connection(request)
     if not await request_delete(resources(request), found):
         return web.Response(status=204)
-    return ok({"connection_id": found.id, "status": "revoking"}, status=202)
+    return ok(models.ConnectionRevoking(connection_id=found.id, status="revoking"), status=202)
 
 
 async def request_delete(res: Resources, found: Connection) -> bool:

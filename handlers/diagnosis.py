@@ -13,9 +13,11 @@ from typing import Any
 from aiohttp import web
 
 from authbroker import diagnosis
-from handlers.apps import load_app
-from handlers.connections import load_connection
+from handlers import models
+from handlers.apps import APP_NAME, APP_NOT_FOUND, load_app
+from handlers.connections import CONNECTION_ID, CONNECTION_NOT_FOUND, load_connection
 from handlers.context import resources
+from handlers.operations import Answer, operation
 from handlers.responses import ok
 from storage import apps
 from storage.apps import App
@@ -51,12 +53,9 @@ def app_facts(app: App) -> dict[str, Any]:
     return facts
 
 
-def _body(checks: list[diagnosis.Check], **head: Any) -> dict[str, Any]:
-    return {
-        **head,
-        "checks": [check.as_dict() for check in checks],
-        "summary": diagnosis.worst(checks),
-    }
+def _verdict(checks: list[diagnosis.Check]) -> dict[str, Any]:
+    """The checks and the worst of their statuses, as both diagnoses answer them."""
+    return {"checks": [models.Check.of(c) for c in checks], "summary": diagnosis.worst(checks)}
 
 
 async def connection_checks(res: Resources, found: Connection) -> list[diagnosis.Check]:
@@ -99,10 +98,32 @@ async def app_checks(res: Resources, app: App) -> list[diagnosis.Check]:
 
 
 @routes.get("/v1/connections/{connection_id}/diagnosis")
+@operation(
+    "diagnoseConnection",
+    "connections",
+    {
+        200: Answer("The checks, worst in `summary`.", models.ConnectionDiagnosis),
+        404: CONNECTION_NOT_FOUND,
+    },
+    parameters=[CONNECTION_ID],
+)
 async def diagnose_connection(request: web.Request) -> web.Response:
+    """Walk the common failures of OAuth integrations for this connection.
+
+    Settings, redirect URL, scopes, client-credential placement, a refresh token missing or
+    invalidated, unauthenticated requests, access restrictions: each check ok, warning or failing,
+    with its evidence and remedy.
+    """
     found = await load_connection(request)
     checks = await connection_checks(resources(request), found)
-    return ok(_body(checks, connection_id=found.id, app=found.app, status=found.status))
+    return ok(
+        models.ConnectionDiagnosis(
+            connection_id=found.id,
+            app=found.app,
+            status=found.status,
+            **_verdict(checks),
+        )
+    )
 
 
 def app_status(app: App) -> str:
@@ -112,7 +133,20 @@ def app_status(app: App) -> str:
 
 
 @routes.get("/v1/apps/{name}/diagnosis")
+@operation(
+    "diagnoseApp",
+    "apps",
+    {200: Answer("The checks, worst first in `summary`.", models.AppDiagnosis), 404: APP_NOT_FOUND},
+    parameters=[APP_NAME],
+)
 async def diagnose_app(request: web.Request) -> web.Response:
+    """Check an application's settings against what its connections met."""
     app = await load_app(request)
     checks = await app_checks(resources(request), app)
-    return ok(_body(checks, app=app.name, status=app_status(app)))
+    return ok(
+        models.AppDiagnosis(
+            app=app.name,
+            status=app_status(app),
+            **_verdict(checks),
+        )
+    )

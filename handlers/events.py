@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from authbroker.logs import get_logger
 from handlers.context import resources
+from handlers.operations import STRING, Answer, header_param, operation, query_param
 from handlers.responses import fail
 
 routes = web.RouteTableDef()
@@ -43,6 +44,8 @@ BATCH = 200  # entries per XREAD
 MAX_FILTERS = 20
 STREAM_ID = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
 TRUE = {"1", "true", "yes", "on"}
+STREAM_ID_SCHEMA = {"type": "string", "pattern": STREAM_ID.pattern}
+FILTER_SCHEMA = {"type": "array", "items": STRING}
 
 # Open streams per application, so a shutdown hook can end them at once instead of letting the
 # server wait its whole shutdown timeout for clients that never hang up.
@@ -103,7 +106,38 @@ async def _newest_id(redis: Any, stream: str) -> str:
 
 
 @routes.get("/v1/events")
+@operation(
+    "streamEvents",
+    "events",
+    {
+        200: Answer(
+            "An endless `text/event-stream`: each message's `id` is the Redis stream id and its "
+            "`data` one `Event` (JSON); `: keepalive` comments every 15 s of silence.",
+            media={"text/event-stream": STRING},
+        ),
+        400: "A bad filter or Last-Event-ID (`invalid_filter`, `invalid_last_event_id`).",
+        503: "Redis is unavailable (`redis_unavailable`).",
+    },
+    parameters=[
+        query_param("type", "Event type prefixes (repeatable).", FILTER_SCHEMA, repeatable=True),
+        query_param("app", "App names (repeatable).", FILTER_SCHEMA, repeatable=True),
+        query_param(
+            "from_start",
+            "Start at the oldest event the stream keeps.",
+            {"type": "string", "enum": ["1", "true", "yes", "on", "0", "false", "no", "off"]},
+        ),
+        query_param("last_event_id", "Resume after this stream id.", STREAM_ID_SCHEMA),
+        header_param(
+            "Last-Event-ID", "Resume after this stream id (sent by EventSource).", STREAM_ID_SCHEMA
+        ),
+    ],
+)
 async def events(request: web.Request) -> web.StreamResponse:
+    """Auth events as server-sent events.
+
+    Starts at the newest event, at the oldest kept (`from_start`), or after `Last-Event-ID`.
+    Runtimes should consume the Redis stream itself.
+    """
     res = resources(request)
     types = _filters(request, "type")
     apps = _filters(request, "app")

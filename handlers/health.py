@@ -7,19 +7,37 @@ import asyncio
 from aiohttp import web
 
 from handlers.context import resources as get_resources
+from handlers.models import Health, Readiness, ReadinessChecks
+from handlers.operations import Answer, operation
+from handlers.responses import ok
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/healthz")
+@operation("healthz", "health", {200: Answer("The process answers.", Health)})
 async def healthz(_request: web.Request) -> web.Response:
-    """The process is alive and its event loop answers; dependencies are /readyz's concern."""
-    return web.json_response({"status": "ok"})
+    """Liveness.
+
+    The process is alive and its event loop answers; dependencies are /readyz's concern.
+    """
+    return ok(Health(status="ok"))
 
 
 @routes.get("/readyz")
+@operation(
+    "readyz",
+    "health",
+    {
+        200: Answer("Ready.", Readiness),
+        503: Answer("A dependency does not answer; `checks` says which.", Readiness),
+    },
+)
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when Postgres and Redis both answer within two seconds; 503 names what does not."""
+    """Readiness: Postgres and Redis answer.
+
+    Ready when Postgres and Redis both answer within two seconds; 503 names what does not.
+    """
     resources = get_resources(request)
 
     async def postgres() -> None:
@@ -37,7 +55,7 @@ async def readyz(request: web.Request) -> web.Response:
             checks[name] = f"unavailable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     failing = [name for name, value in checks.items() if value != "ok"]
-    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    body = Readiness(status="ready" if ready else "unavailable", checks=ReadinessChecks(**checks))
     if failing:
-        body["message"] = f"not reachable: {', '.join(failing)}"
-    return web.json_response(body, status=200 if ready else 503)
+        body.message = f"not reachable: {', '.join(failing)}"
+    return ok(body, status=200 if ready else 503)

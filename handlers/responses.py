@@ -1,6 +1,7 @@
-"""JSON errors and request bodies: every 4xx names what was wrong, in one shape.
+"""JSON answers, errors and request bodies: every 4xx names what was wrong, in one shape.
 
-`{"error": code, "message": prose, ...}`; validation errors add `fields: [{field, message}]`.
+Every JSON answer is a model of `handlers.models`; errors are `models.Error`,
+`{"error": code, "message": prose, ...}`, and validation errors add `fields: [{field, message}]`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from authbroker.schemas import field_errors
+from handlers.models import Error
 
 Model = TypeVar("Model", bound=BaseModel)
 MAX_BODY = 256 * 1024
@@ -29,21 +31,29 @@ def dumps(value: Any) -> str:
     return json.dumps(value, default=_default, separators=(",", ":"))
 
 
-def ok(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(data, status=status, headers=headers, dumps=dumps)
+def ok(body: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """`body` as JSON; the fields it leaves unset (an error's optional ones) are left out."""
+    return web.json_response(
+        body.model_dump(exclude_unset=True), status=status, headers=headers, dumps=dumps
+    )
 
 
 class ApiError(Exception):
     """An answer other than success; the error middleware renders it as JSON."""
 
-    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
-        super().__init__(body.get("message", ""))
+    def __init__(self, status: int, error: Error, headers: dict[str, str] | None = None):
+        super().__init__(error.message)
         self.status = status
-        self.body = body
+        self.error = error
         self.headers = headers
 
+    @property
+    def body(self) -> dict[str, Any]:
+        """The error as the client receives it."""
+        return self.error.model_dump(exclude_unset=True)
+
     def response(self) -> web.Response:
-        return ok(self.body, status=self.status, headers=self.headers)
+        return ok(self.error, status=self.status, headers=self.headers)
 
 
 def fail(
@@ -57,7 +67,7 @@ def fail(
 ) -> NoReturn:
     """Stop handling the request and answer `http_status` with a JSON body naming the error;
     `extra` fields (a connection's `status`, its `problem`, …) join the body."""
-    raise ApiError(http_status, {"error": error, "message": message, **extra}, headers)
+    raise ApiError(http_status, Error(error=error, message=message, **extra), headers)
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:

@@ -13,16 +13,18 @@ take `export` for an app's name.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator
 
 from authbroker.logs import get_logger
 from authbroker.schemas import AppCreate, field_errors
+from handlers import models
 from handlers.apps import refuse_forbidden_hosts
 from handlers.context import resources
+from handlers.operations import NO_STORE, Answer, operation, query_param
 from handlers.responses import fail, ok, read_model
 from storage import apps
 from storage.apps import App
@@ -37,14 +39,27 @@ TRUE = {"1", "true", "yes", "on"}
 DEFAULT_SEPARATOR = AppCreate.model_fields["scope_separator"].default
 
 
-class ImportDocument(BaseModel):
-    """The document `GET /v1/apps/export` answers; each app is checked with AppCreate."""
+# An app as `POST /v1/apps` accepts it. Kept as given here and checked with AppCreate one by one,
+# so that an error names the app it belongs to.
+AppDefinition = Annotated[
+    dict[str, Any],
+    WrapValidator(lambda value, check: check(value), json_schema_input_type=AppCreate),
+]
+
+
+class AppExport(BaseModel):
+    """Application definitions, as `GET /v1/apps/export` answers and `POST /v1/apps/import`
+    reads them; exports carry no secret."""
 
     model_config = ConfigDict(extra="forbid")
 
     version: Literal[1]
-    apps: list[dict[str, Any]] = Field(max_length=MAX_APPS)
-    exported_at: str | None = None
+    # Read as it is (an import does not need it), described as what an export writes.
+    exported_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
+    apps: list[AppDefinition] = Field(
+        max_length=MAX_APPS,
+        description="Each app as POST /v1/apps accepts it; exports carry no secret.",
+    )
 
 
 def definition(app: App) -> dict[str, Any]:
@@ -62,8 +77,27 @@ def definition(app: App) -> dict[str, Any]:
 
 
 @routes.get("/v1/apps/export")
+@operation(
+    "exportApps",
+    "apps",
+    {
+        200: Answer("The definitions.", AppExport, headers=NO_STORE),
+        404: "A named app does not exist (`app_not_found`).",
+    },
+    parameters=[
+        query_param(
+            "name",
+            "Only these apps (repeatable, or comma-separated).",
+            {"type": "array", "items": {"type": "string"}},
+            repeatable=True,
+        )
+    ],
+)
 async def export_apps(request: web.Request) -> web.Response:
-    """Every app (or those named with `?name=`, repeatable), apps being deleted left out."""
+    """Application definitions, without their secrets.
+
+    Every app (or those named with `name`), apps being deleted left out.
+    """
     res = resources(request)
     wanted = [n for raw in request.query.getall("name", []) for n in raw.split(",") if n]
     found = [a for a in await apps.list_all(res.pool) if not a.deleting]
@@ -73,16 +107,16 @@ async def export_apps(request: web.Request) -> web.Response:
             fail(404, "app_not_found", f"no app named {', '.join(map(repr, missing))}")
         found = [a for a in found if a.name in wanted]
     return ok(
-        {
-            "version": EXPORT_VERSION,
-            "exported_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "apps": [definition(a) for a in found],
-        },
+        AppExport(
+            version=EXPORT_VERSION,
+            exported_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            apps=[definition(a) for a in found],
+        ),
         headers={"Cache-Control": "no-store"},
     )
 
 
-def _check(document: ImportDocument, context: dict[str, bool]) -> list[AppCreate]:
+def _check(document: AppExport, context: dict[str, bool]) -> list[AppCreate]:
     """Every app valid and named once, or a 400 naming each app and field at fault."""
     checked: list[AppCreate] = []
     errors: list[dict[str, str]] = []
@@ -136,10 +170,31 @@ def _changes(existing: App, model: AppCreate) -> dict[str, Any]:
 
 
 @routes.post("/v1/apps/import")
+@operation(
+    "importApps",
+    "apps",
+    {
+        200: Answer("What happened to each app.", models.AppImportResult),
+        409: "Another request created one of these apps meanwhile (`app_exists`).",
+    },
+    parameters=[
+        query_param(
+            "replace",
+            "Update existing apps' settings (their secrets stay).",
+            {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"]},
+        )
+    ],
+    body=AppExport,
+)
 async def import_apps(request: web.Request) -> web.Response:
+    """Create (or with replace, update) apps from an export.
+
+    Checked whole, then applied in one transaction: one bad app refuses the import and changes
+    nothing. New apps wait for their secret (`awaiting_secret`).
+    """
     res = resources(request)
     replace = request.query.get("replace", "").lower() in TRUE
-    document = await read_model(request, ImportDocument)
+    document = await read_model(request, AppExport)
     checked = _check(document, res.settings.validation_context)
     for model in checked:
         await refuse_forbidden_hosts(model.model_dump(), res.settings, label=f"app {model.name}: ")
@@ -178,4 +233,8 @@ async def import_apps(request: web.Request) -> web.Response:
         skipped=skipped,
         replace=replace,
     )
-    return ok({"created": created, "updated": updated, "unchanged": unchanged, "skipped": skipped})
+    return ok(
+        models.AppImportResult(
+            created=created, updated=updated, unchanged=unchanged, skipped=skipped
+        )
+    )

@@ -1,15 +1,14 @@
-"""`/openapi.json` is a sound OpenAPI 3.1 document, documents exactly the routes the server has,
+"""`/openapi.json` is a valid OpenAPI 3.1 document, documents exactly the routes the server has,
 and the server's real answers match it: a scenario drives the API through successes and errors
 and validates every response body against the schema declared for its path, method and status.
 
-No JSON Schema library is installed, so a small validator below covers the subset the document
-uses (and refuses any keyword it does not know, so nothing is silently skipped)."""
+openapi-spec-validator checks the document; jsonschema checks the answers (JSON Schema 2020-12,
+which OpenAPI 3.1 uses), references resolved within the document and formats asserted."""
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -17,12 +16,15 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from jsonschema import Draft202012Validator, FormatChecker
+from openapi_spec_validator import validate as validate_openapi
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
 
 from authbroker.events import FIELDS as EVENT_FIELDS
 from authbroker.events import EventType, make_event
 from authbroker.problems import Problem
 from authbroker.schemas import AppCreate, AppUpdate, BasicCredentialIn, ConnectionStart, Report
-from handlers import diagnosis as diagnosis_routes
 from handlers import openapi
 from handlers.app import create_app
 from storage import api_keys
@@ -31,256 +33,50 @@ from storage.sealing import aad
 from tests.test_flow_e2e import create_oauth_app, follow_callback
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+DOCUMENT = "urn:authbroker:openapi"
+
+# date-time is checked by rfc3339-validator (installed with openapi-spec-validator), uuid by the
+# standard library; jsonschema checks "uri" only with a package we do not need, so here.
+FORMATS = FormatChecker(formats=("date-time", "uuid"))
 
 
-# ------------------------------------------------------------------------------ validator
-
-ANNOTATIONS = {
-    "title",
-    "description",
-    "default",
-    "examples",
-    "readOnly",
-    "writeOnly",
-    "deprecated",
-    "$comment",
-}
-ASSERTIONS = {
-    "$ref",
-    "type",
-    "enum",
-    "const",
-    "properties",
-    "required",
-    "additionalProperties",
-    "propertyNames",
-    "items",
-    "minItems",
-    "maxItems",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "format",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "anyOf",
-    "oneOf",
-    "allOf",
-}
-TYPES = {
-    "null": lambda v: v is None,
-    "boolean": lambda v: isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "string": lambda v: isinstance(v, str),
-    "array": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-}
-DATE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
-UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+@FORMATS.checks("uri")
+def _absolute_uri(value: object) -> bool:
+    return not isinstance(value, str) or bool(urlsplit(value).scheme and urlsplit(value).netloc)
 
 
-def resolve(root: dict[str, Any], pointer: str) -> Any:
-    assert pointer.startswith("#/"), f"only local references are used: {pointer}"
-    node: Any = root
-    for part in pointer[2:].split("/"):
-        part = part.replace("~1", "/").replace("~0", "~")
-        assert isinstance(node, dict) and part in node, f"unresolvable $ref {pointer}"
-        node = node[part]
-    return node
+class Schemas:
+    """Checks values against the schemas of one OpenAPI document."""
 
+    def __init__(self, doc: dict[str, Any]):
+        self.registry = Registry().with_resource(DOCUMENT, DRAFT202012.create_resource(doc))
 
-def same(a: Any, b: Any) -> bool:
-    """JSON equality: true is not 1."""
-    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
-
-
-def validate(instance: Any, schema: Any, root: dict[str, Any], where: str = "$") -> list[str]:
-    """The ways `instance` breaks `schema` (empty when it is valid)."""
-    if schema is True:
-        return []
-    if schema is False:
-        return [f"{where}: nothing is allowed here"]
-    unknown = set(schema) - ANNOTATIONS - ASSERTIONS
-    assert not unknown, f"the validator does not know {sorted(unknown)} (at {where})"
-    errors: list[str] = []
-    if "$ref" in schema:
-        errors += validate(instance, resolve(root, schema["$ref"]), root, where)
-    for sub in schema.get("allOf", []):
-        errors += validate(instance, sub, root, where)
-    if "anyOf" in schema and not any(
-        not validate(instance, s, root, where) for s in schema["anyOf"]
-    ):
-        errors.append(f"{where}: matches none of anyOf")
-    if "oneOf" in schema:
-        matching = sum(1 for s in schema["oneOf"] if not validate(instance, s, root, where))
-        if matching != 1:
-            errors.append(f"{where}: matches {matching} of oneOf, not exactly one")
-    if "const" in schema and not same(instance, schema["const"]):
-        errors.append(f"{where}: {instance!r} is not {schema['const']!r}")
-    if "enum" in schema and not any(same(instance, v) for v in schema["enum"]):
-        errors.append(f"{where}: {instance!r} not in {schema['enum']!r}")
-    if "type" in schema:
-        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(TYPES[t](instance) for t in types):
-            return [*errors, f"{where}: {instance!r} is not of type {types}"]
-    if isinstance(instance, str):
-        if len(instance) < schema.get("minLength", 0):
-            errors.append(f"{where}: shorter than {schema['minLength']}")
-        if "maxLength" in schema and len(instance) > schema["maxLength"]:
-            errors.append(f"{where}: longer than {schema['maxLength']}")
-        if "pattern" in schema and not re.search(schema["pattern"], instance):
-            errors.append(f"{where}: {instance!r} does not match {schema['pattern']}")
-        fmt = schema.get("format")
-        if fmt == "date-time" and not DATE_TIME.match(instance):
-            errors.append(f"{where}: {instance!r} is not an RFC 3339 date-time")
-        if fmt == "uuid" and not UUID.match(instance):
-            errors.append(f"{where}: {instance!r} is not a UUID")
-        if fmt == "uri" and not (urlsplit(instance).scheme and urlsplit(instance).netloc):
-            errors.append(f"{where}: {instance!r} is not an absolute URI")
-    if TYPES["number"](instance):
-        if "minimum" in schema and instance < schema["minimum"]:
-            errors.append(f"{where}: below {schema['minimum']}")
-        if "maximum" in schema and instance > schema["maximum"]:
-            errors.append(f"{where}: above {schema['maximum']}")
-        if "exclusiveMinimum" in schema and instance <= schema["exclusiveMinimum"]:
-            errors.append(f"{where}: not above {schema['exclusiveMinimum']}")
-        if "exclusiveMaximum" in schema and instance >= schema["exclusiveMaximum"]:
-            errors.append(f"{where}: not below {schema['exclusiveMaximum']}")
-    if isinstance(instance, list):
-        if len(instance) < schema.get("minItems", 0):
-            errors.append(f"{where}: fewer than {schema['minItems']} items")
-        if "maxItems" in schema and len(instance) > schema["maxItems"]:
-            errors.append(f"{where}: more than {schema['maxItems']} items")
-        if "items" in schema:
-            for i, item in enumerate(instance):
-                errors += validate(item, schema["items"], root, f"{where}[{i}]")
-    if isinstance(instance, dict):
-        for name in schema.get("required", []):
-            if name not in instance:
-                errors.append(f"{where}: missing required {name!r}")
-        properties = schema.get("properties", {})
-        for name, value in instance.items():
-            if "propertyNames" in schema:
-                errors += validate(name, schema["propertyNames"], root, f"{where}.<{name}>")
-            if name in properties:
-                errors += validate(value, properties[name], root, f"{where}.{name}")
-            elif "additionalProperties" in schema:
-                extra = schema["additionalProperties"]
-                if extra is False:
-                    errors.append(f"{where}: undeclared property {name!r}")
-                else:
-                    errors += validate(value, extra, root, f"{where}.{name}")
-    return errors
-
-
-def test_the_validator_itself():
-    root = {"components": {"schemas": {"N": {"type": ["integer", "null"], "minimum": 1}}}}
-    schema = {
-        "type": "object",
-        "properties": {
-            "n": {"$ref": "#/components/schemas/N"},
-            "s": {"type": "string", "enum": ["a", "b"]},
-            "t": {"type": "string", "format": "date-time"},
-            "l": {"type": "array", "items": {"type": "boolean"}, "maxItems": 2},
-            "k": {"oneOf": [{"const": "x"}, {"type": "integer"}]},
-        },
-        "required": ["n"],
-        "additionalProperties": False,
-    }
-    good = {"n": None, "s": "a", "t": "2025-01-01T00:00:00.5Z", "l": [True], "k": "x"}
-    assert validate(good, schema, root) == []
-    bad = {"n": 0, "s": "c", "t": "yesterday", "l": [1, True, False], "k": 1.5, "z": 1}
-    errors = validate(bad, schema, root)
-    assert len(errors) == 7, errors
-    assert validate({"n": True}, schema, root)  # a boolean is not an integer
-    assert validate({}, schema, root) == ["$: missing required 'n'"]
-    with pytest.raises(AssertionError, match="does not know"):
-        validate(1, {"multipleOf": 2}, root)
+    def errors(self, instance: Any, *where: str) -> list[str]:
+        """How `instance` breaks the schema at `where` (keys from the document's root)."""
+        pointer = "".join("/" + key.replace("~", "~0").replace("/", "~1") for key in where)
+        validator = Draft202012Validator(
+            {"$ref": f"{DOCUMENT}#{pointer}"}, registry=self.registry, format_checker=FORMATS
+        )
+        return [
+            f"{e.json_path}: {e.message}"
+            for e in sorted(validator.iter_errors(instance), key=lambda e: e.json_path)
+        ]
 
 
 # ------------------------------------------------------------------------------ the document
 
 
-def walk(node: Any, where: str = "#") -> Any:
-    """Every (where, dict) in the document."""
-    if isinstance(node, dict):
-        yield where, node
-        for key, value in node.items():
-            yield from walk(value, f"{where}/{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from walk(value, f"{where}/{i}")
-
-
-def schemas_in(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Every schema object reachable as a schema (components, parameters, contents)."""
-    found = [(f"#/components/schemas/{n}", s) for n, s in doc["components"]["schemas"].items()]
-    for where, node in walk(doc["paths"], "#/paths"):
-        if "schema" in node and isinstance(node["schema"], dict):
-            found.append((f"{where}/schema", node["schema"]))
-    return found
-
-
-def assert_valid_openapi(doc: dict[str, Any]) -> None:
-    assert re.fullmatch(r"3\.1\.\d+", doc["openapi"])
-    assert doc["info"]["title"] and isinstance(doc["info"]["version"], str)
-    assert doc["paths"], "no paths"
-    schemes = doc["components"]["securitySchemes"]
-    assert schemes and all(s["type"] in {"http", "apiKey", "oauth2"} for s in schemes.values())
-    # Every reference resolves.
-    for where, node in walk(doc):
-        if "$ref" in node and isinstance(node["$ref"], str):
-            resolve(doc, node["$ref"]), where
-    operation_ids = set()
+async def test_the_document_is_valid_openapi_31(api_doc: Api):
+    doc = api_doc.doc
+    validate_openapi(doc)
+    assert doc["openapi"].startswith("3.1.")
     for path, item in doc["paths"].items():
-        assert path.startswith("/"), path
-        operations = {k: v for k, v in item.items() if k in METHODS}
-        assert operations, f"{path} has no operation"
-        assert set(item) <= METHODS | {"parameters", "summary", "description"}, item.keys()
-        template = set(re.findall(r"{([^}]+)}", path))
-        for method, op in operations.items():
-            assert op["operationId"] not in operation_ids, op["operationId"]
-            operation_ids.add(op["operationId"])
-            params = [*item.get("parameters", []), *op.get("parameters", [])]
-            declared = {p["name"] for p in params if p["in"] == "path"}
-            assert declared == template, (path, method, declared)
-            for p in params:
-                assert p["in"] in {"path", "query", "header", "cookie"}
-                assert "schema" in p
-                if p["in"] == "path":
-                    assert p["required"] is True
-            assert op["responses"], f"{method} {path} has no responses"
-            for status, response in op["responses"].items():
-                assert re.fullmatch(r"[1-5](\d\d|XX)|default", status), status
-                assert response["description"], (path, method, status)
-                for media, content in response.get("content", {}).items():
-                    assert "/" in media and "schema" in content
-            if "requestBody" in op:
-                assert op["requestBody"]["content"]["application/json"]["schema"]
-            for requirement in op.get("security", []):
-                assert set(requirement) <= set(schemes), requirement
+        for method, op in item.items():
             if path.startswith("/v1/"):
                 assert op["security"] == [{openapi.SECURITY_SCHEME: []}], (path, method)
                 assert "401" in op["responses"], (path, method)
             else:
                 assert op["security"] == [], (path, method)
-    # Every schema uses only keywords the validator checks (or annotations).
-    for where, schema in schemas_in(doc):
-        for inner_where, node in walk(schema, where):
-            if inner_where.endswith(("/properties", "/examples", "/default", "/enum", "/const")):
-                continue
-            if any(k in node for k in ("type", "$ref", "anyOf", "oneOf", "enum", "const")):
-                unknown = set(node) - ANNOTATIONS - ASSERTIONS
-                assert not unknown, (inner_where, unknown)
-
-
-def test_the_full_document_is_valid_openapi_31():
-    doc = openapi.document()
-    assert_valid_openapi(doc)
-    json.dumps(doc)
     schemas = doc["components"]["schemas"]
     # Request bodies are the models the handlers validate with.
     for model in (AppCreate, BasicCredentialIn, ConnectionStart, Report):
@@ -291,10 +87,11 @@ def test_the_full_document_is_valid_openapi_31():
     assert schemas["AppUpdate"]["properties"]["client_id"]["type"] == "string"
     assert "anyOf" in schemas["AppUpdate"]["properties"]["revoke_url"]
     assert set(schemas["AppUpdate"]["properties"]) == set(AppUpdate.model_fields)
+    assert "DESIGN.md" not in json.dumps(doc)
     # The event contract, field for field.
     event = schemas["Event"]
     assert tuple(event["properties"]) == EVENT_FIELDS
-    assert set(event["properties"]["type"]["enum"]) == {str(t) for t in EventType}
+    assert set(schemas["EventType"]["enum"]) == {str(t) for t in EventType}
     real = make_event(
         EventType.INVALIDATED,
         app="crm",
@@ -303,32 +100,33 @@ def test_the_full_document_is_valid_openapi_31():
         problem=Problem.REFRESH_TOKEN_INVALIDATED,
         data={"provider_error": "invalid_grant"},
     )
-    assert validate(real, event, doc) == []
-    assert validate(make_event(EventType.APP_SETTINGS_INVALID, app="crm"), event, doc) == []
+    check = Schemas(doc)
+    assert check.errors(real, "components", "schemas", "Event") == []
+    bare = make_event(EventType.APP_SETTINGS_INVALID, app="crm")
+    assert check.errors(bare, "components", "schemas", "Event") == []
+
+
+async def test_an_answer_off_the_document_is_caught(api_doc: Api):
+    """The checks below are not vacuous: references resolve, closed objects, types and formats
+    are enforced."""
+    check = Schemas(api_doc.doc)
+    basic = ("components", "schemas", "Basic")
+    good = {
+        "name": "svc",
+        "login": "me",
+        "created_at": "2026-01-02T03:04:05Z",
+        "updated_at": "2026-01-02T03:04:05.5+01:00",
+    }
+    assert check.errors(good, *basic) == []
+    wrong = {**good, "created_at": "yesterday", "password": "x"}
+    assert len(check.errors(wrong, *basic)) == 2  # not a date-time; an undeclared property
+    shown = ("/v1/connections/{connection_id}", "get", "responses", "200", "content")
+    assert check.errors({"connection_id": "c"}, "paths", *shown, "application/json", "schema")
+    app = ("components", "schemas", "App")
+    assert any("'uri'" in e for e in check.errors({"token_url": "not a url"}, *app))
 
 
 # ------------------------------------------------------------------------------ the real API
-
-
-def add_missing_routes(app: web.Application, table: web.RouteTableDef) -> None:
-    """Add a module's routes unless handlers/app.py already registers them."""
-    present = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
-    app.add_routes(
-        [r for r in table if isinstance(r, web.RouteDef) and (r.method, r.path) not in present]
-    )
-
-
-def full_app(resources: Resources) -> web.Application:
-    app = create_app(resources)
-    add_missing_routes(app, diagnosis_routes.routes)
-    add_missing_routes(app, openapi.routes)
-    try:
-        from handlers import metrics
-    except ImportError:  # not there yet: then it is not served, and not documented either
-        pass
-    else:
-        add_missing_routes(app, metrics.routes)
-    return app
 
 
 class Api:
@@ -338,6 +136,7 @@ class Api:
         self.client = client
         self.key = key
         self.doc = doc
+        self.schemas = Schemas(doc)
         self.seen: set[tuple[str, str, int]] = set()
 
     async def __call__(
@@ -372,7 +171,8 @@ class Api:
         assert status == expect, label
         documented = template.split("?")[0]
         op = self.doc["paths"][documented][method.lower()]
-        declared = op["responses"].get(str(status)) or op["responses"].get("default")
+        declared_as = str(status) if str(status) in op["responses"] else "default"
+        declared = op["responses"].get(declared_as)
         assert declared is not None, f"undocumented status: {label}"
         content = declared.get("content")
         body: Any = None
@@ -382,14 +182,15 @@ class Api:
             assert media in content, f"{media} not documented: {label}"
             if media == "application/json":
                 body = json.loads(raw)
-                errors = validate(body, content[media]["schema"], self.doc)
+                where = ("paths", documented, method.lower(), "responses", declared_as)
+                errors = self.schemas.errors(body, *where, "content", media, "schema")
                 assert not errors, f"{label}\n" + "\n".join(errors)
             else:
                 body = raw.decode()
         request_json = kwargs.get("json")
         if 200 <= status < 300 and request_json is not None and "requestBody" in op:
-            schema = op["requestBody"]["content"]["application/json"]["schema"]
-            errors = validate(request_json, schema, self.doc)
+            where = ("paths", documented, method.lower(), "requestBody", "content")
+            errors = self.schemas.errors(request_json, *where, "application/json", "schema")
             assert not errors, f"accepted body not allowed by the document: {errors}"
         self.seen.add((documented, method.lower(), status))
         return body
@@ -397,7 +198,7 @@ class Api:
 
 @pytest.fixture(scope="module")
 async def served(resources: Resources) -> AsyncIterator[tuple[TestClient, web.Application]]:
-    app = full_app(resources)
+    app = create_app(resources)
     async with TestClient(TestServer(app)) as client:
         yield client, app
 
@@ -417,10 +218,9 @@ def operations_of(doc: dict[str, Any]) -> set[tuple[str, str]]:
     return {(p, m) for p, item in doc["paths"].items() for m in item if m in METHODS}
 
 
-async def test_served_document_is_valid_and_lists_exactly_the_routes(served, api_doc):
+async def test_served_document_lists_exactly_the_routes(served, api_doc):
     _, app = served
     doc = api_doc.doc
-    assert_valid_openapi(doc)
     registered = {
         (r.resource.canonical, r.method.lower())
         for r in app.router.routes()

@@ -29,16 +29,14 @@ from authbroker.schemas import (
     is_valid_name,
 )
 from handlers import diagnosis as diagnosis_facts
+from handlers import models
 from handlers.apps import (
-    app_view,
     delete_app_with_connections,
     forbidden_host_errors,
     load_app,
 )
-from handlers.callback import outcome_of
 from handlers.connections import (
     begin_authorization,
-    connection_view,
     load_connection,
     refresh_outcome,
     request_delete,
@@ -438,7 +436,7 @@ def _edit_page(
         {
             "mode": "edit",
             "title": f"Edit {app.name}",
-            "app": app_view(app, resources(request).settings.redirect_url),
+            "app": models.App.of(app, resources(request).settings.redirect_url).model_dump(),
             "app_url": app_url(app.name),
             "preset": None,
             "placeholders": [],
@@ -458,7 +456,7 @@ def _edit_page(
 @page
 async def edit_app(request: web.Request) -> web.StreamResponse:
     app = await load_app(request)
-    return _edit_page(request, app, forms.app_form_values(app_view(app, "")), {})
+    return _edit_page(request, app, forms.app_form_values(models.App.of(app, "").model_dump()), {})
 
 
 @routes.post(PREFIX + "/apps/{name}/edit")
@@ -473,7 +471,7 @@ async def update_app(request: web.Request) -> web.StreamResponse:
     values.pop("name", None)
     if errors:
         return _edit_page(request, app, shown, errors, status=400)
-    current = app_view(app, "")
+    current = models.App.of(app, "").model_dump()
     changes = {k: v for k, v in values.items() if k == "client_secret" or current.get(k) != v}
     separator = changes.pop("scope_separator", None)
     if separator is not None and separator not in forms.SEPARATORS:
@@ -524,7 +522,7 @@ def _refresh_outcome(c: Connection) -> dict[str, str]:
 
 
 def connection_item(c: Connection) -> dict[str, Any]:
-    view = connection_view(c)
+    view = models.Connection.of(c).model_dump()
     requested = c.requested_scopes or []
     granted = c.granted_scopes
     view.update(
@@ -581,7 +579,7 @@ async def _app_page(
         request,
         "app.html",
         {
-            "app": app_view(app, res.settings.redirect_url),
+            "app": models.App.of(app, res.settings.redirect_url).model_dump(),
             "app_url": app_url(app.name),
             "state": state,
             "tone": tone,
@@ -723,16 +721,12 @@ async def connect(request: web.Request) -> web.StreamResponse:
             connect_errors={"connect": message},
             status=exc.status,
         )
-    authorization_id = started["authorization_id"]
+    authorization_id = str(started.authorization_id)
     kept = await _keep_authorize_url(
-        res,
-        authorization_id,
-        started["authorize_url"],
-        request[SESSION].key_id,
-        started["expires_at"],
+        res, authorization_id, started.authorize_url, request[SESSION].key_id, started.expires_at
     )
     if not kept:  # no Redis: show the link once, on this answer
-        return await _connect_page(request, uuid.UUID(authorization_id), started["authorize_url"])
+        return await _connect_page(request, started.authorization_id, started.authorize_url)
     return redirect(f"{PREFIX}/connect/{authorization_id}")
 
 
@@ -744,8 +738,8 @@ async def _connect_page(
     if found is None:
         return error_page(request, 404, "Not found", "There is no such authorization.")
     back = app_url(found.app) + f"#conn-{quote(found.connection_id, safe='')}"
-    outcome = outcome_of(found)
-    if outcome["status"] == "succeeded":
+    outcome = models.CallbackOutcome.of(found)
+    if outcome.status == "succeeded":
         connection = await connections.get(res.pool, found.connection_id)
         problem = connection.problem if connection else None
         if problem:
@@ -757,12 +751,12 @@ async def _connect_page(
                 "warn",
             )
         return see_other(request, back, f"Connected: {found.connection_id} is active.")
-    if outcome["status"] == "failed":
+    if outcome.status == "failed":
         return see_other(
             request,
             back,
-            f"The connection {found.connection_id} did not succeed: {outcome['problem']}. "
-            f"{outcome['detail'] or ''}",
+            f"The connection {found.connection_id} did not succeed: {outcome.problem}. "
+            f"{outcome.detail or ''}",
             "bad",
         )
     expired = found.expires_at <= datetime.now(UTC)

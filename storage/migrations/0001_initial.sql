@@ -1,4 +1,4 @@
--- The whole schema of DESIGN.md. Every bytea column named like a secret holds a sealed value
+-- The whole schema. Every bytea column named like a secret holds a sealed value
 -- (storage/sealing.py), never plaintext.
 
 CREATE TABLE apps (

@@ -1,0 +1,394 @@
+"""The bodies the HTTP API answers, as pydantic models.
+
+Handlers answer through these models (`handlers.responses.ok`), and `/openapi.json` describes the
+answers with the same models' JSON Schemas, so what is served and what is documented cannot
+drift apart. Field order is the order of the answer's keys; a field declared with `omitted()` is
+left out of an answer that does not set it, every other field is always present (null when it
+has no value). Models never take a token or a secret except the two credential answers, whose
+purpose is to hand one out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from authbroker.diagnosis import Status as CheckStatus
+from authbroker.events import ConnectionStatus
+from authbroker.problems import Problem
+
+if TYPE_CHECKING:
+    from authbroker import diagnosis
+    from storage.apps import App as AppRow
+    from storage.authorizations import Authorization
+    from storage.basic import BasicCredential
+    from storage.connections import Connection as ConnectionRow
+
+Url = Annotated[str, Field(json_schema_extra={"format": "uri"})]
+
+
+def omitted(description: str | None = None, **constraints: Any) -> Any:
+    """A field that is left out, rather than null, when it does not apply."""
+    return Field(None, description=description, json_schema_extra=_without_default, **constraints)
+
+
+def _without_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+class FieldError(Body):
+    field: str
+    message: str
+
+
+class Error(Body):
+    """Every error answer: `error` and `message`, and the fields that apply."""
+
+    error: str = Field(description="A short code to branch on.")
+    message: str = Field(description="What was wrong, for people.")
+    fields: list[FieldError] = omitted("Validation errors, one per invalid field.")
+    request_id: str = omitted("The request's id in the logs (internal errors).")
+    status: ConnectionStatus = omitted("The connection's status.")
+    problem: str | None = omitted("The problem code that explains the error.")
+    detail: str | None = omitted("What to do about it.")
+    next_attempt_at: datetime | None = omitted("When the next refresh attempt is due.")
+    connections: int = omitted("Live connections of the app.")
+
+
+# ------------------------------------------------------------------------------ apps
+
+
+class App(Body):
+    """An OAuth application; secrets go in, never come out."""
+
+    name: str
+    client_id: str
+    client_secret_set: bool
+    client_secrets_previous_set: bool
+    authorization_url: Url
+    token_url: Url
+    revoke_url: Url | None
+    scopes: list[str]
+    scope_separator: str
+    client_auth: Literal["body", "basic", "query", "auto"]
+    client_auth_detected: Literal["body", "basic", "query"] | None
+    authorize_params: dict[str, str]
+    token_params: dict[str, str]
+    pkce: bool
+    refresh_margin: int
+    default_token_lifetime: int | None
+    refresh_token_lifetime: int | None
+    probe_url: Url | None
+    probe_interval: int | None
+    preset: str | None
+    paused: bool
+    paused_problem: Problem | None
+    deleting: bool
+    awaiting_secret: bool = Field(
+        description="Imported without its client secret: no authorization starts until it is set."
+    )
+    redirect_url: Url = Field(description="This broker's callback: register it at the provider.")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, app: AppRow, redirect_url: str) -> App:
+        return cls(
+            name=app.name,
+            client_id=app.client_id,
+            client_secret_set=app.client_secret is not None,
+            client_secrets_previous_set=app.client_secrets_previous is not None,
+            authorization_url=app.authorization_url,
+            token_url=app.token_url,
+            revoke_url=app.revoke_url,
+            scopes=app.scopes,
+            scope_separator=app.scope_separator,
+            client_auth=app.client_auth,
+            client_auth_detected=app.client_auth_detected,
+            authorize_params=app.authorize_params,
+            token_params=app.token_params,
+            pkce=app.pkce,
+            refresh_margin=app.refresh_margin,
+            default_token_lifetime=app.default_token_lifetime,
+            refresh_token_lifetime=app.refresh_token_lifetime,
+            probe_url=app.probe_url,
+            probe_interval=app.probe_interval,
+            preset=app.preset,
+            paused=app.paused_at is not None,
+            paused_problem=app.paused_problem,
+            deleting=app.deleting,
+            awaiting_secret=app.awaiting_secret,
+            redirect_url=redirect_url,
+            created_at=app.created_at,
+            updated_at=app.updated_at,
+        )
+
+
+class AppList(Body):
+    items: list[App]
+
+
+class AppDeleting(Body):
+    """The app goes once its connections are revoked at the provider."""
+
+    status: Literal["deleting"]
+    connections_revoking: int
+    app: str
+
+
+class AppImportResult(Body):
+    created: list[str]
+    updated: list[str]
+    unchanged: list[str]
+    skipped: list[str]
+
+
+# ------------------------------------------------------------------------------ connections
+
+
+class AuthorizationStarted(Body):
+    connection_id: str
+    authorize_url: Url = Field(description="Send the user's browser here.")
+    expires_at: datetime
+    authorization_id: uuid.UUID
+    status_url: Url
+
+
+class ProviderError(BaseModel):
+    """The last error the provider (or the probe URL) answered; never a secret."""
+
+    # Recorded by the worker as JSON: a key this model does not know is left out of answers.
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"additionalProperties": False})
+
+    stage: Literal["authorize", "exchange", "refresh", "probe"]
+    error: str | None = omitted()
+    description: str | None = omitted()
+    status: int | None = omitted()
+
+
+class Connection(Body):
+    """One authorized account of an app; never its tokens."""
+
+    connection_id: str
+    app: str
+    status: ConnectionStatus
+    problem: Problem | None
+    problem_detail: str | None
+    requested_scopes: list[str]
+    granted_scopes: list[str] | None
+    token_type: str | None
+    expires_at: datetime | None
+    refresh_at: datetime | None
+    has_access_token: bool
+    has_refresh_token: bool
+    refresh_token_expires_at: datetime | None
+    failed_attempts: int
+    next_attempt_at: datetime | None
+    last_error: ProviderError | None
+    last_refresh_at: datetime | None
+    authorized_at: datetime | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, c: ConnectionRow) -> Connection:
+        return cls(
+            connection_id=c.id,
+            app=c.app,
+            status=c.status,
+            problem=c.problem,
+            problem_detail=c.problem_detail or Problem.remedy_of(c.problem),
+            requested_scopes=c.requested_scopes,
+            granted_scopes=c.granted_scopes,
+            token_type=c.token_type,
+            expires_at=c.expires_at,
+            refresh_at=c.refresh_at,
+            has_access_token=c.access_token is not None,
+            has_refresh_token=c.refresh_token is not None,
+            refresh_token_expires_at=c.refresh_token_expires_at,
+            failed_attempts=c.failed_attempts,
+            next_attempt_at=c.next_attempt_at,
+            last_error=c.last_error,
+            last_refresh_at=c.last_refresh_at,
+            authorized_at=c.authorized_at,
+            metadata=c.metadata,
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+        )
+
+
+class ConnectionPage(Body):
+    items: list[Connection]
+    next: str | None = Field(
+        description="Pass as `after` for the next page; null on the last page."
+    )
+
+
+class ConnectionRevoking(Body):
+    connection_id: str
+    status: Literal["revoking"]
+
+
+class OAuthCredentials(Body):
+    type: Literal["oauth2"]
+    access_token: str
+    token_type: str
+    expires_at: datetime | None
+    scopes: list[str]
+    authorization: str = Field(description="The ready `Authorization` header value.")
+
+
+class RefreshOutcome(Body):
+    outcome: Literal["refreshed", "failed", "retrying"]
+    connection: Connection
+
+
+class ScopeRecorded(Body):
+    """insufficient_scope: recorded with the scopes the service named."""
+
+    action: Literal["recorded"]
+    problem: Literal[Problem.INSUFFICIENT_SCOPE]
+    required_scopes: list[str]
+
+
+class TokenRefreshed(Body):
+    """invalid_token or a bare 401: the connection was refreshed."""
+
+    action: Literal["refreshed", "refresh_attempted"]
+    connection: Connection
+
+
+class ReportHint(Body):
+    """A 403 without a Bearer error: nothing to refresh, a hint."""
+
+    action: Literal["none"]
+    hint: str
+
+
+class ReportOutcome(
+    RootModel[Annotated[ScopeRecorded | TokenRefreshed | ReportHint, Field(discriminator="action")]]
+):
+    """What authbroker did with the report."""
+
+
+# ------------------------------------------------------------------------------ Basic credentials
+
+
+class Basic(Body):
+    name: str
+    login: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, credential: BasicCredential) -> Basic:
+        return cls(
+            name=credential.name,
+            login=credential.login,
+            created_at=credential.created_at,
+            updated_at=credential.updated_at,
+        )
+
+
+class BasicList(Body):
+    items: list[Basic]
+
+
+class BasicCredentials(Body):
+    type: Literal["basic"]
+    login: str
+    password: str
+    authorization: str = Field(description="`Basic base64(login:password)`")
+
+
+# ------------------------------------------------------------------------------ diagnosis
+
+
+class Check(Body):
+    name: str
+    status: CheckStatus
+    summary: str
+    evidence: dict[str, Any] = Field(description="What was recorded; never a secret.")
+    remedy: str | None
+
+    @classmethod
+    def of(cls, check: diagnosis.Check) -> Check:
+        return cls(
+            name=check.name,
+            status=check.status,
+            summary=check.summary,
+            evidence=check.evidence,
+            remedy=check.remedy,
+        )
+
+
+class ConnectionDiagnosis(Body):
+    connection_id: str
+    app: str
+    status: ConnectionStatus
+    checks: list[Check]
+    summary: CheckStatus
+
+
+class AppDiagnosis(Body):
+    app: str
+    status: Literal["active", "paused", "deleting"]
+    checks: list[Check]
+    summary: CheckStatus
+
+
+# ------------------------------------------------------------------------------ the browser's side
+
+
+class CallbackOutcome(Body):
+    status: Literal["pending", "succeeded", "failed"]
+    app: str
+    connection_id: str
+    problem: Problem | None
+    detail: str | None
+    status_url: str
+
+    @classmethod
+    def of(cls, authorization: Authorization) -> CallbackOutcome:
+        problem = Problem(authorization.problem) if authorization.problem else None
+        if authorization.done:
+            status = "succeeded" if authorization.outcome == "succeeded" else "failed"
+        else:
+            status = "pending"
+        return cls(
+            status=status,
+            app=authorization.app,
+            connection_id=authorization.connection_id,
+            problem=problem,
+            detail=problem.remedy if problem else None,
+            status_url=f"/oauth/status/{authorization.id}",
+        )
+
+
+# ------------------------------------------------------------------------------ health
+
+
+class Health(Body):
+    status: Literal["ok"]
+
+
+class ReadinessChecks(Body):
+    postgres: str
+    redis: str
+
+
+class Readiness(Body):
+    status: Literal["ready", "unavailable"]
+    checks: ReadinessChecks
+    message: str = omitted("What does not answer.")
