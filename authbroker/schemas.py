@@ -230,6 +230,11 @@ def _settings_of(model: type[BaseModel]) -> dict[str, tuple[FieldInfo, Setting]]
 APP_SETTINGS: dict[str, tuple[FieldInfo, Setting]] = _settings_of(AppCreate)
 
 
+def default_of(info: FieldInfo) -> Any:
+    """What a setting is when it is not given (None for the required ones)."""
+    return None if info.is_required() else info.get_default(call_default_factory=True)
+
+
 def nullable_on_update(name: str) -> bool:
     """Whether a PATCH may send null: it clears a setting that may be absent (default None)
     and the secrets; every other setting an app cannot lack."""

@@ -10,7 +10,7 @@ import click
 from pydantic.fields import FieldInfo
 
 from authbroker.cli.base import KEY_VALUE
-from authbroker.schemas import APP_SETTINGS, Setting
+from authbroker.schemas import APP_SETTINGS, Setting, default_of
 
 # The settings a person gives as options (secrets are never taken from the command line).
 OPTIONS = {name: pair for name, pair in APP_SETTINGS.items() if pair[1].help}
@@ -18,15 +18,12 @@ OPTIONS = {name: pair for name, pair in APP_SETTINGS.items() if pair[1].help}
 REPLACES = {"scopes": "; replaces the app's list", "params": "; the set given replaces the app's"}
 
 
-def _empty_default(info: FieldInfo) -> bool:
-    return not info.is_required() and info.get_default(call_default_factory=True) in (None, [], {})
-
-
-# `apps update --clear FIELD`: the optional settings, and what clearing sends (their default).
+# `apps update --clear FIELD`: the settings that are empty by default, and what clearing sends
+# (that default). The client secret is replaced, never cleared, from the command line.
 CLEARABLE: dict[str, Any] = {
-    name: info.get_default(call_default_factory=True)
+    name: default_of(info)
     for name, (info, setting) in APP_SETTINGS.items()
-    if setting.form != "secret" and _empty_default(info)
+    if setting.form != "secret" and not info.is_required() and default_of(info) in (None, [], {})
 }
 
 

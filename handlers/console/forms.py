@@ -1,6 +1,7 @@
 """HTML form fields to the API's models and back: the console validates with the same pydantic
 models as the API (AppCreate, AppUpdate, BasicCredentialIn, ConnectionStart), so a value the API
-refuses is refused here with the same words, shown next to its field."""
+refuses is refused here with the same words, shown next to its field. An app's settings are read
+and shown by the form kind each declares on its AppCreate field (`authbroker.schemas.Setting`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from authbroker.schemas import APP_SETTINGS, AppCreate, FormKind, field_errors
+from authbroker.schemas import APP_SETTINGS, AppCreate, FormKind, default_of, field_errors
 
 SECRET_FIELDS = frozenset({"client_secret", "password", "key"})
 CLIENT_AUTH: tuple[str, ...] = get_args(APP_SETTINGS["client_auth"][0].annotation)
@@ -17,11 +18,9 @@ SEPARATORS = {" ": "space", ",": "comma", "+": "plus"}
 PARAM_FIELDS = tuple(name for name, (_, s) in APP_SETTINGS.items() if s.form == "params")
 # What the form shows for a setting left out: the model's default (secrets are never shown).
 DEFAULTS: dict[str, Any] = {
-    name: info.get_default(call_default_factory=True)
+    name: default_of(info)
     for name, (info, setting) in APP_SETTINGS.items()
-    if setting.form not in {"secret", "secrets"}
-    and not info.is_required()
-    and info.get_default(call_default_factory=True) is not None
+    if setting.form not in {"secret", "secrets"} and default_of(info) is not None
 }
 
 FRIENDLY = {
