@@ -8,6 +8,8 @@ an app sending credentials the wrong way.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -18,13 +20,18 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 
 from authbroker import netguard
 from authbroker.config import is_loopback
 
 ClientAuth = Literal["body", "basic", "query", "auto"]
+FormKind = Literal[
+    "text", "number", "scopes", "separator", "choice", "params", "check", "secret", "secrets"
+]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 CONNECTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 PROTOCOL_PARAMS = frozenset(
@@ -51,6 +58,21 @@ Scope = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[\x21\x23-
 Params = dict[
     Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(max_length=2048)]
 ]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How a person gives an app setting, attached to its AppCreate field: `form` is how the
+    console's form shows and reads it; `help` (with `metavar`) makes it an option of
+    `authbroker apps add` and `apps update`, spelt `option` or else --field-name; `required`:
+    `apps add` needs it even from a preset. No `help`: no option (secrets are never taken from
+    the command line)."""
+
+    form: FormKind
+    metavar: str | None = None
+    help: str | None = None
+    option: str | None = None
+    required: bool = False
 
 
 def check_url(value: str, *, allow_http: bool, allow_link_local: bool = False) -> str:
@@ -114,93 +136,163 @@ class _AppFields(BaseModel):
         return list(dict.fromkeys(value)) if value is not None else None
 
 
+TEN_YEARS = 10 * 365 * 86_400
+SecretText = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+# An application's definition. Each setting carries a `Setting`: AppUpdate, the CLI's options
+# and the console's form handling are all read from these fields, so a new setting is one field
+# here. (No docstring: it would become the API document's description of the request body.)
 class AppCreate(_AppFields):
     name: Name
-    client_id: str = Field(min_length=1, max_length=512)
-    client_secret: str | None = Field(default=None, min_length=1, max_length=4096, repr=False)
-    client_secrets_previous: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+    client_id: Annotated[
+        str, Setting("text", "ID", "the client id the provider issued", required=True)
+    ] = Field(min_length=1, max_length=512)
+    client_secret: Annotated[str | None, Setting("secret")] = Field(
+        default=None, min_length=1, max_length=4096, repr=False
+    )
+    client_secrets_previous: Annotated[list[SecretText], Setting("secrets")] = Field(
         default_factory=list, max_length=5, repr=False
     )
-    authorization_url: str = Field(max_length=2048)
-    token_url: str = Field(max_length=2048)
-    revoke_url: str | None = Field(default=None, max_length=2048)
-    scopes: list[Scope] = Field(default_factory=list, max_length=100)
-    scope_separator: Separator = " "
-    client_auth: ClientAuth = "body"
-    authorize_params: Params = Field(default_factory=dict)
-    token_params: Params = Field(default_factory=dict)
-    pkce: bool = True
-    refresh_margin: int = Field(default=300, ge=0, le=86_400)
-    default_token_lifetime: int | None = Field(default=None, gt=0, le=10 * 365 * 86_400)
-    refresh_token_lifetime: int | None = Field(default=None, gt=0, le=10 * 365 * 86_400)
-    probe_url: str | None = Field(default=None, max_length=2048)
-    probe_interval: int | None = Field(default=None, ge=60, le=7 * 86_400)
+    authorization_url: Annotated[
+        str, Setting("text", "URL", "the provider's authorize endpoint")
+    ] = Field(max_length=2048)
+    token_url: Annotated[str, Setting("text", "URL", "the provider's token endpoint")] = Field(
+        max_length=2048
+    )
+    revoke_url: Annotated[str | None, Setting("text", "URL", "RFC 7009 revocation endpoint")] = (
+        Field(default=None, max_length=2048)
+    )
+    scopes: Annotated[
+        list[Scope],
+        Setting(
+            "scopes",
+            "SCOPE",
+            "a scope to request (repeat, or quote several separated by spaces)",
+            option="--scope",
+        ),
+    ] = Field(default_factory=list, max_length=100)
+    scope_separator: Annotated[
+        Separator, Setting("separator", "SEP", "between scopes (default: a space)")
+    ] = " "
+    client_auth: Annotated[
+        ClientAuth,
+        Setting(
+            "choice",
+            help="where the token endpoint gets client credentials (default body; auto tries each)",
+        ),
+    ] = "body"
+    authorize_params: Annotated[
+        Params,
+        Setting(
+            "params",
+            "KEY=VALUE",
+            "extra authorize URL parameter (repeat)",
+            option="--authorize-param",
+        ),
+    ] = Field(default_factory=dict)
+    token_params: Annotated[
+        Params,
+        Setting(
+            "params", "KEY=VALUE", "extra token request parameter (repeat)", option="--token-param"
+        ),
+    ] = Field(default_factory=dict)
+    pkce: Annotated[bool, Setting("check", help="send a PKCE challenge (default on)")] = True
+    refresh_margin: Annotated[int, Setting("number", "S", "refresh S seconds early (300)")] = Field(
+        default=300, ge=0, le=86_400
+    )
+    default_token_lifetime: Annotated[
+        int | None,
+        Setting("number", "S", "lifetime assumed when a token response has no expires_in"),
+    ] = Field(default=None, gt=0, le=TEN_YEARS)
+    refresh_token_lifetime: Annotated[
+        int | None, Setting("number", "S", "how long refresh tokens live")
+    ] = Field(default=None, gt=0, le=TEN_YEARS)
+    probe_url: Annotated[str | None, Setting("text", "URL", "a URL to check tokens against")] = (
+        Field(default=None, max_length=2048)
+    )
+    probe_interval: Annotated[int | None, Setting("number", "S", "seconds between probes")] = Field(
+        default=None, ge=60, le=7 * 86_400
+    )
     # The provider preset the definition started from (informational once applied).
     preset: str | None = Field(default=None, max_length=64)
 
 
-# Settings an app cannot lack: a PATCH may leave them out but not set them to null.
-REQUIRED_SETTINGS = (
-    "client_id",
-    "authorization_url",
-    "token_url",
-    "scopes",
-    "scope_separator",
-    "client_auth",
-    "authorize_params",
-    "token_params",
-    "pkce",
-    "refresh_margin",
-)
+def _settings_of(model: type[BaseModel]) -> dict[str, tuple[FieldInfo, Setting]]:
+    found = {}
+    for name, info in model.model_fields.items():
+        setting = next((m for m in info.metadata if isinstance(m, Setting)), None)
+        if setting is not None:
+            found[name] = (info, setting)
+    return found
 
 
-def _null_refused(schema: dict[str, Any]) -> None:
-    """AppUpdate's JSON Schema: its optional types admit null, its validator refuses null for
-    the settings an app cannot lack; the schema says so too."""
-    properties = schema["properties"]
-    for name in REQUIRED_SETTINGS:
-        prop = properties[name]
-        variants = [v for v in prop.get("anyOf", []) if v != {"type": "null"}]
-        if len(variants) == 1:
-            rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
-            properties[name] = {**variants[0], **rest}
+# The app settings in declaration order: each AppCreate field that carries a `Setting`.
+APP_SETTINGS: dict[str, tuple[FieldInfo, Setting]] = _settings_of(AppCreate)
 
 
-class AppUpdate(_AppFields):
-    """A PATCH: only the fields given change; `null` clears the optional ones."""
+def default_of(info: FieldInfo) -> Any:
+    """What a setting is when it is not given (None for the required ones)."""
+    return None if info.is_required() else info.get_default(call_default_factory=True)
 
-    model_config = ConfigDict(json_schema_extra=_null_refused)
 
-    client_id: str | None = Field(default=None, min_length=1, max_length=512)
-    client_secret: str | None = Field(default=None, min_length=1, max_length=4096, repr=False)
-    client_secrets_previous: list[Annotated[str, Field(min_length=1, max_length=4096)]] | None = (
-        Field(default=None, max_length=5, repr=False)
-    )
-    authorization_url: str | None = Field(default=None, max_length=2048)
-    token_url: str | None = Field(default=None, max_length=2048)
-    revoke_url: str | None = Field(default=None, max_length=2048)
-    scopes: list[Scope] | None = Field(default=None, max_length=100)
-    scope_separator: Separator | None = None
-    client_auth: ClientAuth | None = None
-    authorize_params: Params | None = None
-    token_params: Params | None = None
-    pkce: bool | None = None
-    refresh_margin: int | None = Field(default=None, ge=0, le=86_400)
-    default_token_lifetime: int | None = Field(default=None, gt=0, le=10 * 365 * 86_400)
-    refresh_token_lifetime: int | None = Field(default=None, gt=0, le=10 * 365 * 86_400)
-    probe_url: str | None = Field(default=None, max_length=2048)
-    probe_interval: int | None = Field(default=None, ge=60, le=7 * 86_400)
+def nullable_on_update(name: str) -> bool:
+    """Whether a PATCH may send null: it clears a setting that may be absent (default None)
+    and the secrets; every other setting an app cannot lack."""
+    info, setting = APP_SETTINGS[name]
+    return setting.form in {"secret", "secrets"} or info.default is None
 
-    @field_validator(*REQUIRED_SETTINGS, mode="before")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        # Runs only for fields the caller sent: null would clear a setting the app cannot lack.
-        if value is None:
-            raise ValueError("cannot be null")
-        return value
 
+def _refuse_null(cls: type[BaseModel], value: Any) -> Any:
+    # Runs only for fields the caller sent: null would clear a setting the app cannot lack.
+    if value is None:
+        raise ValueError("cannot be null")
+    return value
+
+
+class _AppChanges(_AppFields):
     def changes(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+def _null_refused(not_null: list[str]) -> Callable[[dict[str, Any]], None]:
+    """AppUpdate's JSON Schema: its optional types admit null, its validator refuses null for
+    the settings an app cannot lack; the schema says so too."""
+
+    def adjust(schema: dict[str, Any]) -> None:
+        properties = schema["properties"]
+        for name in not_null:
+            prop = properties[name]
+            variants = [v for v in prop.get("anyOf", []) if v != {"type": "null"}]
+            if len(variants) == 1:
+                rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+                properties[name] = {**variants[0], **rest}
+
+    return adjust
+
+
+def _update_model() -> type[_AppChanges]:
+    """AppCreate's settings, each optional with no default: only the fields given change."""
+    fields: dict[str, Any] = {
+        name: (info.rebuild_annotation() | None, Field(default=None, repr=info.repr))
+        for name, (info, _) in APP_SETTINGS.items()
+    }
+    not_null = [name for name in fields if not nullable_on_update(name)]
+
+    class Base(_AppChanges):
+        model_config = ConfigDict(json_schema_extra=_null_refused(not_null))
+
+    return create_model(
+        "AppUpdate",
+        __base__=Base,
+        __module__=__name__,
+        __doc__="A PATCH: only the fields given change; `null` clears the optional ones.",
+        __validators__={"_not_null": field_validator(*not_null, mode="before")(_refuse_null)},
+        **fields,
+    )
+
+
+AppUpdate = _update_model()
 
 
 class BasicCredentialIn(BaseModel):

@@ -8,7 +8,6 @@ with its standard streams swapped for buffers the test reads.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import json
@@ -21,10 +20,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import click
 import pytest
 from aiohttp import web
 
-from authbroker.cli import build_parser, main
+from authbroker.cli import cli as root
+from authbroker.cli import main
 from authbroker.embedded import free_port
 from tests.operator_app import OperatorServer, operator_server  # noqa: F401
 from tests.test_flow_e2e import follow_callback
@@ -52,10 +53,7 @@ def _run(argv: list[str], stdin: str, out: io.StringIO) -> Result:
     saved = sys.stdin, sys.stdout, sys.stderr
     sys.stdin, sys.stdout, sys.stderr = io.StringIO(stdin), out, err
     try:
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse: --help, usage errors
-            code = exc.code if isinstance(exc.code, int) else 1
+        code = main(argv)
     finally:
         sys.stdin, sys.stdout, sys.stderr = saved
     return Result(code, out.getvalue(), err.getvalue())
@@ -109,15 +107,18 @@ def assert_secret_hidden(secret: str, *results: Result) -> None:
 # ------------------------------------------------------------------------------ help
 
 
-def _command_paths() -> Iterator[list[str]]:
-    def walk(parser: argparse.ArgumentParser, path: list[str]) -> Iterator[list[str]]:
-        yield path
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, child in action.choices.items():
-                    yield from walk(child, [*path, name])
+def _commands() -> Iterator[tuple[list[str], click.Command]]:
+    def walk(command: click.Command, path: list[str]) -> Iterator[tuple[list[str], click.Command]]:
+        yield path, command
+        for name, child in getattr(command, "commands", {}).items():
+            yield from walk(child, [*path, name])
 
-    yield from walk(build_parser(), [])
+    yield from walk(root, [])
+
+
+def _command_paths() -> Iterator[list[str]]:
+    for path, _ in _commands():
+        yield path
 
 
 async def test_every_command_has_help_with_an_example():
@@ -164,15 +165,14 @@ async def test_every_command_has_help_with_an_example():
 
 
 def test_no_option_takes_a_secret_on_the_command_line():
-    for path in _command_paths():
-        parser = build_parser()
-        for name in path:
-            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-            parser = sub.choices[name]
-        for action in parser._actions:
-            for option in action.option_strings:
+    for path, command in _commands():
+        for param in command.params:
+            for option in param.opts:
                 if "secret" in option or "password" in option:
-                    assert action.nargs == 0, (path, option)  # flags only, never a value
+                    assert getattr(param, "is_flag", False), (
+                        path,
+                        option,
+                    )  # flags only, never a value
 
 
 # ------------------------------------------------------------------------------ apps
@@ -285,7 +285,7 @@ async def test_bad_input_names_the_field_and_changes_nothing(cli_env, ops, uniqu
     assert "--client-secret-stdin" in result.err and "--no-client-secret" in result.err
     assert (await get(ops, f"/v1/apps/{name}"))[0] == 404
 
-    # A usage error is argparse's: exit 2 with the usage line.
+    # A usage error: exit 2, naming what was expected.
     result = await cli("apps", "add", name, "--client-id", "x", "--authorize-param", "oops")
     assert result.code == 2 and "KEY=VALUE" in result.err
 

@@ -16,10 +16,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import yaml
 
-from authbroker.cli import API_KEY_ENV, API_URL_ENV, build_parser
+from authbroker.cli import parse
+from authbroker.cli.api import API_KEY_ENV, API_URL_ENV
 from authbroker.config import Settings, SettingsError, load_settings
 from authbroker.metrics import DUE_BACKLOG
 
@@ -174,7 +176,7 @@ def test_dockerfile_builds_a_small_non_root_image_of_the_authbroker_command():
     assert json.loads(dict(steps)["ENTRYPOINT"]) == ["authbroker"]
     command = json.loads(dict(steps)["CMD"])
     assert command == ["web"]
-    build_parser().parse_args(command)
+    parse(command)
     healthcheck = dict(steps)["HEALTHCHECK"]
     check = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
     assert check[:2] == ["python", "-c"] and "/healthz" in check[2]
@@ -268,7 +270,7 @@ def test_compose_runs_postgres_redis_migrate_one_web_and_two_workers():
         assert service["image"] == image
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
         assert (DEPLOY / service["build"]["context"] / "deploy" / "Dockerfile").exists()
-        build_parser().parse_args(service["command"])
+        parse(service["command"])
         assert service["command"][0] == name
         # Encryption keys only from the git-ignored env file, never inline.
         assert service["env_file"] == ["./secrets/authbroker.env"]
@@ -371,7 +373,7 @@ def test_kubernetes_pods_run_as_non_root_with_probes_on_healthz_and_readyz():
         assert security["capabilities"]["drop"] == ["ALL"], name
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
         assert "/tmp" in mounts  # the only writable place
-        build_parser().parse_args(container["args"])
+        parse(container["args"])
         assert container["resources"]["requests"] and container["resources"]["limits"]
     assert len(images) == 1
 
@@ -447,7 +449,7 @@ def test_systemd_units_parse_run_existing_commands_and_are_hardened():
         service = parsed["Service"]
         argv = shlex.split(service["ExecStart"])
         assert argv[0] == "/opt/authbroker/bin/authbroker", name
-        build_parser().parse_args(argv[1:])  # exits on an unknown command or option
+        parse(argv[1:])  # raises on an unknown command or option
         roles[argv[1]] = name
         assert service["EnvironmentFile"] == "/etc/authbroker/authbroker.env"
         assert service["DynamicUser"] == "yes" and service.get("User") not in {"root", "0"}
@@ -513,20 +515,19 @@ def test_web_workers_and_worker_concurrency_options():
     from storage.sealing import KeyRing
     from worker.settings import build_worker
 
-    parser = build_parser()
-    assert parser.parse_args(["web"]).workers == 1
-    assert parser.parse_args(["web", "--workers", "3"]).workers == 3
+    assert parse(["web"]).params["workers"] == 1
+    assert parse(["web", "--workers", "3"]).params["workers"] == 3
     for bad in ("0", "-1", "two"):
-        with pytest.raises(SystemExit):
-            parser.parse_args(["web", "--workers", bad])
+        with pytest.raises(click.UsageError):
+            parse(["web", "--workers", bad])
     line = KeyRing.generate_line("k1")
     settings = Settings(
         database_url="postgresql://db.example/x",
         redis_url="redis://cache.example/0",
         encryption_keys=line,
     )
-    args = parser.parse_args(["worker", "--concurrency", "7"])
-    assert build_worker(settings, KeyRing.parse(line), concurrency=args.concurrency).max_jobs == 7
+    concurrency = parse(["worker", "--concurrency", "7"]).params["concurrency"]
+    assert build_worker(settings, KeyRing.parse(line), concurrency=concurrency).max_jobs == 7
     assert build_worker(settings, KeyRing.parse(line)).max_jobs == settings.worker_concurrency
 
 

@@ -1,29 +1,27 @@
 """HTML form fields to the API's models and back: the console validates with the same pydantic
 models as the API (AppCreate, AppUpdate, BasicCredentialIn, ConnectionStart), so a value the API
-refuses is refused here with the same words, shown next to its field."""
+refuses is refused here with the same words, shown next to its field. An app's settings are read
+and shown by the form kind each declares on its AppCreate field (`authbroker.schemas.Setting`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from authbroker.schemas import AppCreate, field_errors
+from authbroker.schemas import APP_SETTINGS, AppCreate, FormKind, default_of, field_errors
 
 SECRET_FIELDS = frozenset({"client_secret", "password", "key"})
-TEXT_FIELDS = ("name", "client_id", "authorization_url", "token_url", "revoke_url", "probe_url")
-OPTIONAL_TEXT = frozenset({"revoke_url", "probe_url"})
-INT_FIELDS = (
-    "refresh_margin",
-    "default_token_lifetime",
-    "refresh_token_lifetime",
-    "probe_interval",
-)
-OPTIONAL_INT = frozenset({"default_token_lifetime", "refresh_token_lifetime", "probe_interval"})
-PARAM_FIELDS = ("authorize_params", "token_params")
-CLIENT_AUTH = ("body", "basic", "query", "auto")
+CLIENT_AUTH: tuple[str, ...] = get_args(APP_SETTINGS["client_auth"][0].annotation)
 SEPARATORS = {" ": "space", ",": "comma", "+": "plus"}
+PARAM_FIELDS = tuple(name for name, (_, s) in APP_SETTINGS.items() if s.form == "params")
+# What the form shows for a setting left out: the model's default (secrets are never shown).
+DEFAULTS: dict[str, Any] = {
+    name: default_of(info)
+    for name, (info, setting) in APP_SETTINGS.items()
+    if setting.form not in {"secret", "secrets"} and default_of(info) is not None
+}
 
 FRIENDLY = {
     "String should have at least 1 character": "Required.",
@@ -37,30 +35,27 @@ def raw(form: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in form.items() if k not in SECRET_FIELDS and k != "csrf"}
 
 
-def scopes_text(scopes: list[str] | None) -> str:
-    return " ".join(scopes or [])
-
-
-def params_text(params: Mapping[str, str] | None) -> str:
-    return "\n".join(f"{k}={v}" for k, v in (params or {}).items())
+def _shown(kind: FormKind, value: Any) -> str | None:
+    """A setting's value as its form field holds it; None: the field starts empty."""
+    if kind in {"secret", "secrets"}:
+        return None
+    if kind == "scopes":
+        return " ".join(value or [])
+    if kind == "params":
+        return "\n".join(f"{k}={v}" for k, v in (value or {}).items())
+    if kind == "check":
+        return "on" if value else ""
+    return None if value is None else str(value)
 
 
 def app_form_values(values: Mapping[str, Any]) -> dict[str, str]:
     """An app's (or a preset's) settings as the form shows them."""
-    out: dict[str, str] = {}
-    for name in TEXT_FIELDS:
-        if values.get(name) is not None:
-            out[name] = str(values[name])
-    for name in INT_FIELDS:
-        if values.get(name) is not None:
-            out[name] = str(values[name])
-    out["scopes"] = scopes_text(values.get("scopes"))
-    for name in PARAM_FIELDS:
-        out[name] = params_text(values.get(name))
-    out["client_auth"] = str(values.get("client_auth") or "body")
-    out["scope_separator"] = str(values.get("scope_separator") or " ")
-    out["pkce"] = "on" if values.get("pkce", True) else ""
-    out.setdefault("refresh_margin", "300")
+    out = {"name": str(values["name"])} if values.get("name") is not None else {}
+    for name, (_, setting) in APP_SETTINGS.items():
+        value = values.get(name)
+        shown = _shown(setting.form, DEFAULTS.get(name) if value is None else value)
+        if shown is not None:
+            out[name] = shown
     return out
 
 
@@ -80,38 +75,40 @@ def _params(text: str, field: str, errors: dict[str, str]) -> dict[str, str]:
 
 def parse_app_form(form: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """Every app field the form carries, as the models take it, and the errors found before
-    validation (a params line without `=`). Empty optional fields are None."""
+    validation (a params line without `=`, a number that is not one). Empty optional fields
+    are None; an unticked checkbox is absent from a form, so it is read as off."""
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
-    for name in TEXT_FIELDS:
-        if name in form:
-            text = str(form[name]).strip()
-            values[name] = None if (name in OPTIONAL_TEXT and not text) else text
-    secret = str(form.get("client_secret", ""))
-    if secret:
-        values["client_secret"] = secret
-    if "scopes" in form:
-        values["scopes"] = str(form["scopes"]).split()
-    if "scope_separator" in form:
-        values["scope_separator"] = str(form["scope_separator"]) or " "
-    if "client_auth" in form:
-        values["client_auth"] = str(form["client_auth"])
-    for name in PARAM_FIELDS:
-        if name in form:
-            values[name] = _params(str(form[name]), name, errors)
-    values["pkce"] = str(form.get("pkce", "")) == "on"
-    for name in INT_FIELDS:
-        if name not in form:
+    if "name" in form:
+        values["name"] = str(form["name"]).strip()
+    for name, (info, setting) in APP_SETTINGS.items():
+        text = str(form.get(name, ""))
+        optional = info.default is None
+        if setting.form == "check":
+            values[name] = text == "on"
+        elif setting.form == "secret":
+            if text:
+                values[name] = text
+        elif name not in form or setting.form == "secrets":
             continue
-        text = str(form[name]).strip()
-        if not text:
-            if name in OPTIONAL_INT:
+        elif setting.form == "text":
+            values[name] = None if optional and not text.strip() else text.strip()
+        elif setting.form == "scopes":
+            values[name] = text.split()
+        elif setting.form == "params":
+            values[name] = _params(text, name, errors)
+        elif setting.form == "separator":
+            values[name] = text or DEFAULTS[name]
+        elif setting.form == "choice":
+            values[name] = text
+        elif not text.strip():  # a number left empty
+            if optional:
                 values[name] = None
-            continue
-        try:
-            values[name] = int(text)
-        except ValueError:
-            errors[name] = "Enter a whole number."
+        else:
+            try:
+                values[name] = int(text.strip())
+            except ValueError:
+                errors[name] = "Enter a whole number."
     return values, errors
 
 

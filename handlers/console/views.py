@@ -335,16 +335,6 @@ async def new_app(request: web.Request) -> web.StreamResponse:
     return _new_app_page(request, preset, form, {})
 
 
-# What the form shows for a setting a preset leaves out: left so, the operator gave nothing.
-FORM_DEFAULTS: dict[str, Any] = {
-    "scopes": [],
-    "authorize_params": {},
-    "token_params": {},
-    "pkce": True,
-    "client_auth": "body",
-    "scope_separator": " ",
-    "refresh_margin": 300,
-}
 IDENTITY = ("name", "client_id", "client_secret")
 
 
@@ -352,13 +342,14 @@ def _preset_definition(
     preset: Any, values: dict[str, Any], placeholders: dict[str, str]
 ) -> dict[str, Any]:
     """The preset's settings with what the operator changed on the form laid over them: a
-    field left as the preset showed it keeps the preset's meaning (placeholders filled)."""
+    field left as the preset showed it keeps the preset's meaning (placeholders filled), and
+    one the preset leaves out, left at the form's default, was not given."""
     presets = _presets()
     shown = preset.values
     given = {
         k: v
         for k, v in values.items()
-        if k in IDENTITY or (shown[k] != v if k in shown else FORM_DEFAULTS.get(k) != v)
+        if k in IDENTITY or (shown[k] != v if k in shown else forms.DEFAULTS.get(k) != v)
     }
     definition = presets.apply(preset.name, given, placeholders)
     for key in forms.PARAM_FIELDS:  # the form showed the whole dict: what it holds is meant

@@ -84,3 +84,17 @@ def emit_line(value: Any, stream: TextIO | None = None) -> None:
 def note(message: str) -> None:
     """Something for the person at the terminal, kept out of stdout (which may be piped)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def print_diagnosis(subject: str, diagnosis: dict[str, Any]) -> None:
+    """A diagnosis (of an app or a connection): its summary, then each check; the evidence and
+    remedy of those that are not ok."""
+    print(f"{subject}: {diagnosis.get('summary', '?')}")
+    for check in diagnosis.get("checks") or []:
+        status = str(check.get("status", "?"))
+        print(f"  [{status:<7}] {check.get('name')}: {check.get('summary') or ''}")
+        if status != "ok":
+            if check.get("evidence"):
+                print(f"            evidence: {text(check['evidence'])}")
+            if check.get("remedy"):
+                print(f"            remedy:   {check['remedy']}")

@@ -1,0 +1,94 @@
+"""`apps export` and `apps import`: application definitions carried between environments as
+one JSON document, never with their secrets."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from authbroker.cli.api import ApiCommand, api_call
+from authbroker.cli.base import CliError, as_json
+from authbroker.cli.inputs import read_file, write_file
+from authbroker.cli.output import emit, note
+from authbroker.client import ApiError, AuthbrokerClient
+
+
+@click.command(
+    "export",
+    cls=ApiCommand,
+    short_help="print application definitions as JSON, without secrets",
+    examples="authbroker apps export > apps.json\nauthbroker apps export google crm -o apps.json",
+)
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+@api_call
+async def export(api: AuthbrokerClient, names: tuple[str, ...], output: str | None) -> None:
+    """Print application definitions (every app, or those named) as one JSON document for
+    `apps import` in another environment. Secrets are never exported."""
+    params = [("name", n) for n in names] or None
+    try:
+        _, document = await api.request("GET", "/v1/apps/export", params=params)
+    except ApiError as exc:
+        # A server without the export route answers as if `export` were an app's name.
+        if exc.status == 404 and "'export'" in exc.message:
+            raise CliError("this authbroker server has no export endpoint; upgrade it") from None
+        raise
+    content = json.dumps(document, indent=2) + "\n"
+    if output and output != "-":
+        await write_file(output, content)
+        note(f"exported {len(document['apps'])} app(s) to {output} (without secrets)")
+    else:
+        sys.stdout.write(content)
+        sys.stdout.flush()
+
+
+@click.command(
+    "import",
+    cls=ApiCommand,
+    short_help="create applications from an export",
+    examples="authbroker apps import apps.json\n"
+    "authbroker apps import apps.json --replace\n"
+    'printf %s "$SECRET" | authbroker apps update google --client-secret-stdin',
+)
+@click.argument("file", metavar="FILE")
+@click.option("--replace", is_flag=True, help="update apps that already exist")
+@as_json
+@api_call
+async def import_(api: AuthbrokerClient, file: str, replace: bool, as_json: bool) -> None:
+    """Create the apps of an export document (FILE, or '-' for stdin) that do not exist here;
+    existing ones are skipped unless --replace (which updates their settings and keeps their
+    secrets). Nothing is imported if any app is invalid. New apps wait for their client
+    secret: set it with `authbroker apps update NAME --client-secret-stdin`."""
+    raw = await read_file(file)
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise CliError(f"{file} is not JSON: {exc}") from None
+    _, result = await api.post(
+        "/v1/apps/import", document, params={"replace": "true"} if replace else None
+    )
+    if as_json:
+        emit(result)
+        return
+    for label, key in (
+        ("created", "created"),
+        ("updated", "updated"),
+        ("unchanged", "unchanged"),
+        ("skipped (already exist; --replace updates them)", "skipped"),
+    ):
+        names = result.get(key) or []
+        if names:
+            print(f"{label}: {', '.join(names)}")
+    if not any(result.get(k) for k in ("created", "updated", "unchanged", "skipped")):
+        print("the document holds no apps")
+    if result.get("created"):
+        print(
+            "\nImported apps wait for their client secrets (secrets are never exported); "
+            "set each one:\n"
+            + "\n".join(
+                f"  authbroker apps update {n} --client-secret-stdin < secret-file"
+                for n in result["created"]
+            )
+        )
