@@ -8,6 +8,8 @@ import asyncio
 import base64
 import logging
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -40,6 +42,18 @@ def served(route: str, method: str = "GET", status: str = "200") -> float:
     """How many such requests authbroker's web server has answered (its own metric)."""
     labels = {"route": route, "method": method, "status": status}
     return REGISTRY.get_sample_value("authbroker_http_requests_total", labels) or 0.0
+
+
+@asynccontextmanager
+async def serving(app: web.Application, port: int) -> AsyncIterator[str]:
+    """`app` served on loopback at `port` for the block; its base URL."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture
@@ -275,15 +289,11 @@ async def test_a_refusal_a_refresh_cannot_cure_is_reported_and_answered_as_it_wa
 
     service = web.Application()
     service.router.add_get("/admin", admin_only)
-    runner = web.AppRunner(service)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with httpx.AsyncClient(auth=AuthbrokerAuth(broker, connection)) as http:
-            response = await http.get(f"http://127.0.0.1:{port}/admin")
-    finally:
-        await runner.cleanup()
+    async with (
+        serving(service, free_port()) as url,
+        httpx.AsyncClient(auth=AuthbrokerAuth(broker, connection)) as http,
+    ):
+        response = await http.get(f"{url}/admin")
     assert response.status_code == 403
     assert hits == [(await broker.credentials(connection)).authorization]
     event = await events.wait_for(

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
 from authbroker_client import AuthbrokerClient, Event, EventStream
 
 from authbroker.embedded import free_port
@@ -19,6 +18,7 @@ from handlers import events as events_handler
 from handlers.app import create_app
 from tests.test_api_connections import authorize_for_real
 from tests.test_events_api import publish
+from tests.test_runtime_client import serving
 
 PATIENCE = 60.0  # seconds a test waits for an event before it fails rather than hangs
 
@@ -176,28 +176,14 @@ async def test_sse_resumes_after_the_server_went_away(
     gets the event published while it was away."""
     monkeypatch.setattr(events_handler, "READ_BLOCK", 0.1)  # streams end promptly at shutdown
     port = free_port()
-
-    async def serve() -> web.AppRunner:
-        runner = web.AppRunner(create_app(resources), access_log=None, shutdown_timeout=5)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        return runner
-
     app = unique("resume")
-    runner = await serve()
-    async with (
-        AuthbrokerClient(f"http://127.0.0.1:{port}", admin_key) as broker,
-        broker.events(group="g", consumer="c") as stream,
-    ):
-        try:
+    async with AuthbrokerClient(f"http://127.0.0.1:{port}", admin_key) as broker:
+        stream = broker.events(group="g", consumer="c")
+        async with serving(create_app(resources), port):
+            await stream.open()
             first = await publish(redis, settings, an_event(app))
             assert (await next_event(stream)).entry_id == first
-        finally:
-            await runner.cleanup()
         while_away = await publish(redis, settings, an_event(app, EventType.REVOKED))
-        runner = await serve()
-        try:
+        async with serving(create_app(resources), port), stream:
             event = await next_event(stream)
-        finally:
-            await runner.cleanup()
     assert event.entry_id == while_away and event.type == "connection.revoked"
