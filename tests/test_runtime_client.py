@@ -96,6 +96,7 @@ async def test_fifty_concurrent_callers_cost_one_request(broker, connection, oau
     assert credentials.authorization == f"Bearer {credentials.access_token}"
     assert credentials.expires_at is not None and credentials.expires_at > datetime.now(UTC)
     assert set(credentials.scopes) == {"read", "write"}
+    assert credentials.access_token not in repr(credentials)
     assert (await oauth_server.call_resource(credentials.access_token))[0] == 200
 
     # Cached: an hour-long token is not asked for again …
