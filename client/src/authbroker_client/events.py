@@ -107,7 +107,7 @@ class Reader(Protocol):
 
 class EventStream:
     """An async iterator of `Event`s; see the module's description. `transport` says what it
-    reads (`redis` or `sse`), `last_id` the newest entry id handed out."""
+    reads (`redis` or `sse`), `last_id` the newest stream entry id read."""
 
     def __init__(
         self,
@@ -197,8 +197,8 @@ class EventStream:
                 await self._pause(exc)
 
     async def ack(self) -> None:
-        """Acknowledge the event in hand now. When Redis cannot take it at the moment it is sent
-        after reconnecting, before anything new is read."""
+        """Acknowledge the event in hand now. When Redis cannot take it now, it is sent after
+        reconnecting, before anything new is read."""
         if self._in_hand is None:
             return
         self._to_ack.append(self._in_hand.entry_id)
