@@ -8,10 +8,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint format clean image bench
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e ./client
 	@touch $(STAMP)
 
 run: $(STAMP)
