@@ -28,7 +28,8 @@ from handlers import (
 from handlers.auth import api_key_middleware
 from handlers.context import RESOURCES
 from handlers.models import Error
-from handlers.responses import ApiError, ok
+from handlers.responses import ApiError, ok, translate
+from services.errors import DomainError
 from storage.resources import Resources
 
 log = get_logger("authbroker.web")
@@ -55,6 +56,8 @@ async def context_middleware(request: web.Request, handler: web.Handler) -> web.
         response = await handler(request)
     except ApiError as exc:
         response = exc.response()
+    except DomainError as exc:
+        response = translate(exc).response()
     except web.HTTPException as exc:
         # API errors answer in JSON; redirects and every other path keep aiohttp's answer.
         if not request.path.startswith("/v1/") or exc.status < 400:

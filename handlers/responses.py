@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from authbroker.schemas import field_errors
 from handlers.models import Error
+from services.errors import DomainError
 
 Model = TypeVar("Model", bound=BaseModel)
 MAX_BODY = 256 * 1024
@@ -54,6 +55,15 @@ class ApiError(Exception):
 
     def response(self) -> web.Response:
         return ok(self.error, status=self.status, headers=self.headers)
+
+
+def translate(exc: DomainError) -> ApiError:
+    """A use case's refusal as the API answers it: its status, its code and its facts."""
+    headers = None
+    if exc.retry_after is not None:
+        headers = {"Retry-After": str(max(1, int(exc.retry_after + 0.999)))}
+    error = Error(error=exc.code, message=exc.message, **exc.details)
+    return ApiError(exc.http_status, error, headers)
 
 
 def fail(
