@@ -1,11 +1,12 @@
 """Figure 4: the scheduler at scale.
 
 Minimal connection rows inserted with generate_series (active, no secrets, 1 % due, the others
-due within the hour). One scheduling pass is the real `worker.refresh.schedule_refreshes`
-(`storage.connections.due(pool, 500)` plus one arq enqueue per connection), run in this process
-against the run's Redis with the queue emptied before each pass so every pass enqueues anew.
-Baseline: the same pass over 10,000 connections. Worker RSS: a real `authbroker worker` over
-the table for a while (it schedules and handles the due rows), peak RSS from /proc.
+due within the hour). One scheduling pass is the refresh engine's claim: the real
+`storage.leases.claim(pool, holder, 500, …)`, one statement that leases up to 500 due
+connections with their apps; the leases are dropped after each pass so every pass claims anew.
+Baseline: the same pass over 10,000 connections with as many due (equal work). Worker RSS: a
+real `authbroker worker` over the table for a while (it claims and handles the due rows), peak
+RSS from /proc.
 """
 
 from __future__ import annotations
@@ -15,44 +16,38 @@ import statistics
 import time
 from typing import Any
 
-import worker.refresh
 from bench.common import Bench, Row, fmt_spread, spread, yes
 from bench.data import insert_minimal, restore_minimal_due, vacuum_analyze
 from bench.env import rss_mb
-from storage import connections
+from storage import leases
 from storage.resources import Resources
-from worker.context import CTX_KEY, WorkerContext, provider_session
-from worker.refresh import SCHEDULER_BATCH
+from worker.refresh import LEASE_SECONDS
 
 DUE_EVERY = 100  # 1 % due
+SCHEDULER_BATCH = 500  # connections one pass claims at most (a worker claims its free slots)
 
 
-async def clear_queue(b: Bench) -> None:
-    prefix = b.settings.redis_prefix
-    keys = [k async for k in b.redis.scan_iter(match=f"arq:job:{prefix}:*", count=1000)]
-    keys.append(b.settings.queue_name)
-    for start in range(0, len(keys), 1000):
-        await b.redis.delete(*keys[start : start + 1000])
+async def release(res: Resources) -> None:
+    await res.pool.execute(
+        "UPDATE connections SET lease_holder = NULL, lease_until = NULL "
+        "WHERE lease_holder LIKE 'bench:%'"
+    )
 
 
-async def passes(b: Bench, ctx: dict[str, Any], times: int) -> dict[str, Any]:
-    """One warm-up pass, then `times` timed passes; the due() query alone timed as well."""
-    res: Resources = WorkerContext.of(ctx).resources
+async def passes(b: Bench, res: Resources, times: int) -> dict[str, Any]:
+    """One warm-up pass, then `times` timed passes, each claiming anew."""
     pass_ms, query_ms, enqueued = [], [], []
     for i in range(times + 1):
-        await clear_queue(b)
+        await release(res)
         t0 = time.perf_counter()
-        count = await worker.refresh.schedule_refreshes(ctx)
+        claimed = await leases.claim(res.pool, f"bench:{i}", SCHEDULER_BATCH, LEASE_SECONDS)
         elapsed = (time.perf_counter() - t0) * 1000
-        t1 = time.perf_counter()
-        await connections.due(res.pool, SCHEDULER_BATCH)
-        query = (time.perf_counter() - t1) * 1000
         if i == 0:
             continue  # warm-up: caches, prepared statements
         pass_ms.append(elapsed)
-        query_ms.append(query)
-        enqueued.append(count)
-    await clear_queue(b)
+        query_ms.append(elapsed)
+        enqueued.append(len(claimed))
+    await release(res)
     return {"pass_ms": pass_ms, "query_ms": query_ms, "enqueued": enqueued}
 
 
@@ -74,12 +69,19 @@ async def worker_rss(b: Bench, seconds: float) -> dict[str, float]:
 
 
 async def explain(b: Bench) -> str:
-    rows = await b.pool.fetch(
-        """EXPLAIN (ANALYZE, BUFFERS, TIMING OFF)
-           SELECT id FROM connections
-           WHERE status = 'active' AND refresh_at IS NOT NULL AND refresh_at <= now()
-           ORDER BY refresh_at LIMIT 500"""
-    )
+    """The plan of the claim (run, then rolled back, so nothing stays leased)."""
+    async with b.pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            rows = await conn.fetch(
+                "EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) " + leases._CLAIM_DUE,
+                "bench:explain",
+                LEASE_SECONDS,
+                SCHEDULER_BATCH,
+            )
+        finally:
+            await tx.rollback()
     return "\n".join(r[0] for r in rows)
 
 
@@ -87,18 +89,12 @@ async def run(b: Bench) -> None:
     s = b.sizes
     times = max(3, s.runs)
     await b.reset()
-    if b.env.whatif:
-        from bench.whatif import apply
-
-        apply(b.env.whatif)  # the pass runs in this process: patch it here too
     res = await Resources.open(b.settings, b.ring, pool_max=4)
-    http = provider_session()
-    ctx: dict[str, Any] = {CTX_KEY: WorkerContext(resources=res, http=http)}
     try:
         small = s.scale_baseline
         await insert_minimal(b.pool, b.app.id, 1, small, DUE_EVERY)
         await vacuum_analyze(b.env.database_url)
-        base = await passes(b, ctx, times)
+        base = await passes(b, res, times)
         print(f"  scheduler, {small:,} rows: pass {statistics.median(base['pass_ms']):.0f} ms")
         # Equal work: as many due as the big table's pass enqueues (a full batch).
         await b.pool.execute(
@@ -107,7 +103,7 @@ async def run(b: Bench) -> None:
                             ORDER BY id LIMIT $1)""",
             SCHEDULER_BATCH - small // DUE_EVERY,
         )
-        equal = await passes(b, ctx, times)
+        equal = await passes(b, res, times)
         await b.pool.execute(
             """UPDATE connections SET refresh_at = now() + interval '30 minutes'
                WHERE refresh_at BETWEEN now() - interval '2 minutes' AND now()
@@ -126,12 +122,11 @@ async def run(b: Bench) -> None:
         due_now = await b.pool.fetchval(
             "SELECT count(*) FROM connections WHERE status = 'active' AND refresh_at <= now()"
         )
-        large = await passes(b, ctx, times)
+        large = await passes(b, res, times)
         plan = await explain(b)
         print(f"  scheduler, {total:,} rows: pass {statistics.median(large['pass_ms']):.0f} ms")
         rss_big = await worker_rss(b, s.rss_seconds)
     finally:
-        await http.close()
         await res.close()
         await b.reset()
 

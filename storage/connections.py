@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from authbroker import oauth
+from storage import outbox
 from storage.sealing import KeyRing, aad
 
 COLUMNS = """c.id, c.app_id, a.name AS app, c.status, c.problem, c.problem_detail, c.access_token,
@@ -176,7 +178,8 @@ async def store_tokens(
     With `lease_holder`, the write happens only if the refresh is still this holder's: it holds
     the lease, or its lease lapsed but nobody has written since (`expected_version`). The
     second case matters for one-time refresh tokens: the provider has already consumed the old
-    token, so these new tokens are the only ones that work and must not be thrown away."""
+    token, so these new tokens are the only ones that work and must not be thrown away.
+    (Refreshes store through `store_refreshes`, many at a time.)"""
     seal = ring.seal
     access = seal(tokens.access_token, aad=aad("connections", connection_id, "access_token"))
     refresh = (
@@ -223,6 +226,89 @@ async def store_tokens(
         expected_version,
     )
     return Connection.from_row(row) if row else None
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """One refresh's answer, ready to store: see `store_refreshes`."""
+
+    connection_id: str
+    tokens: oauth.TokenResponse = field(repr=False)
+    expires_at: datetime | None
+    refresh_at: datetime | None
+    refresh_token_expires_at: datetime | None
+    granted_scopes: list[str]
+    problem: str | None
+    lease_holder: str
+    expected_version: int
+    event: dict[str, Any]
+
+
+async def store_refreshes(
+    db: asyncpg.Connection | asyncpg.Pool, ring: KeyRing, refreshed: Sequence[Refreshed]
+) -> set[str]:
+    """Write the answers of many refreshes, their events and notifications in one statement
+    (one round trip, one commit), each under the rules of `store_tokens` with a lease holder:
+    only if the refresh is still its holder's. Returns the ids written."""
+    columns: list[list[Any]] = [[] for _ in range(11)]
+    for r in refreshed:
+        cid, tokens = r.connection_id, r.tokens
+        values = (
+            cid,
+            r.problem,
+            ring.seal(tokens.access_token, aad=aad("connections", cid, "access_token")),
+            ring.seal(tokens.refresh_token, aad=aad("connections", cid, "refresh_token"))
+            if tokens.refresh_token
+            else None,
+            tokens.token_type,
+            ring.seal(json.dumps(dict(tokens.extra)), aad=aad("connections", cid, "extra"))
+            if tokens.extra
+            else None,
+            r.expires_at,
+            r.refresh_at,
+            r.refresh_token_expires_at,
+            " ".join(r.granted_scopes),
+            r.lease_holder,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    rows = await db.fetch(
+        """WITH i AS (
+              SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::text[],
+                                   $6::bytea[], $7::timestamptz[], $8::timestamptz[],
+                                   $9::timestamptz[], $10::text[], $11::text[], $12::bigint[],
+                                   $13::jsonb[])
+                  WITH ORDINALITY
+                  AS i(id, problem, access, refresh, token_type, extra, expires_at, refresh_at,
+                       refresh_expires_at, granted, holder, version, event, n)),
+            updated AS (
+              UPDATE connections c SET
+                status = 'active', problem = i.problem, problem_detail = NULL,
+                access_token = i.access, refresh_token = coalesce(i.refresh, c.refresh_token),
+                token_type = i.token_type, extra = coalesce(i.extra, c.extra),
+                expires_at = i.expires_at, refresh_at = i.refresh_at,
+                refresh_token_expires_at = CASE WHEN i.refresh IS NULL
+                    THEN c.refresh_token_expires_at ELSE i.refresh_expires_at END,
+                granted_scopes = string_to_array(i.granted, ' ', ''),
+                version = c.version + 1, failed_attempts = 0, next_attempt_at = NULL,
+                last_error = NULL, last_refresh_at = now(), answer_lost_at = NULL,
+                lease_holder = NULL, lease_until = NULL, updated_at = now()
+              FROM i
+              WHERE c.id = i.id AND c.status NOT IN ('revoking', 'revoked')
+                AND (c.lease_holder = i.holder
+                     OR (c.version = i.version
+                         AND (c.lease_holder IS NULL OR c.lease_until < now())))
+              RETURNING c.id),
+            logged AS (
+              INSERT INTO outbox (event)
+              SELECT i.event FROM i JOIN updated u ON u.id = i.id ORDER BY i.n)
+           SELECT u.id, pg_notify($14, u.id) FROM updated u""",
+        *columns,
+        [r.expected_version for r in refreshed],
+        [r.event for r in refreshed],
+        outbox.NOTIFY_CHANNEL,
+    )
+    return {row["id"] for row in rows}
 
 
 async def set_problem(

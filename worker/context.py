@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +14,10 @@ from typing import Any
 import aiohttp
 
 from authbroker import netguard, oauth
+from storage import connections
 from storage.apps import App
 from storage.resources import Resources
+from worker.batching import Batcher
 
 CTX_KEY = "authbroker"
 
@@ -33,6 +35,15 @@ class WorkerContext:
     leases: dict[str, str] = field(default_factory=dict)
     _claims: Iterator[int] = field(default_factory=itertools.count, repr=False)
     _clients: dict[tuple[Any, ...], oauth.Client] = field(default_factory=dict, repr=False)
+    # Refresh answers of this process, stored together when they arrive together.
+    refreshes: Batcher[connections.Refreshed, bool] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.refreshes = Batcher(self._store_refreshes)
+
+    async def _store_refreshes(self, batch: Sequence[connections.Refreshed]) -> list[bool]:
+        stored = await connections.store_refreshes(self.resources.pool, self.resources.ring, batch)
+        return [r.connection_id in stored for r in batch]
 
     @classmethod
     def of(cls, ctx: dict[str, Any]) -> WorkerContext:

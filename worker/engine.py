@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from typing import Any
 
 from authbroker.logs import get_logger
@@ -37,6 +38,8 @@ IDLE_PASS = 1.0
 REFILL_SHARE = 0.25
 # Unavailable endpoints are looked at this often for a due probe.
 PROBE_CHECK_EVERY = 1.0
+# A line in the logs this often with what the engine did (one line per refresh is debug).
+SUMMARY_EVERY = 60.0
 
 
 class RefreshEngine:
@@ -56,12 +59,14 @@ class RefreshEngine:
         self._stopping = False
         self._loops: list[asyncio.Task[Any]] = []
         self._probes_checked = -PROBE_CHECK_EVERY
+        self._outcomes: Counter[str] = Counter()
 
     def start(self) -> None:
         self._loops = [
             asyncio.create_task(self._dispatch_loop(), name="refresh-dispatch"),
             asyncio.create_task(self._renew_loop(), name="refresh-leases"),
             asyncio.create_task(self._listen_loop(), name="refresh-wakeups"),
+            asyncio.create_task(self._summary_loop(), name="refresh-summary"),
         ]
 
     async def stop(self, grace: float = 20.0) -> None:
@@ -146,7 +151,8 @@ class RefreshEngine:
         connection_id = claimed.connection.id
         try:
             with self.wc.holding(connection_id, holder):
-                await refresh(self.wc, claimed, holder, probe=probe)
+                outcome = await refresh(self.wc, claimed, holder, probe=probe)
+                self._outcomes[outcome.replace(" ", "_")] += 1
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -170,6 +176,13 @@ class RefreshEngine:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
         self._wake.clear()
+
+    async def _summary_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SUMMARY_EVERY)
+            if self._outcomes:
+                outcomes, self._outcomes = dict(self._outcomes), Counter()
+                log.info("refreshes", every_s=SUMMARY_EVERY, **outcomes)
 
     # -- leases -----------------------------------------------------------------------------
 

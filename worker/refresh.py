@@ -139,15 +139,13 @@ async def refresh(
         bound.warning("token_response_warnings", warnings=list(tokens.warnings))
     issued_at = datetime.now(UTC)
     times = token_times(app, tokens, issued_at, has_refresh_token=True)
-    stored = await _write_with_retry(
-        res.pool, lambda conn: _store_refreshed(conn, wc, app, current, holder, tokens, times)
-    )
+    stored = await _store(wc, app, current, holder, tokens, times)
     if probe is not None or claimed.endpoint_failures != 0:
         await _endpoint_answered(wc, app.token_url, probe)
-    if stored is None:
+    if not stored:
         bound.error("refresh_lost_lease", detail="another writer changed the connection first")
         return "lost lease"
-    bound.info(
+    bound.debug(
         "connection_refreshed",
         rotated=bool(tokens.refresh_token),
         expires_at=times.expires_at.isoformat() if times.expires_at else None,
@@ -156,62 +154,50 @@ async def refresh(
     return "refreshed"
 
 
-async def _store_refreshed(
-    conn: asyncpg.Connection,
+async def _store(
     wc: WorkerContext,
     app: App,
     current: Connection,
     holder: str,
     tokens: oauth.TokenResponse,
     times: TokenTimes,
-) -> Connection | None:
-    async with conn.transaction():
-        granted = tokens.scopes if tokens.scopes is not None else current.granted_scopes
-        stored = await connections.store_tokens(
-            conn,
-            wc.resources.ring,
-            current.id,
-            tokens,
-            expires_at=times.expires_at,
-            refresh_at=times.refresh_at,
-            refresh_token_expires_at=times.refresh_token_expires_at,
-            requested_scopes=None,
-            granted_scopes=granted or [],
-            # A refresh clears transient trouble; missing scopes stay missing.
-            problem=current.problem if current.problem in SCOPE_PROBLEMS else None,
-            authorized=False,
-            lease_holder=holder,
-            expected_version=current.version,
-        )
-        if stored is None:
-            return None
-        await outbox.append(
-            conn,
-            make_event(
-                EventType.REFRESHED,
-                app=app.name,
-                connection_id=current.id,
-                status="active",
-                detail="The access token was refreshed.",
-                data={
-                    "expires_at": times.expires_at.isoformat() if times.expires_at else None,
-                    "refresh_token_rotated": bool(tokens.refresh_token),
-                },
-            ),
-        )
-        return stored
+) -> bool:
+    """The tokens, the schedule and the event, written the moment the answer arrives; answers
+    that arrive together are stored together (one round trip, one commit)."""
+    granted = tokens.scopes if tokens.scopes is not None else current.granted_scopes
+    refreshed = connections.Refreshed(
+        connection_id=current.id,
+        tokens=tokens,
+        expires_at=times.expires_at,
+        refresh_at=times.refresh_at,
+        refresh_token_expires_at=times.refresh_token_expires_at,
+        granted_scopes=granted or [],
+        # A refresh clears transient trouble; missing scopes stay missing.
+        problem=current.problem if current.problem in SCOPE_PROBLEMS else None,
+        lease_holder=holder,
+        expected_version=current.version,
+        event=make_event(
+            EventType.REFRESHED,
+            app=app.name,
+            connection_id=current.id,
+            status="active",
+            detail="The access token was refreshed.",
+            data={
+                "expires_at": times.expires_at.isoformat() if times.expires_at else None,
+                "refresh_token_rotated": bool(tokens.refresh_token),
+            },
+        ),
+    )
+    return await _write_with_retry(lambda: wc.refreshes.submit(refreshed))
 
 
-async def _write_with_retry(
-    pool: asyncpg.Pool, write: Callable[[asyncpg.Connection], Awaitable[T]], attempts: int = 10
-) -> T:
+async def _write_with_retry(write: Callable[[], Awaitable[T]], attempts: int = 10) -> T:
     """The provider has answered; if Postgres is briefly away (a restart), keep trying for a
     while rather than drop tokens that may be the only working ones."""
     delay = 0.5
     for attempt in range(1, attempts + 1):
         try:
-            async with pool.acquire() as conn:
-                return await write(conn)
+            return await write()
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
             if attempt == attempts:
                 raise
