@@ -1,22 +1,26 @@
 """The event contract for integration runtimes: one JSON object per change of auth status.
 
 Events are built here only, so their shape stays the one the README documents. They never carry
-a token or a secret: `detail` is prose for people, `data` holds names, counts and times.
+a token or a secret: `detail` is prose for people, `data` holds names, counts and times. Each
+event type has one shape of `data` (a class below), and every time in an event is written the
+same way: RFC 3339, UTC, milliseconds, `Z`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from authbroker.problems import Problem
+from authbroker.states import Status
 
 # The statuses of a connection, as events and the API report them.
-ConnectionStatus = Literal["pending", "active", "failed", "expired", "revoking", "revoked"]
+ConnectionStatus = Status
 
 
 class EventType(StrEnum):
@@ -36,6 +40,131 @@ class EventType(StrEnum):
     # and answered again (the backlog released).
     APP_PROVIDER_UNAVAILABLE = "app.provider_unavailable"
     APP_PROVIDER_RECOVERED = "app.provider_recovered"
+
+
+def event_time(moment: datetime) -> str:
+    """The one way times are written in events: `2026-11-27T17:40:00.000Z`."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EventData:
+    """Base of the `data` of each event type."""
+
+    type: ClassVar[EventType]
+
+    def as_json(self) -> dict[str, Any]:
+        return {field.name: _json(getattr(self, field.name)) for field in dataclasses.fields(self)}
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return event_time(value)
+    if isinstance(value, list | tuple):
+        return list(value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Authorized(EventData):
+    type = EventType.AUTHORIZED
+    granted_scopes: list[str] | None  # None: the provider did not say
+    expires_at: datetime | None
+    has_refresh_token: bool
+    reauthorization: bool
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Refreshed(EventData):
+    type = EventType.REFRESHED
+    expires_at: datetime | None
+    refresh_token_rotated: bool
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RefreshFailed(EventData):
+    type = EventType.REFRESH_FAILED
+    attempt: int
+    next_attempt_at: datetime
+    provider_error: str | None
+    provider_status: int | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Invalidated(EventData):
+    """The grant is gone: the provider refused the refresh token (`answer_lost`: after a
+    rotation whose answer never arrived), or the web service refused a fresh token (probe)."""
+
+    type = EventType.INVALIDATED
+    provider_error: str | None = None
+    answer_lost: bool = False
+    probe_status: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Expired(EventData):
+    type = EventType.EXPIRED
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Revoked(EventData):
+    type = EventType.REVOKED
+    revoked_at_provider: bool | None  # None: the app has no revoke URL
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScopesDenied(EventData):
+    type = EventType.SCOPES_DENIED
+    requested_scopes: list[str]
+    granted_scopes: list[str]
+    missing: list[str]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RefreshTokenMissing(EventData):
+    type = EventType.REFRESH_TOKEN_MISSING
+    token_expires: bool
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AuthorizationFailed(EventData):
+    """The same shape whatever ended it: the provider's redirect (`provider_description`), the
+    code exchange (`provider_status`), or nobody finishing in time (all None)."""
+
+    type = EventType.AUTHORIZATION_FAILED
+    provider_error: str | None = None
+    provider_status: int | None = None
+    provider_description: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InsufficientScope(EventData):
+    type = EventType.INSUFFICIENT_SCOPE
+    required_scopes: list[str]
+    granted_scopes: list[str] | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SettingsInvalid(EventData):
+    type = EventType.APP_SETTINGS_INVALID
+    provider_error: str | None
+    provider_status: int | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProviderUnavailable(EventData):
+    type = EventType.APP_PROVIDER_UNAVAILABLE
+    token_endpoint: str
+    failures: int
+    provider_error: str | None
+    provider_status: int | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProviderRecovered(EventData):
+    type = EventType.APP_PROVIDER_RECOVERED
+    token_endpoint: str
+    unavailable_seconds: float
 
 
 class Event(BaseModel):
@@ -69,17 +198,20 @@ def make_event(
     status: str | None = None,
     problem: Problem | None = None,
     detail: str | None = None,
-    data: dict[str, Any] | None = None,
+    data: EventData | None = None,
 ) -> dict[str, Any]:
-    """Build an event; `detail` defaults to the problem's remedy so consumers can show it."""
+    """Build an event; `detail` defaults to the problem's remedy so consumers can show it.
+    `data` is the event type's own shape (ValueError for another type's)."""
+    if data is not None and data.type != type:
+        raise ValueError(f"{type} events carry {type} data, not {data.type}'s")
     return {
         "id": str(uuid.uuid4()),
         "type": str(type),
-        "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "occurred_at": event_time(datetime.now(UTC)),
         "app": app,
         "connection_id": connection_id,
         "status": status,
         "problem": str(problem) if problem else None,
         "detail": detail if detail is not None else (problem.remedy if problem else None),
-        "data": data or {},
+        "data": data.as_json() if data is not None else {},
     }

@@ -74,7 +74,6 @@ class BenchEnv:
     workdir: Path
     sources: dict[str, str]
     _embedded: list[Any] = field(default_factory=list)
-    whatif: list[str] = field(default_factory=list)
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -192,12 +191,8 @@ class BenchEnv:
         return process
 
     def authbroker(self, command: str, *extra: str, **env: str) -> subprocess.Popen[bytes]:
-        """`authbroker <command>`; with what-if patches, `python -m bench.whatif <command>`."""
-        if self.whatif:
-            args = [sys.executable, "-m", "bench.whatif", command, *extra]
-            env = {**env, "BENCH_WHATIF": ",".join(self.whatif)}
-        else:
-            args = [str(Path(sys.executable).parent / "authbroker"), command, *extra]
+        """`authbroker <command>`, as an operator starts it."""
+        args = [str(Path(sys.executable).parent / "authbroker"), command, *extra]
         return self.spawn(args, f"authbroker-{command}", **env)
 
     def python(self, module: str, *args: str, log_name: str) -> subprocess.Popen[bytes]:

@@ -2,7 +2,7 @@
 
 N connections with valid rotating refresh tokens are made due while the fake provider answers
 503 to every token request; one `authbroker worker` keeps trying (transient failures back off
-with full jitter, BACKOFF_BASE 5 s, cap 900 s, in worker/refresh.py). After the outage the
+with full jitter, BACKOFF_BASE 5 s, cap 900 s, in services/refresh.py). After the outage the
 provider answers again; timed until no connection is left unrefreshed. Checked: no connection
 invalidated, no refresh token reused. The clearing rate is compared with figure 1's throughput.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.common import Bench, Row, fmt_spread, spread, wait_until, yes
 from bench.data import insert_connections
-from worker.refresh import BACKOFF_BASE, BACKOFF_CAP
+from services.refresh import BACKOFF_BASE, BACKOFF_CAP
 
 
 async def one_run(

@@ -19,9 +19,9 @@ from typing import Any
 from bench.common import Bench, Row, fmt_spread, spread, yes
 from bench.data import insert_minimal, restore_minimal_due, vacuum_analyze
 from bench.env import rss_mb
+from services.refresh import LEASE_SECONDS
 from storage import leases
 from storage.resources import Resources
-from worker.refresh import LEASE_SECONDS
 
 DUE_EVERY = 100  # 1 % due
 SCHEDULER_BATCH = 500  # connections one pass claims at most (a worker claims its free slots)

@@ -142,15 +142,6 @@ async def write(
     out = [
         "# authbroker benchmark results" + (" (--quick: one run, small sizes)" if quick else ""),
         "",
-        *(
-            [
-                f"**What-if run: authbroker patched with {', '.join(b.env.whatif)} (see "
-                "bench/whatif.py); not the product as it is.**",
-                "",
-            ]
-            if b.env.whatif
-            else []
-        ),
         f"Written by `make bench` (`python -m bench`) on "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; took {took / 60:.1f} min.",
         "",

@@ -56,13 +56,6 @@ async def main_async(args: argparse.Namespace) -> int:
     configure_logging("json", "warning")
     started = time.time()
     env = await BenchEnv.open()
-    env.whatif = [n for n in (args.whatif or "").split(",") if n]
-    if env.whatif:
-        from bench.whatif import PATCHES
-
-        unknown = set(env.whatif) - set(PATCHES)
-        if unknown:
-            raise SystemExit(f"unknown --whatif patches {sorted(unknown)}; known: {PATCHES}")
     provider = ProviderProcess(free_port()).start()
     pool = await asyncpg.create_pool(
         env.database_url,
@@ -93,8 +86,6 @@ async def main_async(args: argparse.Namespace) -> int:
         path = BENCH_DIR / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
         if args.only and not args.quick:
             path = BENCH_DIR / "RESULTS-partial.md"
-        if env.whatif:
-            path = BENCH_DIR / "RESULTS-whatif.md"
         await load.stop()
         await report.write(b, path, started=started, quick=args.quick, failures=failures, load=load)
         print(f"wrote {path}", flush=True)
@@ -120,12 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--set", nargs="+", metavar="NAME=VALUE", help="override a size (see bench/common.py)"
-    )
-    parser.add_argument(
-        "--whatif",
-        default="",
-        help="comma-separated proposed changes to apply as patches (see bench/whatif.py); "
-        "results go to bench/RESULTS-whatif.md",
     )
     args = parser.parse_args(argv)
     return asyncio.run(main_async(args))

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import asyncpg
 from aiohttp import web
 from pydantic import Field
 
-from authbroker import netguard, presets
-from authbroker.config import Settings
+from authbroker import presets
 from authbroker.logs import get_logger
 from authbroker.schemas import NAME_PATTERN, AppCreate, AppUpdate
 from handlers import models
 from handlers.context import resources
 from handlers.operations import Answer, operation, path_param, query_param
-from handlers.responses import fail, ok, read_json, read_model, validate
-from storage import apps, connections
+from handlers.responses import ok, read_json, read_model, validate
+from services import apps as service
+from storage import apps
 from storage.apps import App
-from storage.jobs import enqueue_revokes
-from storage.resources import Resources
 
 routes = web.RouteTableDef()
 log = get_logger("authbroker.api")
@@ -41,71 +36,8 @@ class AppCreateFromPreset(AppCreate):
     )
 
 
-URL_FIELDS = ("authorization_url", "token_url", "revoke_url", "probe_url")
-
-
-async def forbidden_host_errors(values: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
-    """The URL fields whose host resolves to a link-local or metadata address (validation has
-    already refused such addresses written literally), as `[{field, message}]`."""
-    if settings.allow_link_local:
-        return []
-    errors = []
-    for field in URL_FIELDS:
-        url = values.get(field)
-        host = netguard.normalized_host(url) if url else None
-        reason = await netguard.resolved_reason(host) if host else None
-        if reason:
-            errors.append({"field": field, "message": f"host {host} {reason}"})
-    return errors
-
-
-async def refuse_forbidden_hosts(
-    values: dict[str, Any], settings: Settings, *, label: str = ""
-) -> None:
-    """400 naming each URL field whose host resolves to a forbidden address."""
-    errors = [
-        {"field": e["field"], "message": label + e["message"]}
-        for e in await forbidden_host_errors(values, settings)
-    ]
-    if errors:
-        names = ", ".join(e["field"] for e in errors)
-        fail(400, "invalid_request", f"invalid fields: {names}", fields=errors)
-
-
-def with_preset(data: dict[str, Any]) -> dict[str, Any]:
-    """Fill an app definition from its provider preset; what the caller gave wins.
-    `placeholders` (e.g. {"tenant": "contoso"}) fill the preset's URL templates."""
-    given = dict(data)
-    name = given.pop("preset")
-    placeholders = given.pop("placeholders", None)
-    if not isinstance(name, str) or (
-        placeholders is not None and not isinstance(placeholders, dict)
-    ):
-        fail(400, "invalid_request", "preset must be a name and placeholders an object")
-    try:
-        return presets.apply(name, given, placeholders)
-    except KeyError as exc:
-        fail(
-            400,
-            "unknown_preset",
-            str(exc.args[0]),
-            fields=[{"field": "preset", "message": str(exc.args[0])}],
-        )
-    except ValueError as exc:
-        fail(
-            400,
-            "invalid_request",
-            str(exc),
-            fields=[{"field": "placeholders", "message": str(exc)}],
-        )
-
-
 async def load_app(request: web.Request) -> App:
-    name = request.match_info["name"]
-    app = await apps.get(resources(request).pool, name)
-    if app is None:
-        fail(404, "app_not_found", f"no app named {name!r}")
-    return app
+    return await service.get(resources(request), request.match_info["name"])
 
 
 @routes.post("/v1/apps")
@@ -126,16 +58,9 @@ async def create_app(request: web.Request) -> web.Response:
     res = resources(request)
     data = await read_json(request)
     if data.get("preset") is not None:
-        data = with_preset(data)
+        data = service.with_preset(data)
     body = validate(AppCreate, data, **res.settings.validation_context)
-    values = body.model_dump()
-    await refuse_forbidden_hosts(values, res.settings)
-    try:
-        async with res.pool.acquire() as conn:
-            app = await apps.create(conn, res.ring, values)
-    except asyncpg.UniqueViolationError:
-        fail(409, "app_exists", f"an app named {body.name!r} already exists")
-    log.info("app_created", app=app.name, client_auth=app.client_auth)
+    app = await service.create(res, body.model_dump())
     return ok(models.App.of(app, res.settings.redirect_url), status=201)
 
 
@@ -177,11 +102,7 @@ async def update_app(request: web.Request) -> web.Response:
     res = resources(request)
     app = await load_app(request)
     body = await read_model(request, AppUpdate, **res.settings.validation_context)
-    changes = body.changes()
-    await refuse_forbidden_hosts(changes, res.settings)
-    async with res.pool.acquire() as conn:
-        updated = await apps.update(conn, res.ring, app, changes)
-    log.info("app_updated", app=app.name, fields=sorted(changes), resumed=app.paused_at is not None)
+    updated = await service.update(res, app, body.changes())
     return ok(models.App.of(updated, res.settings.redirect_url))
 
 
@@ -212,37 +133,10 @@ async def delete_app(request: web.Request) -> web.Response:
     res = resources(request)
     app = await load_app(request)
     cascade = request.query.get("cascade", "false").lower() in {"1", "true", "yes"}
-    live = await connections.count_live(res.pool, app.id)
-    if live and not cascade:
-        fail(
-            409,
-            "app_has_connections",
-            f"app {app.name!r} has {live} live connection(s); delete them first or pass "
-            "?cascade=true to revoke and delete them with the app",
-            connections=live,
-        )
-    pending = await delete_app_with_connections(res, app)
+    pending = await service.delete(res, app, cascade=cascade)
     if pending:
         return ok(
             models.AppDeleting(status="deleting", connections_revoking=pending, app=app.name),
             status=202,
         )
     return web.Response(status=204)
-
-
-async def delete_app_with_connections(res: Resources, app: App) -> int:
-    """Delete an app now if it has no live connection; otherwise revoke them all and let the
-    last revocation delete the app (the revoke jobs need its client credentials)."""
-    async with res.pool.acquire() as conn, conn.transaction():
-        revoking = await connections.begin_revoke_app(conn, app.id)
-        pending = await conn.fetchval(
-            "SELECT count(*) FROM connections WHERE app_id = $1 AND status = 'revoking'", app.id
-        )
-        if not pending:
-            await apps.delete(conn, app.id)
-            log.info("app_deleted", app=app.name)
-            return 0
-        await apps.mark_deleting(conn, app.id)
-    await enqueue_revokes(res, revoking)
-    log.info("app_delete_requested", app=app.name, connections=pending)
-    return pending

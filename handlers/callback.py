@@ -1,32 +1,21 @@
-"""`GET /oauth/callback`: where providers send the user's browser back with a code.
-
-The order matters for safety: check the state under a row lock, store the sealed code, commit,
-and only then enqueue; a Redis outage after the commit loses nothing because the worker's sweep
-picks up stored codes. A bad request changes nothing and enqueues nothing.
-"""
+"""`GET /oauth/callback`: where providers send the user's browser back with a code, and
+`/oauth/status/{id}`, where the callback page follows the exchange. What the redirect means is
+decided by `services.authorizations`; this module reads the request and renders the page."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 
-from authbroker import oauth
-from authbroker.events import EventType, make_event
 from authbroker.logs import get_logger
 from handlers.context import resources
 from handlers.models import CallbackOutcome, Error
 from handlers.operations import STRING, Answer, operation, path_param, query_param
 from handlers.pages import page, wants_json
 from handlers.responses import ok
-from storage import authorizations, connections, outbox
-from storage.authorizations import Authorization
-from storage.jobs import enqueue_exchange
-from storage.resources import Resources
+from services import authorizations
+from services.errors import Invalid
 
 routes = web.RouteTableDef()
 log = get_logger("authbroker.callback")
@@ -49,6 +38,9 @@ REFUSED = Answer(
 
 
 class BadCallback(Exception):
+    """A request that cannot be a provider's callback at all (repeated or oversized
+    parameters)."""
+
     def __init__(self, error: str, message: str):
         super().__init__(message)
         self.error = error
@@ -105,113 +97,22 @@ async def callback(request: web.Request) -> web.Response:
     res = resources(request)
     try:
         params = _params(request)
-        authorization = await _accept(res, params)
-    except BadCallback as exc:
-        log.info("callback_refused", reason=exc.error, message=exc.message)
-        return _bad(request, exc.error, exc.message)
-    if "error" in params:
-        return await _outcome_response(request, authorization.id)
-    try:
-        await enqueue_exchange(res, authorization.id)
-    except Exception as exc:  # Redis down: the code is stored; the sweep will enqueue it
-        log.warning(
-            "exchange_enqueue_failed",
-            authorization_id=str(authorization.id),
-            error=type(exc).__name__,
-        )
-    return await _outcome_response(request, authorization.id, wait=WAIT_FOR_OUTCOME)
-
-
-async def _accept(res: Resources, params: dict[str, str]) -> Authorization:
-    state = params.get("state")
-    if not state:
-        raise BadCallback("invalid_request", "The provider sent no state with this sign-in.")
-    has_code, has_error = "code" in params, "error" in params
-    if has_code and has_error:
-        raise BadCallback("invalid_request", "The callback carries both a code and an error.")
-    if not has_code and not has_error:
-        raise BadCallback("invalid_request", "The provider sent neither a code nor an error.")
-    if has_code and not params["code"]:
-        raise BadCallback("invalid_request", "The provider sent an empty code.")
-    async with res.pool.acquire() as conn, conn.transaction():
-        authorization = await authorizations.by_state(conn, oauth.state_digest(state))
-        if authorization is None:
-            raise BadCallback(
-                "invalid_state", "This sign-in was not started here, or its link is damaged."
-            )
-        if authorization.outcome == "cancelled":
-            raise BadCallback("cancelled", "This connection was deleted before sign-in finished.")
-        if authorization.code is not None or (
-            authorization.done and authorization.outcome != "expired"
-        ):
-            raise BadCallback("state_used", "This sign-in link was already used.")
-        if authorization.expires_at <= datetime.now(UTC):
-            raise BadCallback(
-                "state_expired", "This sign-in took too long and its link has expired."
-            )
-        if has_error:
-            await _provider_error(conn, authorization, params)
-        else:
-            await authorizations.store_code(conn, res.ring, authorization.id, params["code"])
-    log.info(
-        "callback_accepted",
-        app=authorization.app,
-        connection_id=authorization.connection_id,
-        outcome="error" if has_error else "code",
-    )
-    return authorization
-
-
-async def _provider_error(conn: Any, authorization: Authorization, params: dict[str, str]) -> None:
-    """The provider ended the authorization (the user declined, a setting is wrong, …)."""
-    error = params["error"][:100]
-    description = params.get("error_description", "")[:300] or None
-    problem = oauth.callback_problem(error, description)
-    await authorizations.finish(conn, authorization.id, outcome="failed", problem=str(problem))
-    current = await connections.get(conn, authorization.connection_id)
-    # A failed re-authorization leaves a working connection working.
-    status = "failed" if current is None or current.access_token is None else None
-    await connections.set_problem(
-        conn,
-        authorization.connection_id,
-        problem=str(problem),
-        detail=problem.remedy,
-        status=status,
-        last_error={"stage": "authorize", "error": error, "description": description},
-    )
-    await outbox.append(
-        conn,
-        make_event(
-            EventType.AUTHORIZATION_FAILED,
-            app=authorization.app,
-            connection_id=authorization.connection_id,
-            status=status or (current.status if current else None),
-            problem=problem,
-            data={"provider_error": error, "provider_description": description},
-        ),
-    )
-    log.info(
-        "authorization_failed",
-        app=authorization.app,
-        connection_id=authorization.connection_id,
-        problem=str(problem),
-        provider_error=error,
-    )
+        authorization = await authorizations.receive(res, params)
+    except (BadCallback, Invalid) as exc:
+        code = exc.error if isinstance(exc, BadCallback) else exc.code
+        log.info("callback_refused", reason=code, message=exc.message)
+        return _bad(request, code, exc.message)
+    wait = 0.0 if "error" in params else WAIT_FOR_OUTCOME
+    return await _outcome_response(request, authorization.id, wait=wait)
 
 
 async def _outcome_response(
     request: web.Request, authorization_id: uuid.UUID, *, wait: float = 0.0
 ) -> web.Response:
     """Answer with the exchange's outcome, waiting up to `wait` seconds for it to finish."""
-    res = resources(request)
-    deadline = time.monotonic() + wait
-    while True:
-        authorization = await authorizations.get(res.pool, authorization_id)
-        assert authorization is not None
-        if authorization.done or time.monotonic() >= deadline:
-            break
-        await asyncio.sleep(0.05)
-    outcome = CallbackOutcome.of(authorization)
+    found = await authorizations.outcome(resources(request), authorization_id, wait=wait)
+    assert found is not None
+    outcome = CallbackOutcome.of(found)
     if wants_json(request):
         return ok(outcome)
     return outcome_page(outcome)
@@ -262,7 +163,7 @@ async def status(request: web.Request) -> web.Response:
         authorization_id = uuid.UUID(request.match_info["authorization_id"])
     except ValueError:
         return _bad(request, "not_found", "No such sign-in.", status=404)
-    found = await authorizations.get(resources(request).pool, authorization_id)
+    found = await authorizations.outcome(resources(request), authorization_id)
     if found is None:
         return _bad(request, "not_found", "No such sign-in.", status=404)
     return await _outcome_response(request, authorization_id, wait=2.0)

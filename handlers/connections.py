@@ -2,34 +2,27 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-from typing import get_args
-
 from aiohttp import web
 
-from authbroker import oauth
-from authbroker.events import ConnectionStatus, EventType, make_event
 from authbroker.logs import get_logger
 from authbroker.problems import Problem
 from authbroker.schemas import CONNECTION_ID_PATTERN, ConnectionStart, Report
+from authbroker.states import Status
 from handlers import models
 from handlers.apps import APP_NAME, APP_NOT_FOUND, load_app
 from handlers.context import resources
 from handlers.operations import NO_STORE, RETRY_AFTER, Answer, operation, path_param, query_param
-from handlers.refreshing import expiring, refresh_and_wait, seconds_until
 from handlers.responses import fail, ok, read_model
-from storage import authorizations, connections, outbox
-from storage.apps import App
-from storage.connections import Connection, ConnectionConflict
-from storage.jobs import enqueue_revokes
+from services import authorizations, revocation
+from services import connections as service
+from storage import connections
+from storage.connections import Connection
 from storage.resources import Resources
 
 routes = web.RouteTableDef()
 log = get_logger("authbroker.api")
 
-AUTHORIZATION_LIFETIME = 600  # seconds; the state is single use and dies after 10 minutes
-STATUSES = get_args(ConnectionStatus)
+STATUSES = tuple(Status)
 
 CONNECTION_ID = path_param(
     "connection_id", "The connection's id.", {"type": "string", "pattern": CONNECTION_ID_PATTERN}
@@ -49,11 +42,7 @@ UNAVAILABLE = Answer(
 
 
 async def load_connection(request: web.Request) -> Connection:
-    connection_id = request.match_info["connection_id"]
-    found = await connections.get(resources(request).pool, connection_id)
-    if found is None:
-        fail(404, "connection_not_found", f"no connection with id {connection_id!r}")
-    return found
+    return await service.get(resources(request), request.match_info["connection_id"])
 
 
 @routes.post("/v1/apps/{name}/connections")
@@ -81,70 +70,14 @@ async def start_authorization(request: web.Request) -> web.Response:
     res = resources(request)
     app = await load_app(request)
     body = await read_model(request, ConnectionStart)
-    return ok(await begin_authorization(res, app, body), status=201)
-
-
-async def begin_authorization(
-    res: Resources, app: App, body: ConnectionStart
-) -> models.AuthorizationStarted:
-    """Create (or re-authorize) a connection and its authorization; the API and the console
-    both start connections here. Raises ApiError (409) when the app cannot authorize."""
-    if app.deleting:
-        fail(409, "app_deleting", f"app {app.name!r} is being deleted")
-    if app.awaiting_secret:
-        fail(
-            409,
-            "app_awaiting_secret",
-            f"app {app.name!r} was imported without its client secret: set it first "
-            "(PATCH /v1/apps/{name} with client_secret)",
-        )
-    connection_id = body.connection_id or f"conn_{uuid.uuid4().hex}"
-    scopes = body.scopes if body.scopes is not None else app.scopes
-    state = oauth.new_state()
-    verifier = oauth.new_code_verifier() if app.pkce else None
-    authorize_url = oauth.build_authorize_url(
-        app.client(res.ring),
-        redirect_uri=res.settings.redirect_url,
-        scopes=scopes,
-        state=state,
-        code_challenge=oauth.code_challenge(verifier) if verifier else None,
+    started = await authorizations.start(
+        res,
+        app,
+        connection_id=body.connection_id,
+        scopes=body.scopes,
+        metadata=body.metadata if "metadata" in body.model_fields_set else None,
     )
-    try:
-        async with res.pool.acquire() as conn, conn.transaction():
-            created = await connections.start(
-                conn,
-                connection_id=connection_id,
-                app_id=app.id,
-                requested_scopes=scopes,
-                metadata=body.metadata if "metadata" in body.model_fields_set else None,
-            )
-            authorization_id, expires_at = await authorizations.create(
-                conn,
-                res.ring,
-                state_hash=oauth.state_digest(state),
-                app_id=app.id,
-                connection_id=connection_id,
-                code_verifier=verifier,
-                requested_scopes=scopes,
-                redirect_uri=res.settings.redirect_url,
-                lifetime_seconds=AUTHORIZATION_LIFETIME,
-            )
-    except ConnectionConflict:
-        fail(409, "connection_exists", f"connection {connection_id!r} belongs to another app")
-    log.info(
-        "authorization_started",
-        app=app.name,
-        connection_id=connection_id,
-        reauthorization=not created,
-        authorization_id=str(authorization_id),
-    )
-    return models.AuthorizationStarted(
-        connection_id=connection_id,
-        authorize_url=authorize_url,
-        expires_at=expires_at,
-        authorization_id=authorization_id,
-        status_url=f"{res.settings.public_url}/oauth/status/{authorization_id}",
-    )
+    return ok(models.AuthorizationStarted.of(started), status=201)
 
 
 @routes.get("/v1/connections")
@@ -211,38 +144,6 @@ async def show_connection(request: web.Request) -> web.Response:
     return ok(models.Connection.of(await load_connection(request)))
 
 
-def _unavailable(found: Connection, app_paused: str | None = None) -> None:
-    """Answer why there is no usable token: 503 while it may come back, 409 when it will not."""
-    if found.status != "active":
-        fail(
-            409,
-            "connection_not_active",
-            f"connection is {found.status}"
-            + (f": {found.problem}" if found.problem else "")
-            + (" (authorization not completed yet)" if found.status == "pending" else ""),
-            status=found.status,
-            problem=found.problem,
-            detail=Problem.remedy_of(found.problem),
-        )
-    retry_at = found.next_attempt_at
-    if app_paused:
-        problem, why = app_paused, "the app's settings were refused by the provider"
-    elif found.provider_unavailable_until is not None:
-        problem, why = str(Problem.PROVIDER_UNAVAILABLE), "the provider's token endpoint is down"
-        retry_at = found.provider_unavailable_until
-    else:
-        problem, why = str(Problem.TOKEN_EXPIRED), "refresh pending"
-    fail(
-        503,
-        problem,
-        f"no valid access token now: {why}",
-        problem=problem,
-        detail=Problem.remedy_of(problem),
-        next_attempt_at=retry_at,
-        headers={"Retry-After": str(seconds_until(retry_at))},
-    )
-
-
 def _credentials(res: Resources, found: Connection) -> web.Response:
     access_token = found.open_access_token(res.ring)
     token_type = found.token_type or "Bearer"
@@ -279,50 +180,8 @@ async def connection_credentials(request: web.Request) -> web.Response:
     at most ten seconds.
     """
     res = resources(request)
-    found = await load_connection(request)
-    if found.status != "active" or found.access_token is None:
-        _unavailable(found)
-    now = datetime.now(UTC)
-    backing_off = found.next_attempt_at is not None and found.next_attempt_at > now
-    refreshable = (
-        found.refresh_token is not None
-        and found.app_paused is None
-        and found.provider_unavailable_until is None
-    )
-    if expiring(found, now) and refreshable and not backing_off:
-        found = await refresh_and_wait(res, found) or found
-    now = datetime.now(UTC)
-    if found.status != "active" or found.access_token is None:
-        _unavailable(found)
-    if found.expires_at is not None and found.expires_at <= now:
-        if found.refresh_token is None:
-            fail(
-                409,
-                "token_expired",
-                "the access token expired and there is no refresh token",
-                status=found.status,
-                problem=str(Problem.TOKEN_EXPIRED),
-                detail="Authorize the connection again.",
-            )
-        _unavailable(found, found.app_paused)
+    found = await service.credentials(res, await load_connection(request))
     return _credentials(res, found)
-
-
-async def require_refreshable(res: Resources, found: Connection) -> None:
-    """Stop with the reason when no refresh can run: not active, no refresh token, its app
-    paused because the provider refused the app's settings, or its token endpoint down."""
-    if found.status != "active":
-        _unavailable(found)
-    if found.refresh_token is None:
-        fail(
-            409,
-            "refresh_token_missing",
-            "this connection has no refresh token: authorize it again",
-            problem=str(Problem.REFRESH_TOKEN_MISSING),
-            detail=Problem.REFRESH_TOKEN_MISSING.remedy,
-        )
-    if found.app_paused is not None or found.provider_unavailable_until is not None:
-        _unavailable(found, found.app_paused)
 
 
 @routes.post("/v1/connections/{connection_id}/refresh")
@@ -347,29 +206,12 @@ async def force_refresh(request: web.Request) -> web.Response:
 
     The refresh runs whatever the schedule says; the request waits for it at most ten seconds.
     """
-    res = resources(request)
-    found = await load_connection(request)
-    await require_refreshable(res, found)
-    after = await refresh_and_wait(res, found)
-    if after is None:
-        fail(
-            503,
-            "refresh_pending",
-            "the refresh did not finish within 10 seconds; it goes on in the background",
-            headers={"Retry-After": "5"},
-        )
+    done = await service.refresh_now(resources(request), await load_connection(request))
     return ok(
         models.RefreshOutcome(
-            outcome=refresh_outcome(found, after), connection=models.Connection.of(after)
+            outcome=done.outcome, connection=models.Connection.of(done.connection)
         )
     )
-
-
-def refresh_outcome(before: Connection, after: Connection) -> str:
-    """What a finished refresh did: `refreshed`, `failed` (the grant is gone) or `retrying`."""
-    if after.status != "active":
-        return "failed"
-    return "refreshed" if after.version > before.version else "retrying"
 
 
 @routes.post("/v1/connections/{connection_id}/report")
@@ -395,62 +237,25 @@ async def report(request: web.Request) -> web.Response:
     res = resources(request)
     found = await load_connection(request)
     body = await read_model(request, Report)
-    challenge = oauth.parse_bearer_challenge(body.www_authenticate)
-    record = {
-        "status": body.status,
-        "error": challenge.error if challenge else None,
-        "scope": challenge.scope if challenge else None,
-        "at": datetime.now(UTC).isoformat(),
-    }
-    await connections.record_report(res.pool, found.id, record)
-    bound = log.bind(app=found.app, connection_id=found.id, reported_status=body.status)
-    if challenge is not None and challenge.error == "insufficient_scope":
-        needed = challenge.scope or []
-        async with res.pool.acquire() as conn, conn.transaction():
-            await connections.set_problem(
-                conn,
-                found.id,
-                problem=str(Problem.INSUFFICIENT_SCOPE),
-                detail=Problem.INSUFFICIENT_SCOPE.remedy
-                + (f" Required: {' '.join(needed)}." if needed else ""),
-            )
-            await outbox.append(
-                conn,
-                make_event(
-                    EventType.INSUFFICIENT_SCOPE,
-                    app=found.app,
-                    connection_id=found.id,
-                    status=found.status,
-                    problem=Problem.INSUFFICIENT_SCOPE,
-                    data={"required_scopes": needed, "granted_scopes": found.granted_scopes},
-                ),
-            )
-        bound.info("insufficient_scope_reported", required=needed)
+    done = await service.report(
+        res, found, status=body.status, www_authenticate=body.www_authenticate
+    )
+    if done.action == "recorded":
         return ok(
             models.ScopeRecorded(
-                action="recorded", problem=Problem.INSUFFICIENT_SCOPE, required_scopes=needed
+                action="recorded",
+                problem=Problem.INSUFFICIENT_SCOPE,
+                required_scopes=list(done.required_scopes),
             )
         )
-    token_refused = body.status == 401 or (
-        challenge is not None and challenge.error == "invalid_token"
-    )
-    if token_refused:
-        await require_refreshable(res, found)
-        after = await refresh_and_wait(res, found)
-        bound.info("invalid_token_reported", outcome=after.status if after else "pending")
+    if done.connection is not None:
         return ok(
             models.TokenRefreshed(
-                action="refreshed" if after and after.status == "active" else "refresh_attempted",
-                connection=models.Connection.of(after or found),
+                action=done.action,  # type: ignore[arg-type]
+                connection=models.Connection.of(done.connection),
             )
         )
-    hint = (
-        "The web service answered 403 without a Bearer challenge: the request may have been sent "
-        "without the Authorization header, or the provider restricts access (IP ranges, "
-        "domains, plan). Check that the runtime sends the `authorization` value it received."
-    )
-    bound.info("forbidden_reported", bearer_challenge=challenge is not None)
-    return ok(models.ReportHint(action="none", hint=hint))
+    return ok(models.ReportHint(action="none", hint=done.hint or ""))
 
 
 @routes.delete("/v1/connections/{connection_id}")
@@ -471,17 +276,6 @@ async def delete_connection(request: web.Request) -> web.Response:
     202 while that happens.
     """
     found = await load_connection(request)
-    if not await request_delete(resources(request), found):
+    if not await revocation.request_delete(resources(request), found):
         return web.Response(status=204)
     return ok(models.ConnectionRevoking(connection_id=found.id, status="revoking"), status=202)
-
-
-async def request_delete(res: Resources, found: Connection) -> bool:
-    """Start revoking a connection; False when it is already revoked."""
-    if found.status == "revoked":
-        return False
-    async with res.pool.acquire() as conn, conn.transaction():
-        await connections.begin_revoke(conn, found.id)
-    await enqueue_revokes(res, [found.id])
-    log.info("connection_delete_requested", app=found.app, connection_id=found.id)
-    return True

@@ -10,6 +10,7 @@ from handlers.context import resources as get_resources
 from handlers.models import Health, Readiness, ReadinessChecks
 from handlers.operations import Answer, operation
 from handlers.responses import ok
+from storage import pool
 
 routes = web.RouteTableDef()
 
@@ -41,7 +42,7 @@ async def readyz(request: web.Request) -> web.Response:
     resources = get_resources(request)
 
     async def postgres() -> None:
-        await resources.pool.fetchval("SELECT 1")
+        await pool.ping(resources.pool)
 
     async def redis() -> None:
         await resources.redis.ping()

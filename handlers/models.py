@@ -22,6 +22,7 @@ from authbroker.problems import Problem
 
 if TYPE_CHECKING:
     from authbroker import diagnosis
+    from services import authorizations
     from storage.apps import App as AppRow
     from storage.authorizations import Authorization
     from storage.basic import BasicCredential
@@ -162,6 +163,16 @@ class AuthorizationStarted(Body):
     expires_at: datetime
     authorization_id: uuid.UUID
     status_url: Url
+
+    @classmethod
+    def of(cls, started: authorizations.Started) -> AuthorizationStarted:
+        return cls(
+            connection_id=started.connection_id,
+            authorize_url=started.authorize_url,
+            expires_at=started.expires_at,
+            authorization_id=started.authorization_id,
+            status_url=started.status_url,
+        )
 
 
 class ProviderError(BaseModel):

@@ -22,10 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidato
 from authbroker.logs import get_logger
 from authbroker.schemas import AppCreate, field_errors
 from handlers import models
-from handlers.apps import refuse_forbidden_hosts
 from handlers.context import resources
 from handlers.operations import NO_STORE, Answer, operation, query_param
 from handlers.responses import fail, ok, read_model
+from services import apps as apps_service
 from storage import apps
 from storage.apps import App
 
@@ -197,7 +197,9 @@ async def import_apps(request: web.Request) -> web.Response:
     document = await read_model(request, AppExport)
     checked = _check(document, res.settings.validation_context)
     for model in checked:
-        await refuse_forbidden_hosts(model.model_dump(), res.settings, label=f"app {model.name}: ")
+        await apps_service.check_hosts(
+            model.model_dump(), res.settings, label=f"app {model.name}: "
+        )
     created: list[str] = []
     updated: list[str] = []
     unchanged: list[str] = []

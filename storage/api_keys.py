@@ -105,3 +105,13 @@ async def revoke(db: asyncpg.Connection | asyncpg.Pool, key_id: str) -> bool:
 
 async def count_active(db: asyncpg.Connection | asyncpg.Pool) -> int:
     return await db.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
+
+
+async def get_active(db: asyncpg.Connection | asyncpg.Pool, key_id: str) -> ApiKey | None:
+    """A key that has not been revoked, by id (a console session stands on one)."""
+    row = await db.fetchrow(
+        """SELECT id, name, created_at, last_used_at, revoked_at FROM api_keys
+           WHERE id = $1 AND revoked_at IS NULL""",
+        key_id,
+    )
+    return ApiKey(**dict(row)) if row else None

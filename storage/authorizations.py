@@ -170,3 +170,25 @@ async def purge(db: asyncpg.Connection | asyncpg.Pool, *, older_than_days: int =
         older_than_days,
     )
     return int(result.split()[-1])
+
+
+async def expire_unfinished(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """End authorizations past their lifetime with no callback, and fail the connections that
+    were only waiting for them (pending, with no other authorization still open). Returns the
+    failed connections' `id` and `app`."""
+    return await conn.fetch(
+        """WITH ended AS (
+               UPDATE authorizations SET done = true, done_at = now(), outcome = 'expired',
+                      problem = 'authorization_expired', code_verifier = NULL
+               WHERE NOT done AND code IS NULL AND expires_at < now()
+               RETURNING connection_id)
+           UPDATE connections c SET status = 'failed', problem = 'authorization_expired',
+                  problem_detail = NULL, updated_at = now()
+           FROM apps a
+           WHERE c.id IN (SELECT connection_id FROM ended) AND c.status = 'pending'
+             AND a.id = c.app_id
+             AND NOT EXISTS (SELECT 1 FROM authorizations z
+                             WHERE z.connection_id = c.id AND NOT z.done
+                               AND z.expires_at >= now())
+           RETURNING c.id, a.name AS app"""
+    )

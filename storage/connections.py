@@ -547,3 +547,41 @@ async def record_report(
     db: asyncpg.Connection | asyncpg.Pool, connection_id: str, report: dict[str, Any]
 ) -> None:
     await db.execute("UPDATE connections SET last_report = $2 WHERE id = $1", connection_id, report)
+
+
+async def due_for_probe(
+    db: asyncpg.Connection | asyncpg.Pool, *, default_interval: int, limit: int
+) -> list[str]:
+    """Active connections of apps with a probe URL whose last probe is older than the app's
+    interval, least recently probed first."""
+    rows = await db.fetch(
+        """SELECT c.id FROM connections c JOIN apps a ON a.id = c.app_id
+           WHERE a.probe_url IS NOT NULL AND a.paused_at IS NULL AND c.status = 'active'
+             AND coalesce(c.last_probe_at, c.authorized_at)
+                 < now() - make_interval(secs => coalesce(a.probe_interval, $1))
+           ORDER BY c.last_probe_at NULLS FIRST LIMIT $2""",
+        default_interval,
+        limit,
+    )
+    return [row["id"] for row in rows]
+
+
+async def mark_probed(db: asyncpg.Connection | asyncpg.Pool, connection_id: str) -> None:
+    await db.execute("UPDATE connections SET last_probe_at = now() WHERE id = $1", connection_id)
+
+
+async def count_revoking(db: asyncpg.Connection | asyncpg.Pool, app_id: uuid.UUID) -> int:
+    return await db.fetchval(
+        "SELECT count(*) FROM connections WHERE app_id = $1 AND status = 'revoking'", app_id
+    )
+
+
+async def counts_by_app(db: asyncpg.Connection | asyncpg.Pool) -> dict[uuid.UUID, dict[str, int]]:
+    """How many connections each app has in each status."""
+    rows = await db.fetch(
+        "SELECT app_id, status, count(*) AS n FROM connections GROUP BY app_id, status"
+    )
+    counts: dict[uuid.UUID, dict[str, int]] = {}
+    for row in rows:
+        counts.setdefault(row["app_id"], {})[row["status"]] = row["n"]
+    return counts

@@ -165,3 +165,8 @@ async def release_lease(
         connection_id,
         holder,
     )
+
+
+async def wake_workers(db: asyncpg.Connection | asyncpg.Pool) -> None:
+    """Tell every worker to claim now (at commit, when inside a transaction)."""
+    await db.execute("SELECT pg_notify($1, '')", REFRESH_WANTED)

@@ -36,3 +36,8 @@ async def create_pool(
         server_settings={"application_name": "authbroker"},
         **kwargs,
     )
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """Whether Postgres answers (readiness)."""
+    await pool.fetchval("SELECT 1")

@@ -20,7 +20,7 @@ from authbroker import oauth
 from storage.resources import Resources
 from storage.sealing import aad
 from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
-from worker import sweep
+from worker import jobs as sweep
 from worker.context import CTX_KEY
 
 JSON = {"Accept": "application/json"}

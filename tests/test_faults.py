@@ -32,6 +32,8 @@ from redis.asyncio import Redis
 from authbroker import oauth
 from authbroker.embedded import EmbeddedPostgres, EmbeddedRedis
 from handlers import callback
+from services import authorizations as authorizations_service
+from services.refresh import BACKOFF_CAP, LEASE_SECONDS, refresh_one
 from storage import apps, connections, leases
 from storage.migrate import migrate
 from storage.resources import Resources
@@ -47,9 +49,7 @@ from tests.chaos_helpers import (
 from tests.oauth_server import OAuthTestServer
 from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
 from tests.test_lifecycle_e2e import authorize
-from worker import sweep
 from worker.context import CTX_KEY, WorkerContext
-from worker.refresh import BACKOFF_CAP, LEASE_SECONDS, refresh_connection
 
 MOCK_TOKEN_URL = "https://faults.provider.test/oauth/token"
 
@@ -411,7 +411,7 @@ async def test_callbacks_during_a_redis_outage_are_answered_then_exchanged_and_r
     Here the in-process worker is restarted after Redis is back; that a worker process rides
     out an outage by itself is test_worker_process_survives_a_short_redis_outage."""
     monkeypatch.setattr(callback, "WAIT_FOR_OUTCOME", 1.0)
-    monkeypatch.setattr(sweep, "STRANDED_AFTER", 1.0)
+    monkeypatch.setattr(authorizations_service, "STRANDED_AFTER", 1.0)
     prefix = unique("redis-down")
     redis_server = EmbeddedRedis(workdir / prefix, persist=False)
     redis_url = redis_server.start()
@@ -661,7 +661,7 @@ async def test_random_provider_faults_never_invalidate_and_backoff_is_honoured(
                     async def one(cid: str) -> None:
                         nonlocal checked_429
                         async with gate:
-                            outcome = await refresh_connection(ctx, cid, force=True)
+                            outcome = await refresh_one(ctx[CTX_KEY], cid, force=True)
                             after = await connections.get(res.pool, cid)
                         assert after is not None
                         outcomes[outcome] += 1
@@ -768,7 +768,7 @@ async def test_stopping_a_worker_mid_refresh_loses_nothing(
                 )
                 async with aiohttp.ClientSession() as http:
                     ctx = {CTX_KEY: WorkerContext(resources=res, http=http)}
-                    assert await refresh_connection(ctx, cid, force=True) == "refreshed"
+                    assert await refresh_one(ctx[CTX_KEY], cid, force=True) == "refreshed"
                 final = await connections.get(res.pool, cid)
                 assert final is not None and final.status == "active"
                 assert final.open_refresh_token(res.ring) == provider.current[cid] != old

@@ -16,9 +16,10 @@ from redis.asyncio import Redis
 from authbroker.embedded import free_port
 from handlers import callback
 from handlers.app import create_app
+from services import authorizations as authorizations_service
 from storage.resources import Resources
 from tests.oauth_server import OAuthTestServer
-from worker import sweep
+from worker import jobs as sweep
 
 
 async def create_oauth_app(
@@ -221,7 +222,7 @@ async def test_code_survives_a_redis_outage(
                 assert response.status == 200
                 body = await response.json()
         assert body["status"] == "pending"
-        monkeypatch.setattr(sweep, "STRANDED_AFTER", 0.0)
+        monkeypatch.setattr(authorizations_service, "STRANDED_AFTER", 0.0)
         assert await sweep.sweep_codes(worker.ctx) >= 1
         await events.wait_for(
             lambda e: (

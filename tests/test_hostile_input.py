@@ -28,14 +28,14 @@ from yarl import URL
 
 from authbroker import oauth
 from authbroker.schemas import AppCreate, AppUpdate
-from handlers import callback
+from services import queue
+from services.refresh import refresh_one
 from storage import api_keys, apps, authorizations, connections
 from storage.resources import Resources
 from tests.chaos_helpers import FakeProvider, open_stack, private_database, stack_settings
 from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
-from worker import sweep
+from worker import jobs as sweep
 from worker.context import CTX_KEY, WorkerContext, provider_session
-from worker.refresh import refresh_connection
 
 PROPERTY = settings(
     max_examples=150,
@@ -71,8 +71,8 @@ class EnqueueSpy:
 
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> EnqueueSpy:
-    enqueue = EnqueueSpy(callback.enqueue_exchange)
-    monkeypatch.setattr(callback, "enqueue_exchange", enqueue)
+    enqueue = EnqueueSpy(queue.enqueue_exchange)
+    monkeypatch.setattr(queue, "enqueue_exchange", enqueue)
     return enqueue
 
 
@@ -740,7 +740,7 @@ async def test_token_endpoint_redirects_are_not_followed_on_refresh(broker, prov
     provider.handlers["/stolen"] = stolen
     res = broker["res"]
     cid = await connection_at(res, provider.url("/token"))
-    outcome = await refresh_connection(broker["ctx"], cid, force=True)
+    outcome = await refresh_one(broker["ctx"][CTX_KEY], cid, force=True)
     assert outcome == "retrying"
     assert provider.hits["/token"] == 1
     assert provider.hits["/stolen"] == 0
@@ -841,7 +841,7 @@ async def test_unusable_token_responses_are_named_and_retried(broker, provider, 
     provider.handlers["/token"] = handler
     res = broker["res"]
     cid = await connection_at(res, provider.url("/token"))
-    outcome = await refresh_connection(broker["ctx"], cid, force=True)
+    outcome = await refresh_one(broker["ctx"][CTX_KEY], cid, force=True)
     assert outcome == "retrying"
     found = await connections.get(res.pool, cid)
     assert found is not None and found.status == "active"
@@ -899,7 +899,7 @@ async def test_odd_but_usable_token_responses_keep_the_tokens(
     res = broker["res"]
     cid = await connection_at(res, provider.url("/token"), scopes=["read", "write"])
     before = datetime.now(UTC)
-    outcome = await refresh_connection(broker["ctx"], cid, force=True)
+    outcome = await refresh_one(broker["ctx"][CTX_KEY], cid, force=True)
     assert outcome == "refreshed"
     found = await connections.get(res.pool, cid)
     assert found is not None and found.status == "active"

@@ -22,7 +22,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from authbroker.events import FIELDS as EVENT_FIELDS
-from authbroker.events import EventType, make_event
+from authbroker.events import EventType, Invalidated, make_event
 from authbroker.problems import Problem
 from authbroker.schemas import AppCreate, AppUpdate, BasicCredentialIn, ConnectionStart, Report
 from handlers import openapi
@@ -98,7 +98,7 @@ async def test_the_document_is_valid_openapi_31(api_doc: Api):
         connection_id="c1",
         status="failed",
         problem=Problem.REFRESH_TOKEN_INVALIDATED,
-        data={"provider_error": "invalid_grant"},
+        data=Invalidated(provider_error="invalid_grant"),
     )
     check = Schemas(doc)
     assert check.errors(real, "components", "schemas", "Event") == []

@@ -9,7 +9,7 @@ from authbroker.embedded import free_port
 from storage import connections
 from storage.sealing import aad
 from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
-from worker.probe import probe_connection, schedule_probes
+from worker.jobs import probe_connection, schedule_probes
 
 
 async def authorized(api, anonymous, server, app: str) -> str:

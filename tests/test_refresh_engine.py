@@ -23,12 +23,12 @@ import aiohttp
 import pytest
 from aioresponses import CallbackResult, aioresponses
 
+from services import refresh as refresh_module
 from storage import apps, connections, endpoints
 from storage.resources import Resources
 from tests.chaos_helpers import aioresponses_compat, open_stack, private_database, stack_settings
 from tests.test_faults import insert_app, insert_connection
 from worker import engine as engine_module
-from worker import refresh as refresh_module
 from worker.context import WorkerContext
 from worker.engine import RefreshEngine
 

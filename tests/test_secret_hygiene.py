@@ -27,8 +27,9 @@ from redis.asyncio import Redis
 
 from authbroker.logs import configure_logging
 from handlers import callback
+from services import queue
+from services.queue import enqueue_exchange
 from storage import authorizations, connections
-from storage.jobs import enqueue_exchange
 from storage.resources import Resources
 from tests.oauth_server import basic_auth_header
 from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
@@ -252,7 +253,7 @@ async def test_no_secret_in_logs_events_or_plaintext_columns(
             code3 = parse_qs(urlsplit(location).query)["code"][0]
             found.add("code 3", code3)
             with monkeypatch.context() as patch:
-                patch.setattr(callback, "enqueue_exchange", not_enqueued)
+                patch.setattr(queue, "enqueue_exchange", not_enqueued)
                 patch.setattr(callback, "WAIT_FOR_OUTCOME", 0.1)
                 _, outcome = await follow_callback(anonymous, location)
             assert outcome["status"] == "pending", outcome

@@ -12,7 +12,7 @@ Around that loop:
   claim takes over and knows the dead holder's answer may be lost;
 - a runtime waiting for a refresh makes its connection due and NOTIFYs the workers, which wake
   at once instead of at the next pass;
-- unavailable token endpoints are probed, one connection at a time (`worker.refresh`).
+- unavailable token endpoints are probed, one connection at a time (`services.refresh`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 
 from authbroker.logs import get_logger
 from authbroker.metrics import REFRESHES_IN_FLIGHT
+from services.refresh import LEASE_SECONDS, Probe, refresh
 from storage import endpoints, leases, notifications
 from storage.leases import Claimed
 from worker.context import WorkerContext
-from worker.refresh import LEASE_SECONDS, Probe, refresh
 
 log = get_logger("authbroker.engine")
 

@@ -13,22 +13,24 @@ from prometheus_client import start_http_server
 
 from authbroker.config import Settings
 from authbroker.logs import get_logger
+from services import queue
 from storage import gauges
 from storage.resources import Resources, redis_settings
 from storage.sealing import KeyRing
 from worker.context import CTX_KEY, WorkerContext, provider_session
 from worker.engine import RefreshEngine
-from worker.exchange import exchange_code
-from worker.probe import probe_connection, schedule_probes
-from worker.relay import Relay
-from worker.revoke import revoke_connection
-from worker.sweep import (
+from worker.jobs import (
+    exchange_code,
     expire_authorizations,
     mark_expired_tokens,
+    probe_connection,
     prune,
+    revoke_connection,
+    schedule_probes,
     sweep_codes,
     sweep_revocations,
 )
+from worker.relay import Relay
 
 log = get_logger("authbroker.worker")
 
@@ -101,9 +103,9 @@ def build_worker(
     timeout = int(3 * (settings.provider_connect_timeout + settings.provider_timeout) + 30)
     return Worker(
         functions=[
-            func(exchange_code, max_tries=30, timeout=timeout),
-            func(revoke_connection, max_tries=10, timeout=timeout),
-            func(probe_connection, max_tries=3, timeout=timeout),
+            func(exchange_code, name=queue.EXCHANGE, max_tries=30, timeout=timeout),
+            func(revoke_connection, name=queue.REVOKE, max_tries=10, timeout=timeout),
+            func(probe_connection, name=queue.PROBE, max_tries=3, timeout=timeout),
         ],
         cron_jobs=[
             # Cron job ids are global in arq; the prefix keeps deployments sharing a Redis apart.

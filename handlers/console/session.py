@@ -180,15 +180,13 @@ async def load_session(request: web.Request) -> Session | None:
             return None
     except Exception as exc:  # Redis away: the key check below still applies
         log.warning("console_signout_check_failed", error=type(exc).__name__)
-    row = await res.pool.fetchrow(
-        "SELECT id, name FROM api_keys WHERE id = $1 AND revoked_at IS NULL", key_id
-    )
-    if row is None:
+    key = await api_keys.get_active(res.pool, key_id)
+    if key is None:
         return None
     await api_keys.touch(res.pool, key_id)  # at most one write a minute per key
     return Session(
         key_id=key_id,
-        key_name=row["name"],
+        key_name=key.name,
         nonce=nonce,
         expires_at=payload["exp"],
         csrf=token(secret, "csrf", nonce),

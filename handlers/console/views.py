@@ -1,9 +1,8 @@
 """The console's pages and actions: applications, connections, Basic credentials, sign-in.
 
-Every change goes through the same functions as the API (storage repositories,
-`begin_authorization`, `request_delete`, `refresh_and_wait`, `delete_app_with_connections`) and
-is validated with the API's models. Secrets are write-only: a page says whether one is set,
-never what it is.
+Every change goes through the same use cases as the API (`services/`) and is validated with the
+API's models; a use case's refusal (`services.errors.DomainError`) is shown on the page.
+Secrets are write-only: a page says whether one is set, never what it is.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-import asyncpg
 from aiohttp import web
 
 from authbroker import diagnosis
@@ -30,18 +28,8 @@ from authbroker.schemas import (
 )
 from handlers import diagnosis as diagnosis_facts
 from handlers import models
-from handlers.apps import (
-    delete_app_with_connections,
-    forbidden_host_errors,
-    load_app,
-)
-from handlers.connections import (
-    begin_authorization,
-    load_connection,
-    refresh_outcome,
-    request_delete,
-    require_refreshable,
-)
+from handlers.apps import load_app
+from handlers.connections import load_connection
 from handlers.console import forms, live
 from handlers.console import session as sessions
 from handlers.console.render import (
@@ -56,8 +44,11 @@ from handlers.console.render import (
     see_other,
 )
 from handlers.context import resources
-from handlers.refreshing import refresh_and_wait
-from handlers.responses import ApiError
+from services import apps as apps_service
+from services import authorizations as authorizations_service
+from services import connections as connections_service
+from services import revocation
+from services.errors import DomainError
 from storage import api_keys, apps, authorizations, basic, connections
 from storage.apps import App
 from storage.connections import Connection
@@ -211,12 +202,7 @@ def _app_state(app: App) -> tuple[str, str]:
 async def apps_list(request: web.Request) -> web.StreamResponse:
     res = resources(request)
     found = await apps.list_all(res.pool)
-    rows = await res.pool.fetch(
-        "SELECT app_id, status, count(*) AS n FROM connections GROUP BY app_id, status"
-    )
-    counts: dict[uuid.UUID, dict[str, int]] = {}
-    for row in rows:
-        counts.setdefault(row["app_id"], {})[row["status"]] = row["n"]
+    counts = await connections.counts_by_app(res.pool)
     items = []
     for app in found:
         state, tone = _app_state(app)
@@ -389,21 +375,18 @@ async def create_app(request: web.Request) -> web.StreamResponse:
     if model is None:
         return _new_app_page(request, preset, shown, errors, status=400)
     stored = model.model_dump()
-    hosts = await forbidden_host_errors(stored, res.settings)
-    if hosts:
-        return _new_app_page(request, preset, shown, _by_field(hosts), status=400)
     if separator is not None:
         stored["scope_separator"] = separator
     if preset_name:
         stored["preset"] = preset_name
     try:
-        async with res.pool.acquire() as conn:
-            app = await apps.create(conn, res.ring, stored)
-    except asyncpg.UniqueViolationError:
-        return _new_app_page(
-            request, preset, shown, {"name": "An app with this name already exists."}, status=409
-        )
-    log.info("app_created", app=app.name, client_auth=app.client_auth, via="console")
+        app = await apps_service.create(res, stored, via="console")
+    except DomainError as exc:
+        if exc.code == "app_exists":
+            errors = {"name": "An app with this name already exists."}
+        else:
+            errors = _by_field(exc.details.get("fields", []))
+        return _new_app_page(request, preset, shown, errors, status=exc.http_status)
     return see_other(
         request,
         app_url(app.name),
@@ -473,22 +456,15 @@ async def update_app(request: web.Request) -> web.StreamResponse:
     if model is None:
         return _edit_page(request, app, shown, errors, status=400)
     update = model.changes()  # type: ignore[attr-defined]
-    hosts = await forbidden_host_errors(update, res.settings)
-    if hosts:
-        return _edit_page(request, app, shown, _by_field(hosts), status=400)
     if separator is not None:
         update["scope_separator"] = separator  # a choice from a fixed list; " " cannot pass
     if not update and app.paused_at is None:
         return see_other(request, app_url(app.name), "Nothing changed.", "info")
-    async with res.pool.acquire() as conn:
-        await apps.update(conn, res.ring, app, update)
-    log.info(
-        "app_updated",
-        app=app.name,
-        fields=sorted(update),
-        resumed=app.paused_at is not None,
-        via="console",
-    )
+    try:
+        await apps_service.update(res, app, update, via="console")
+    except DomainError as exc:
+        errors = _by_field(exc.details.get("fields", []))
+        return _edit_page(request, app, shown, errors, status=exc.http_status)
     changed = ", ".join(sorted(update)) or "nothing"
     resumed = " Refreshes resume." if app.paused_at is not None else ""
     return see_other(request, app_url(app.name), f"Saved ({changed}).{resumed}")
@@ -637,7 +613,7 @@ async def confirm_delete_app(request: web.Request) -> web.StreamResponse:
 @action
 async def delete_app(request: web.Request) -> web.StreamResponse:
     app = await load_app(request)
-    pending = await delete_app_with_connections(resources(request), app)
+    pending = await apps_service.delete(resources(request), app, cascade=True)
     message = (
         f"Application {app.name} is being deleted: {pending} connection(s) are being revoked."
         if pending
@@ -702,15 +678,16 @@ async def connect(request: web.Request) -> web.StreamResponse:
     if model is None:
         return await _app_page(request, app, connect_form=shown, connect_errors=errors, status=400)
     try:
-        started = await begin_authorization(res, app, model)  # type: ignore[arg-type]
-    except ApiError as exc:
-        message = str(exc.body.get("message") or exc.body.get("error"))
+        started = await authorizations_service.start(
+            res, app, connection_id=model.connection_id, scopes=model.scopes, metadata=None
+        )
+    except DomainError as exc:
         return await _app_page(
             request,
             app,
             connect_form=shown,
-            connect_errors={"connect": message},
-            status=exc.status,
+            connect_errors={"connect": exc.message},
+            status=exc.http_status,
         )
     authorization_id = str(started.authorization_id)
     kept = await _keep_authorize_url(
@@ -789,20 +766,19 @@ async def refresh_now(request: web.Request) -> web.StreamResponse:
     found = await load_connection(request)
     back = app_url(found.app) + f"#conn-{quote(found.id, safe='')}"
     try:
-        await require_refreshable(res, found)
-    except ApiError as exc:
-        detail = exc.body.get("detail") or ""
-        return see_other(request, back, f"{found.id}: {exc.body['message']}. {detail}", "bad")
-    after = await refresh_and_wait(res, found)
-    if after is None:
-        return see_other(
-            request,
-            back,
-            f"The refresh of {found.id} did not finish within 10 seconds; it goes on in the "
-            "background.",
-            "warn",
-        )
-    outcome = refresh_outcome(found, after)
+        done = await connections_service.refresh_now(res, found)
+    except DomainError as exc:
+        if exc.code == "refresh_pending":
+            return see_other(
+                request,
+                back,
+                f"The refresh of {found.id} did not finish within 10 seconds; it goes on in "
+                "the background.",
+                "warn",
+            )
+        detail = exc.details.get("detail") or ""
+        return see_other(request, back, f"{found.id}: {exc.message}. {detail}", "bad")
+    outcome, after = done.outcome, done.connection
     if outcome == "refreshed":
         return see_other(request, back, f"Refreshed {found.id}.")
     if outcome == "failed":
@@ -868,7 +844,7 @@ async def confirm_delete_connection(request: web.Request) -> web.StreamResponse:
 @action
 async def delete_connection(request: web.Request) -> web.StreamResponse:
     found = await load_connection(request)
-    started = await request_delete(resources(request), found)
+    started = await revocation.request_delete(resources(request), found)
     message = (
         f"Connection {found.id} is being revoked and deleted."
         if started

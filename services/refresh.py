@@ -24,19 +24,19 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from authbroker import oauth, presets, timing
+from authbroker import events, oauth, presets, timing
 from authbroker.events import EventType, make_event
 from authbroker.logs import get_logger
 from authbroker.metrics import LOST_ANSWERS, PROBES, REFRESH_LAG_SECONDS
 from authbroker.problems import Problem
+from services.context import Context
+from services.instrument import token_request
+from services.tokens import TokenTimes, token_times
 from storage import apps, connections, endpoints, leases, outbox
 from storage.apps import App
 from storage.connections import Connection
 from storage.leases import Claimed
 from storage.sealing import SealError
-from worker.context import WorkerContext
-from worker.instrument import token_request
-from worker.tokens import TokenTimes, token_times
 
 log = get_logger("authbroker.refresh")
 T = TypeVar("T")
@@ -65,10 +65,10 @@ class Probe:
     probes: int
 
 
-async def refresh_connection(ctx: dict[str, Any], connection_id: str, force: bool = False) -> str:
+async def refresh_one(wc: Context, connection_id: str, *, force: bool = False) -> str:
     """Refresh one connection now if it is due (or `force`), under a lease of its own: for probes
-    of a web service and for tests. The engine refreshes due connections in batches."""
-    wc = WorkerContext.of(ctx)
+    of a web service, for the operator's tools and tests. The refresh engine (worker/engine.py)
+    refreshes due connections in batches."""
     res = wc.resources
     holder = wc.new_holder()
     current = await leases.take_lease(res.pool, connection_id, holder, LEASE_SECONDS)
@@ -87,9 +87,7 @@ async def refresh_connection(ctx: dict[str, Any], connection_id: str, force: boo
         return await refresh(wc, Claimed(current, app, None), holder)
 
 
-async def refresh(
-    wc: WorkerContext, claimed: Claimed, holder: str, *, probe: Probe | None = None
-) -> str:
+async def refresh(wc: Context, claimed: Claimed, holder: str, *, probe: Probe | None = None) -> str:
     """Refresh a connection this holder has leased, and write what came of it."""
     current, app = claimed.connection, claimed.app
     res = wc.resources
@@ -155,7 +153,7 @@ async def refresh(
 
 
 async def _store(
-    wc: WorkerContext,
+    wc: Context,
     app: App,
     current: Connection,
     holder: str,
@@ -182,10 +180,9 @@ async def _store(
             connection_id=current.id,
             status="active",
             detail="The access token was refreshed.",
-            data={
-                "expires_at": times.expires_at.isoformat() if times.expires_at else None,
-                "refresh_token_rotated": bool(tokens.refresh_token),
-            },
+            data=events.Refreshed(
+                expires_at=times.expires_at, refresh_token_rotated=bool(tokens.refresh_token)
+            ),
         ),
     )
     return await _write_with_retry(lambda: wc.refreshes.submit(refreshed))
@@ -208,7 +205,7 @@ async def _write_with_retry(write: Callable[[], Awaitable[T]], attempts: int = 1
 
 
 async def _failed(
-    wc: WorkerContext,
+    wc: Context,
     claimed: Claimed,
     holder: str,
     exc: oauth.OAuthError,
@@ -242,7 +239,7 @@ def _error(exc: oauth.OAuthError) -> dict[str, Any]:
 
 
 async def _pause_app(
-    wc: WorkerContext,
+    wc: Context,
     current: Connection,
     app: App,
     holder: str,
@@ -260,7 +257,9 @@ async def _pause_app(
                     app=app.name,
                     connection_id=current.id,
                     problem=problem,
-                    data={"provider_error": exc.error, "provider_status": exc.status},
+                    data=events.SettingsInvalid(
+                        provider_error=exc.error, provider_status=exc.status
+                    ),
                 ),
             )
             log.error("app_paused", app=app.name, connection_id=current.id, problem=str(problem))
@@ -268,7 +267,7 @@ async def _pause_app(
 
 
 async def _grant_refused(
-    wc: WorkerContext,
+    wc: Context,
     current: Connection,
     app: App,
     holder: str,
@@ -308,7 +307,7 @@ async def _grant_refused(
                     status="failed",
                     problem=problem,
                     detail=detail,
-                    data={"provider_error": exc.error, "answer_lost": lost},
+                    data=events.Invalidated(provider_error=exc.error, answer_lost=lost),
                 ),
             )
     bound = log.bind(app=app.name, connection_id=current.id)
@@ -322,7 +321,7 @@ async def _grant_refused(
 
 
 async def _retry_later(
-    wc: WorkerContext,
+    wc: Context,
     claimed: Claimed,
     holder: str,
     exc: oauth.OAuthError,
@@ -365,9 +364,9 @@ async def _retry_later(
             problem=str(named) if named else None,
             answer_lost=answer_lost,
         )
-        events = []
+        news = []
         if attempts is not None:
-            events.append(
+            news.append(
                 make_event(
                     EventType.REFRESH_FAILED,
                     app=app.name,
@@ -375,17 +374,17 @@ async def _retry_later(
                     status="active",
                     problem=named,
                     detail="The provider could not refresh the token now; authbroker retries.",
-                    data={
-                        "attempt": attempts,
-                        "next_attempt_at": next_attempt.isoformat(),
-                        "provider_error": exc.error,
-                        "provider_status": exc.status,
-                    },
+                    data=events.RefreshFailed(
+                        attempt=attempts,
+                        next_attempt_at=next_attempt,
+                        provider_error=exc.error,
+                        provider_status=exc.status,
+                    ),
                 )
             )
         if outage:
-            events += await _endpoint_failed(conn, app.token_url, exc, error, probe)
-        await outbox.append(conn, *events)
+            news += await _endpoint_failed(conn, app.token_url, exc, error, probe)
+        await outbox.append(conn, *news)
     bound = log.bind(app=app.name, connection_id=current.id)
     if attempts is None:
         bound.info("failure_of_replaced_grant_ignored")
@@ -430,12 +429,12 @@ async def _endpoint_failed(
     if not failure.turned_unavailable:
         return []
     log.error("endpoint_unavailable", endpoint=_shown(url), failures=failure.failures)
-    data = {
-        "token_endpoint": _shown(url),
-        "failures": failure.failures,
-        "provider_error": exc.error,
-        "provider_status": exc.status,
-    }
+    data = events.ProviderUnavailable(
+        token_endpoint=_shown(url),
+        failures=failure.failures,
+        provider_error=exc.error,
+        provider_status=exc.status,
+    )
     return [
         make_event(
             EventType.APP_PROVIDER_UNAVAILABLE,
@@ -451,7 +450,7 @@ async def _endpoint_failed(
     ]
 
 
-async def _endpoint_answered(wc: WorkerContext, url: str, probe: Probe | None) -> None:
+async def _endpoint_answered(wc: Context, url: str, probe: Probe | None) -> None:
     """The token endpoint answered: forget its failures, and if it was unavailable, release the
     connections that were waiting for it at full speed."""
     async with wc.resources.pool.acquire() as conn, conn.transaction():
@@ -469,15 +468,14 @@ async def _endpoint_answered(wc: WorkerContext, url: str, probe: Probe | None) -
                     EventType.APP_PROVIDER_RECOVERED,
                     app=name,
                     detail="The token endpoint answers again: waiting refreshes go ahead now.",
-                    data={
-                        "token_endpoint": _shown(url),
-                        "unavailable_seconds": round(outage, 1),
-                    },
+                    data=events.ProviderRecovered(
+                        token_endpoint=_shown(url), unavailable_seconds=round(outage, 1)
+                    ),
                 )
                 for name in await endpoints.apps_using(conn, url)
             ),
         )
-        await conn.execute("SELECT pg_notify($1, '')", leases.REFRESH_WANTED)
+        await leases.wake_workers(conn)
     if probe is not None:
         PROBES.labels("ok").inc()
     log.warning(
@@ -494,7 +492,7 @@ def _shown(url: str) -> str:
 
 
 async def _without_refresh_token(
-    wc: WorkerContext, current: Connection, holder: str, now: datetime
+    wc: Context, current: Connection, holder: str, now: datetime
 ) -> str:
     """No refresh token: at expiry the connection is expired, and says so once."""
     res = wc.resources

@@ -1,4 +1,5 @@
-"""`revoke_connection`: end a grant at the provider (RFC 7009), then forget its secrets.
+"""Ending grants: a connection deleted is revoked at the provider (RFC 7009), then its secrets
+are forgotten; an app deleted goes once its last connection is.
 
 The refresh token goes first: revoking it ends the grant at most providers, so a failure after
 that leaves nothing usable behind. Transient failures are retried with backoff; a provider that
@@ -8,27 +9,44 @@ provider was not told so that an operator can revoke access there.
 
 from __future__ import annotations
 
-from typing import Any
-
-from arq import Retry
-
 from authbroker import oauth, timing
-from authbroker.events import EventType, make_event
+from authbroker.events import EventType, Revoked, make_event
 from authbroker.logs import get_logger
+from authbroker.states import Status
+from services import queue
+from services.context import Context
+from services.errors import Unavailable
+from services.instrument import token_request
 from storage import apps, connections, outbox
-from worker.context import WorkerContext
-from worker.instrument import token_request
+from storage.apps import App
+from storage.connections import Connection
+from storage.resources import Resources
 
 log = get_logger("authbroker.revoke")
 
+# Attempts at a provider that is down before the secrets are wiped without its word.
 MAX_TRIES = 8
 
 
-async def revoke_connection(ctx: dict[str, Any], connection_id: str) -> str:
-    wc = WorkerContext.of(ctx)
-    res = wc.resources
+async def request_delete(res: Resources, found: Connection) -> bool:
+    """Start revoking a connection (a worker revokes, then wipes); False when it is already
+    revoked. Its open authorizations are cancelled: a user finishing consent later must not
+    bring it back."""
+    if found.status == Status.REVOKED:
+        return False
+    async with res.pool.acquire() as conn, conn.transaction():
+        await connections.begin_revoke(conn, found.id)
+    await queue.enqueue_revokes(res, [found.id])
+    log.info("connection_delete_requested", app=found.app, connection_id=found.id)
+    return True
+
+
+async def revoke(context: Context, connection_id: str, *, attempt: int = 1) -> str:
+    """Revoke a connection being deleted, then wipe it. Raises `Unavailable` (retry_after) while
+    the provider is down and `attempt` is below MAX_TRIES."""
+    res = context.resources
     found = await connections.get(res.pool, connection_id)
-    if found is None or found.status != "revoking":
+    if found is None or found.status != Status.REVOKING:
         return "nothing to do"
     app = await apps.get_by_id(res.pool, found.app_id)
     assert app is not None
@@ -47,18 +65,18 @@ async def revoke_connection(ctx: dict[str, Any], connection_id: str) -> str:
             try:
                 async with token_request(app.name, "revoke"):
                     await oauth.revoke_token(
-                        wc.http,
+                        context.http,
                         client,
                         token=token,
                         token_type_hint=hint,  # type: ignore[arg-type]
                         timeout=res.settings.provider_timeout,
+                        connect_timeout=res.settings.provider_connect_timeout,
                     )
             except oauth.ProviderUnavailable as exc:
-                attempt = int(ctx.get("job_try", 1))
                 if attempt < MAX_TRIES:
                     delay = max(exc.retry_after or 0.0, timing.backoff(attempt, cap=120.0))
                     bound.warning("revoke_retry", error=exc.error, attempt=attempt, retry_in=delay)
-                    raise Retry(defer=delay) from None
+                    raise Unavailable(exc.error, str(exc), retry_after=delay) from None
                 bound.error("revoke_gave_up", error=exc.error, attempts=attempt)
                 told_provider = False
                 break
@@ -68,14 +86,11 @@ async def revoke_connection(ctx: dict[str, Any], connection_id: str) -> str:
                 bound.warning("revoke_refused", token_type_hint=hint, error=exc.error)
                 if hint == "refresh_token":
                     told_provider = False
-    await _wipe(wc, found, app, told_provider)
+    await _wipe(res, found, app, told_provider)
     return "revoked"
 
 
-async def _wipe(
-    wc: WorkerContext, found: connections.Connection, app: apps.App, told_provider: bool | None
-) -> None:
-    res = wc.resources
+async def _wipe(res: Resources, found: Connection, app: App, told_provider: bool | None) -> None:
     if told_provider is None:
         detail = (
             "The tokens were deleted here, but this app has no revoke URL: revoke the access in "
@@ -97,12 +112,45 @@ async def _wipe(
                 EventType.REVOKED,
                 app=app.name,
                 connection_id=found.id,
-                status="revoked",
+                status=Status.REVOKED,
                 detail=detail,
-                data={"revoked_at_provider": told_provider},
+                data=Revoked(revoked_at_provider=told_provider),
             ),
         )
         if app.deleting and not await connections.count_live(conn, app.id):
             await apps.delete(conn, app.id)
             log.info("app_deleted", app=app.name)
     log.info("connection_revoked", app=app.name, connection_id=found.id, at_provider=told_provider)
+
+
+async def revoke_unwanted(context: Context, app: App, tokens: oauth.TokenResponse) -> None:
+    """A grant obtained for a connection deleted meanwhile: end it at the provider (best
+    effort; the tokens were never stored)."""
+    if not app.revoke_url:
+        return
+    token, hint = (
+        (tokens.refresh_token, "refresh_token")
+        if tokens.refresh_token
+        else (tokens.access_token, "access_token")
+    )
+    settings = context.resources.settings
+    try:
+        async with token_request(app.name, "revoke"):
+            await oauth.revoke_token(
+                context.http,
+                app.client(context.resources.ring),
+                token=token,
+                token_type_hint=hint,  # type: ignore[arg-type]
+                timeout=settings.provider_timeout,
+                connect_timeout=settings.provider_connect_timeout,
+            )
+    except oauth.OAuthError as exc:
+        log.warning("unwanted_grant_not_revoked", app=app.name, error=exc.error)
+
+
+async def enqueue_stranded(res: Resources) -> int:
+    """Enqueue revocations whose job never ran (Redis was down at the DELETE)."""
+    stranded = await connections.stranded_revocations(res.pool, older_than_seconds=60, limit=500)
+    for connection_id in stranded:
+        await queue.enqueue_revoke(res, connection_id)
+    return len(stranded)

@@ -1,7 +1,9 @@
-"""The jobs the web side asks workers to do: names and ids both sides agree on.
+"""The job queue: the work the web side (and the sweeps) hand to workers through arq, by names
+both sides take from here.
 
 Job ids carry the deployment's Redis prefix (arq's job keys are global) and the object they work
 on, so enqueuing the same work twice is a no-op while the first is queued, running or done.
+Refreshes are not jobs: workers claim due connections from Postgres themselves (worker/engine.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from authbroker.logs import get_logger
 from storage import authorizations
 from storage.resources import Resources
 
-log = get_logger("authbroker.jobs")
+log = get_logger("authbroker.queue")
+
+EXCHANGE = "exchange_code"
+REVOKE = "revoke_connection"
+PROBE = "probe_connection"
 
 
 def job_id(resources: Resources, kind: str, key: object) -> str:
@@ -23,7 +29,7 @@ def job_id(resources: Resources, kind: str, key: object) -> str:
 
 async def enqueue_exchange(resources: Resources, authorization_id: uuid.UUID) -> Job | None:
     job = await resources.redis.enqueue_job(
-        "exchange_code",
+        EXCHANGE,
         str(authorization_id),
         _job_id=job_id(resources, "exchange", authorization_id),
     )
@@ -33,9 +39,7 @@ async def enqueue_exchange(resources: Resources, authorization_id: uuid.UUID) ->
 
 async def enqueue_revoke(resources: Resources, connection_id: str) -> Job | None:
     return await resources.redis.enqueue_job(
-        "revoke_connection",
-        connection_id,
-        _job_id=job_id(resources, "revoke", connection_id),
+        REVOKE, connection_id, _job_id=job_id(resources, "revoke", connection_id)
     )
 
 
@@ -49,3 +53,9 @@ async def enqueue_revokes(resources: Resources, connection_ids: list[str]) -> No
             log.warning(
                 "revoke_enqueue_failed", connection_id=connection_id, error=type(exc).__name__
             )
+
+
+async def enqueue_probe(resources: Resources, connection_id: str) -> Job | None:
+    return await resources.redis.enqueue_job(
+        PROBE, connection_id, _job_id=job_id(resources, "probe", connection_id)
+    )

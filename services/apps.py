@@ -1,0 +1,133 @@
+"""OAuth applications: creating, changing and deleting them, whichever edge asks (the API, the
+console, an import). Definitions arrive validated by the models of `authbroker.schemas`; what
+validation cannot know is checked here: where URLs really lead, names already taken, live
+connections in the way of a delete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from authbroker import netguard, presets
+from authbroker.config import Settings
+from authbroker.logs import get_logger
+from services import queue
+from services.errors import Conflict, Invalid, NotFound
+from storage import apps, connections
+from storage.apps import App
+from storage.resources import Resources
+
+log = get_logger("authbroker.apps")
+
+URL_FIELDS = ("authorization_url", "token_url", "revoke_url", "probe_url")
+
+
+async def get(res: Resources, name: str) -> App:
+    app = await apps.get(res.pool, name)
+    if app is None:
+        raise NotFound("app_not_found", f"no app named {name!r}")
+    return app
+
+
+def with_preset(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill an app definition from its provider preset; what the caller gave wins.
+    `placeholders` (e.g. {"tenant": "contoso"}) fill the preset's URL templates."""
+    given = dict(data)
+    name = given.pop("preset")
+    placeholders = given.pop("placeholders", None)
+    if not isinstance(name, str) or (
+        placeholders is not None and not isinstance(placeholders, dict)
+    ):
+        raise Invalid("invalid_request", "preset must be a name and placeholders an object")
+    try:
+        return presets.apply(name, given, placeholders)
+    except KeyError as exc:
+        message = str(exc.args[0])
+        raise Invalid(
+            "unknown_preset", message, fields=[{"field": "preset", "message": message}]
+        ) from None
+    except ValueError as exc:
+        raise Invalid(
+            "invalid_request", str(exc), fields=[{"field": "placeholders", "message": str(exc)}]
+        ) from None
+
+
+async def forbidden_hosts(values: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
+    """The URL fields whose host resolves to a link-local or metadata address (validation has
+    already refused such addresses written literally), as `[{field, message}]`."""
+    if settings.allow_link_local:
+        return []
+    errors = []
+    for field in URL_FIELDS:
+        url = values.get(field)
+        host = netguard.normalized_host(url) if url else None
+        reason = await netguard.resolved_reason(host) if host else None
+        if reason:
+            errors.append({"field": field, "message": f"host {host} {reason}"})
+    return errors
+
+
+async def check_hosts(values: dict[str, Any], settings: Settings, *, label: str = "") -> None:
+    """`Invalid` naming each URL field whose host resolves to a forbidden address."""
+    errors = [
+        {"field": e["field"], "message": label + e["message"]}
+        for e in await forbidden_hosts(values, settings)
+    ]
+    if errors:
+        names = ", ".join(e["field"] for e in errors)
+        raise Invalid("invalid_request", f"invalid fields: {names}", fields=errors)
+
+
+async def create(res: Resources, values: dict[str, Any], *, via: str = "api") -> App:
+    """Register an app from a validated definition (`AppCreate.model_dump()`)."""
+    await check_hosts(values, res.settings)
+    try:
+        async with res.pool.acquire() as conn:
+            app = await apps.create(conn, res.ring, values)
+    except asyncpg.UniqueViolationError:
+        raise Conflict("app_exists", f"an app named {values['name']!r} already exists") from None
+    log.info("app_created", app=app.name, client_auth=app.client_auth, via=via)
+    return app
+
+
+async def update(res: Resources, app: App, changes: dict[str, Any], *, via: str = "api") -> App:
+    """Apply validated changes (`AppUpdate.changes()`). Any change resumes an app paused for
+    refused settings: the operator has looked at it."""
+    await check_hosts(changes, res.settings)
+    async with res.pool.acquire() as conn:
+        updated = await apps.update(conn, res.ring, app, changes)
+    log.info(
+        "app_updated",
+        app=app.name,
+        fields=sorted(changes),
+        resumed=app.paused_at is not None,
+        via=via,
+    )
+    return updated
+
+
+async def delete(res: Resources, app: App, *, cascade: bool) -> int:
+    """Delete an app now if it has no live connection; with `cascade`, revoke them all and let
+    the last revocation delete the app (the revoke jobs need its client credentials). Returns
+    the connections still being revoked (0: the app is gone)."""
+    live = await connections.count_live(res.pool, app.id)
+    if live and not cascade:
+        raise Conflict(
+            "app_has_connections",
+            f"app {app.name!r} has {live} live connection(s); delete them first or pass "
+            "?cascade=true to revoke and delete them with the app",
+            connections=live,
+        )
+    async with res.pool.acquire() as conn, conn.transaction():
+        revoking = await connections.begin_revoke_app(conn, app.id)
+        pending = await connections.count_revoking(conn, app.id)
+        if not pending:
+            await apps.delete(conn, app.id)
+            log.info("app_deleted", app=app.name)
+            return 0
+        await apps.mark_deleting(conn, app.id)
+    await queue.enqueue_revokes(res, revoking)
+    log.info("app_delete_requested", app=app.name, connections=pending)
+    return pending
