@@ -18,14 +18,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from authbroker import oauth
+from authbroker import oauth, states
 from authbroker.problems import Problem
 
 Status = Literal["ok", "warning", "failing"]
 SEVERITY: dict[str, int] = {"ok": 0, "warning": 1, "failing": 2}
 
 # An authorization link lives ten minutes; a connection pending longer saw no callback.
-AUTHORIZATION_LIFETIME = timedelta(minutes=10)
+AUTHORIZATION_LIFETIME = timedelta(seconds=states.AUTHORIZATION_LIFETIME)
 # A due refresh not started after this long means no worker is picking it up.
 REFRESH_OVERDUE = timedelta(minutes=5)
 # A 403 reported longer ago than this may have been fixed since (nothing reports success).

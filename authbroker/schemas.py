@@ -27,8 +27,8 @@ from pydantic.fields import FieldInfo
 
 from authbroker import netguard
 from authbroker.config import is_loopback
+from authbroker.oauth import ClientAuth
 
-ClientAuth = Literal["body", "basic", "query", "auto"]
 FormKind = Literal[
     "text", "number", "scopes", "separator", "choice", "params", "check", "secret", "secrets"
 ]

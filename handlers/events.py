@@ -19,18 +19,13 @@ one read (at most 5 s) and its Redis read ends with it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import re
-import time
-import weakref
-from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from authbroker.logs import get_logger
+from handlers import sse
 from handlers.context import resources
 from handlers.operations import STRING, Answer, header_param, operation, query_param
 from handlers.responses import fail
@@ -38,30 +33,13 @@ from handlers.responses import fail
 routes = web.RouteTableDef()
 log = get_logger("authbroker.events")
 
-KEEPALIVE = 15.0  # seconds without a write before a `: keepalive` comment
-READ_BLOCK = 5.0  # seconds one XREAD waits; between reads a gone client or shutdown is noticed
-BATCH = 200  # entries per XREAD
 MAX_FILTERS = 20
-STREAM_ID = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
 TRUE = {"1", "true", "yes", "on"}
-STREAM_ID_SCHEMA = {"type": "string", "pattern": STREAM_ID.pattern}
+STREAM_ID_SCHEMA = {"type": "string", "pattern": sse.STREAM_ID.pattern}
 FILTER_SCHEMA = {"type": "array", "items": STRING}
-
-# Open streams per application, so a shutdown hook can end them at once instead of letting the
-# server wait its whole shutdown timeout for clients that never hang up.
-_open: weakref.WeakKeyDictionary[web.Application, set[asyncio.Event]] = weakref.WeakKeyDictionary()
-
-
-def open_streams(app: web.Application) -> int:
-    """How many event streams `app` is serving now."""
-    return len(_open.get(app, ()))
-
-
-async def close_streams(app: web.Application) -> None:
-    """`app.on_shutdown` hook: end every open event stream (clients reconnect elsewhere with
-    Last-Event-ID)."""
-    for stop in list(_open.get(app, ())):
-        stop.set()
+# Kept here for callers that watch the API's streams.
+open_streams = sse.open_streams
+close_streams = sse.close_streams
 
 
 def _filters(request: web.Request, name: str) -> list[str]:
@@ -78,15 +56,6 @@ def _filters(request: web.Request, name: str) -> list[str]:
     return values
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _field(fields: dict[Any, Any], name: str) -> Any:
-    """A stream entry's field, whether the client decodes responses or not."""
-    return fields.get(name.encode(), fields.get(name))
-
-
 def matches(event_type: str, payload: str | bytes, types: list[str], apps: list[str]) -> bool:
     """Whether an entry passes the filters (the app filter needs the event's JSON)."""
     if types and not any(event_type.startswith(prefix) for prefix in types):
@@ -98,11 +67,6 @@ def matches(event_type: str, payload: str | bytes, types: list[str], apps: list[
             return False
         return isinstance(event, dict) and event.get("app") in apps
     return True
-
-
-async def _newest_id(redis: Any, stream: str) -> str:
-    newest = await redis.xrevrange(stream, count=1)
-    return _text(newest[0][0]) if newest else "0-0"
 
 
 @routes.get("/v1/events")
@@ -145,73 +109,16 @@ async def events(request: web.Request) -> web.StreamResponse:
     last_id = (
         request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or ""
     ).strip()
-    if last_id and not STREAM_ID.fullmatch(last_id):
+    if last_id and not sse.STREAM_ID.fullmatch(last_id):
         fail(400, "invalid_last_event_id", "Last-Event-ID must be a stream id such as 1718-0")
-    redis = res.redis
-    stream = res.settings.events_stream
     try:
         # Resolve `$` once: reading from `$` on every call would skip what arrived in between.
-        cursor = last_id or ("0-0" if from_start else await _newest_id(redis, stream))
+        cursor = last_id or ("0-0" if from_start else await sse.newest_id(res))
     except RedisError:
         fail(503, "redis_unavailable", "the event stream (Redis) is unavailable; retry later")
-
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache, no-store",
-            "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
-        }
-    )
-    await response.prepare(request)
-    stop = asyncio.Event()
-    streams = _open.setdefault(request.app, set())
-    streams.add(stop)
-    sent = 0
     log.info("event_stream_opened", types=types, apps=apps, from_start=from_start)
-    try:
-        # A first comment so clients know the stream is open before any event arrives.
-        await response.write(b": stream open\n\n")
-        last_write = time.monotonic()
-        while not stop.is_set():
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                break
-            quiet = time.monotonic() - last_write
-            wait = max(min(READ_BLOCK, KEEPALIVE - quiet), 0.001)
-            found = await redis.xread({stream: cursor}, count=BATCH, block=int(wait * 1000))
-            chunks: list[bytes] = []
-            for _, entries in found or ():
-                for entry_id, fields in entries:
-                    cursor = _text(entry_id)
-                    payload = _field(fields, "event")
-                    if payload is None:
-                        continue
-                    event_type = _text(_field(fields, "type") or "")
-                    if not event_type:
-                        try:
-                            event_type = str(json.loads(payload).get("type", ""))
-                        except (ValueError, AttributeError):
-                            continue
-                    if not matches(event_type, payload, types, apps):
-                        continue
-                    data = payload if isinstance(payload, bytes) else payload.encode()
-                    chunks.append(b"id: " + cursor.encode() + b"\ndata: " + data + b"\n\n")
-            if chunks:
-                await response.write(b"".join(chunks))
-                sent += len(chunks)
-                last_write = time.monotonic()
-            elif time.monotonic() - last_write >= KEEPALIVE:
-                await response.write(b": keepalive\n\n")
-                last_write = time.monotonic()
-    except (ConnectionError, RuntimeError):
-        # The client went away mid-write ("Cannot write to closing transport").
-        pass
-    except RedisError as exc:
-        log.warning("event_stream_redis_failed", error=type(exc).__name__)
-        error = {"error": "redis_unavailable", "message": "the event stream was interrupted"}
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await response.write(f"event: error\ndata: {json.dumps(error)}\n\n".encode())
-    finally:
-        streams.discard(stop)
-    log.info("event_stream_closed", sent=sent)
-    return response
+
+    def select(event_type: str, data: bytes) -> bytes | None:
+        return data if matches(event_type, data, types, apps) else None
+
+    return await sse.serve(request, res, cursor=cursor, select=select)

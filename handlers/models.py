@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from authbroker.diagnosis import Status as CheckStatus
 from authbroker.events import ConnectionStatus
+from authbroker.oauth import ClientAuth, Placement
 from authbroker.problems import Problem
 
 if TYPE_CHECKING:
@@ -81,8 +82,8 @@ class App(Body):
     revoke_url: Url | None
     scopes: list[str]
     scope_separator: str
-    client_auth: Literal["body", "basic", "query", "auto"]
-    client_auth_detected: Literal["body", "basic", "query"] | None
+    client_auth: ClientAuth
+    client_auth_detected: Placement | None
     authorize_params: dict[str, str]
     token_params: dict[str, str]
     pkce: bool

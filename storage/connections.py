@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from authbroker import oauth
+from authbroker.states import LIVE
 from storage import outbox
 from storage.sealing import KeyRing, aad
 
@@ -30,10 +31,6 @@ def select_from(source: str) -> str:
     """The connection's columns, with its app's pause and its token endpoint's health, read from
     `source` (the table, or a CTE of rows just written) under the alias `c`."""
     return f"SELECT {COLUMNS} FROM {source} c {JOINS}"
-
-
-# Statuses whose connection still holds (or is about to hold) a grant at the provider.
-LIVE = ("pending", "active", "failed", "expired", "revoking")
 
 
 class ConnectionConflict(Exception):

@@ -11,7 +11,7 @@ import time
 import asyncpg
 
 from authbroker.metrics import CONNECTIONS, DUE_BACKLOG, OUTBOX_LAG_SECONDS
-from storage.connections import LIVE
+from authbroker.states import Status
 
 SAMPLE_EVERY = 10.0  # seconds; scrapes in between reuse the last sample
 _sampled_at = 0.0
@@ -37,7 +37,7 @@ async def sample(pool: asyncpg.Pool, *, every: float | None = None) -> None:
                 """SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)
                    FROM outbox WHERE relayed_at IS NULL"""
             )
-        for status in (*LIVE, "revoked"):
+        for status in Status:
             CONNECTIONS.labels(status).set(counts.get(status, 0))
         DUE_BACKLOG.set(due)
         OUTBOX_LAG_SECONDS.set(float(lag))

@@ -602,8 +602,8 @@ async def test_the_event_strip_and_its_live_stream(
     since = html.unescape(re.search(r'data-stream="([^"]+)"', text).group(1))
     assert "type=connection.refreshed" in since
 
-    # Relayed after the page was rendered, before the stream subscribed: caught up from the
-    # stream; then live ones from the channel, filtered by type.
+    # Relayed after the page was rendered, before the stream opened: caught up from the stream;
+    # then live ones as the relay appends them, filtered by type.
     missed = make_event(EventType.REFRESHED, app=app, connection_id=f"{app}-c", status="active")
     await redis.xadd(settings.events_stream, {"type": missed["type"], "event": json.dumps(missed)})
     other = make_event(EventType.REVOKED, app=app, connection_id=f"{app}-c", status="revoked")
@@ -615,9 +615,10 @@ async def test_the_event_strip_and_its_live_stream(
 
         async def publish() -> None:
             await asyncio.sleep(0.5)
-            await redis.publish(settings.events_channel, json.dumps(other))
-            await redis.publish(settings.events_channel, json.dumps(missed))  # a duplicate
-            await redis.publish(settings.events_channel, json.dumps(live))
+            for event in (other, live):
+                await redis.xadd(
+                    settings.events_stream, {"type": event["type"], "event": json.dumps(event)}
+                )
 
         task = asyncio.create_task(publish())
         deadline = time.monotonic() + 10

@@ -15,6 +15,7 @@ import pytest
 
 from authbroker.events import EventType, make_event
 from handlers import events as events_handler
+from handlers import sse as sse_module
 from tests.operator_app import OperatorServer, operator_server  # noqa: F401
 
 
@@ -135,14 +136,14 @@ async def test_live_events_and_resume_with_last_event_id(sse, redis, settings, u
 
 
 async def test_keepalive_comments(sse, monkeypatch, unique):
-    monkeypatch.setattr(events_handler, "KEEPALIVE", 0.3)
-    monkeypatch.setattr(events_handler, "READ_BLOCK", 0.1)
+    monkeypatch.setattr(sse_module, "KEEPALIVE", 0.3)
+    monkeypatch.setattr(sse_module, "READ_BLOCK", 0.1)
     async with sse({"app": unique("quiet")}) as stream:
         await stream.comment("keepalive", timeout=5)
 
 
 async def test_a_client_that_leaves_is_let_go(sse, operator_server, monkeypatch, unique):  # noqa: F811
-    monkeypatch.setattr(events_handler, "READ_BLOCK", 0.1)
+    monkeypatch.setattr(sse_module, "READ_BLOCK", 0.1)
     before = events_handler.open_streams(operator_server.app)
     async with sse({"app": unique("gone")}):
         assert events_handler.open_streams(operator_server.app) == before + 1
@@ -153,7 +154,7 @@ async def test_a_client_that_leaves_is_let_go(sse, operator_server, monkeypatch,
 
 
 async def test_shutdown_ends_open_streams(sse, operator_server, monkeypatch, unique):  # noqa: F811
-    monkeypatch.setattr(events_handler, "READ_BLOCK", 0.1)
+    monkeypatch.setattr(sse_module, "READ_BLOCK", 0.1)
     async with sse({"app": unique("shut")}) as stream:
         await events_handler.close_streams(operator_server.app)
         with pytest.raises(EOFError):

@@ -45,7 +45,6 @@ class Relay:
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._stopping = False
-        self.relayed = 0
 
     async def run(self) -> None:
         """Relay until stopped; reconnect after any failure, with a pause."""
@@ -110,6 +109,5 @@ class Relay:
                 pipe.publish(self.channel, payload)
             await pipe.execute()
         await outbox.mark_relayed(conn, [row["id"] for row in rows])
-        self.relayed += len(rows)
         EVENTS_RELAYED.inc(len(rows))
         return len(rows)

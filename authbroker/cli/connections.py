@@ -15,8 +15,8 @@ from authbroker.cli.app_options import split_scopes
 from authbroker.cli.base import KEY_VALUE, POSITIVE, CliError, as_json
 from authbroker.cli.output import details, emit, emit_line, note, table, text, when
 from authbroker.client import ApiError, AuthbrokerClient, Unreachable, segment
+from authbroker.states import AUTHORIZATION_LIFETIME
 
-AUTHORIZATION_LIFETIME = 600.0  # seconds, as the server's (handlers.connections)
 STATUSES = ("pending", "active", "failed", "expired", "revoking", "revoked")
 
 

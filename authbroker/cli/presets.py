@@ -7,37 +7,15 @@ from typing import Any
 
 import click
 
+from authbroker import discovery, presets
 from authbroker.cli.api import ApiCommand
 from authbroker.cli.base import CliError, as_json, offline
 from authbroker.cli.output import details, emit, note
 from authbroker.client import AuthbrokerClient
 
 
-def presets_module() -> Any:
-    try:
-        from authbroker import presets
-    except ImportError:
-        raise CliError(
-            "provider presets are not available in this installation (authbroker/presets.py is "
-            "missing); give the endpoints with --authorization-url and --token-url"
-        ) from None
-    return presets
-
-
-def _discovery_module() -> Any:
-    try:
-        from authbroker import discovery
-    except ImportError:
-        raise CliError(
-            "discovery is not available in this installation (authbroker/discovery.py is "
-            "missing); give the endpoints with --authorization-url and --token-url"
-        ) from None
-    return discovery
-
-
 async def discover(api: AuthbrokerClient, issuer: str) -> tuple[dict[str, Any], Any]:
     """The settings ISSUER's metadata gives, and the scopes it says it supports."""
-    discovery = _discovery_module()
     try:
         found = await discovery.discover(api.session, issuer, timeout=min(api.timeout, 30.0))
     except discovery.DiscoveryError as exc:
@@ -54,11 +32,7 @@ async def discover(api: AuthbrokerClient, issuer: str) -> tuple[dict[str, Any], 
 
 
 def preset_notes(name: str) -> tuple[str, ...]:
-    """The preset's notes for the operator, when this installation has the presets."""
-    try:
-        from authbroker import presets
-    except ImportError:
-        return ()
+    """The preset's notes for the operator."""
     try:
         return tuple(presets.get(name).notes or ())
     except KeyError:
@@ -72,7 +46,6 @@ def _unknown(exc: KeyError, name: str) -> CliError:
 
 def preview(name: str, given: dict[str, Any], placeholders: dict[str, str] | None) -> Any:
     """What the server will make of a preset and the given values (for --dry-run)."""
-    presets = presets_module()
     try:
         return presets.apply(name, given, placeholders or None)
     except KeyError as exc:
@@ -93,7 +66,6 @@ def preview(name: str, given: dict[str, Any], placeholders: dict[str, str] | Non
 async def list_presets(name: str | None, as_json: bool) -> int | None:
     """List the provider presets `apps add --preset` starts from, with their notes; name one
     to see its settings and placeholders."""
-    presets = presets_module()
     if name:
         try:
             preset = presets.get(name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handlers.console import live, render, session, views
+from handlers.console import render, session, views
 from handlers.context import RESOURCES
 
 STATIC = render.HERE / "static"
@@ -22,11 +22,9 @@ def setup(app: web.Application) -> None:
         return
     app[render.ENV] = render.create_env()
     app[session.SECRET] = session.derive_secret(app[RESOURCES])
-    app[live.STREAMS] = set()
     app.add_routes(views.routes)
     app.router.add_static(render.PREFIX + "/static", STATIC, name="console_static")
     app.on_response_prepare.append(render.add_security_headers)
-    app.on_shutdown.append(live.close_streams)
 
 
 __all__ = ["setup"]

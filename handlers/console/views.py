@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from aiohttp import web
 
-from authbroker import diagnosis
+from authbroker import diagnosis, presets
 from authbroker.logs import get_logger
 from authbroker.problems import Problem
 from authbroker.schemas import (
@@ -228,15 +228,6 @@ async def console_slash(request: web.Request) -> web.StreamResponse:
     return redirect(PREFIX, 301)
 
 
-def _presets() -> Any:
-    """`authbroker.presets`, or None while it is not there."""
-    try:
-        from authbroker import presets
-    except ImportError:
-        return None
-    return presets
-
-
 def _preset_choices(presets: Any) -> list[dict[str, str]]:
     choices = []
     try:
@@ -256,8 +247,7 @@ def _preset_choices(presets: Any) -> list[dict[str, str]]:
 
 
 def _preset(name: str | None) -> Any:
-    presets = _presets()
-    if presets is None or not name:
+    if not name:
         return None
     try:
         return presets.get(name)
@@ -305,8 +295,7 @@ def _new_app_page(
 @routes.get(PREFIX + "/apps/new")
 @page
 async def new_app(request: web.Request) -> web.StreamResponse:
-    presets = _presets()
-    if "preset" not in request.query and presets is not None:
+    if "preset" not in request.query:
         return render(
             request,
             "app_new.html",
@@ -330,7 +319,6 @@ def _preset_definition(
     """The preset's settings with what the operator changed on the form laid over them: a
     field left as the preset showed it keeps the preset's meaning (placeholders filled), and
     one the preset leaves out, left at the form's default, was not given."""
-    presets = _presets()
     shown = preset.values
     given = {
         k: v
