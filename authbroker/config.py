@@ -165,6 +165,25 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+class _Reading(dict[str, str]):
+    """An environment that remembers which variables were asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def variables() -> frozenset[str]:
+    """Every AUTHBROKER_* variable the settings read (deploy files and docs list them all)."""
+    reading = _Reading()
+    load_settings(reading)
+    return frozenset(reading.asked)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every `AUTHBROKER_*` variable; raise SettingsError on the first bad one."""
     env = os.environ if env is None else env

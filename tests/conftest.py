@@ -149,6 +149,18 @@ async def worker(settings: Settings, ring: KeyRing, resources: Resources) -> Asy
         await task
 
 
+@pytest.fixture
+async def jobs_worker(settings: Settings, ring: KeyRing) -> AsyncIterator[Any]:
+    """A worker that only runs the jobs it is given (exchanges, revocations, probes): no refresh
+    engine and no sweeps, for tests that drive those themselves."""
+    arq_worker = build_worker(settings, ring, concurrency=10, periodic=False)
+    task = asyncio.create_task(arq_worker.async_run())
+    yield arq_worker
+    await stop_worker(arq_worker, grace=5)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 @pytest.fixture(scope="session")
 async def admin_key(resources: Resources) -> str:
     _, key = await api_keys.create(resources.pool, "test-admin")

@@ -11,22 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from storage.resources import Resources
 from storage.sealing import aad
-
-
-def app_body(name: str, secret: str, **overrides: Any) -> dict[str, Any]:
-    """A valid app at a provider nobody contacts (no test here exchanges or revokes a token)."""
-    return {
-        "name": name,
-        "client_id": f"client-{name}",
-        "client_secret": secret,
-        "authorization_url": "https://auth.example.com/oauth/authorize",
-        "token_url": "https://auth.example.com/oauth/token",
-        "revoke_url": "https://auth.example.com/oauth/revoke",
-        "scopes": ["read", "write"],
-        **overrides,
-    }
+from tests.helpers import app_body, sealed_secret
 
 
 async def create(api: aiohttp.ClientSession, body: dict[str, Any]) -> dict[str, Any]:
@@ -57,12 +43,6 @@ def fields_of(body: dict[str, Any]) -> dict[str, str]:
         assert set(item) == {"field", "message"}, item
         assert item["message"], item
     return {item["field"]: item["message"] for item in body["fields"]}
-
-
-async def sealed_secret(resources: Resources, name: str) -> tuple[Any, bytes]:
-    row = await resources.pool.fetchrow("SELECT id, client_secret FROM apps WHERE name = $1", name)
-    assert row is not None
-    return row["id"], row["client_secret"]
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> bool:

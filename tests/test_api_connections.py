@@ -19,7 +19,12 @@ import pytest
 from authbroker import oauth
 from storage.resources import Resources
 from storage.sealing import aad
-from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
+from tests.helpers import (
+    authorize_for_real,
+    create_oauth_app,
+    follow_callback,
+    start_connection,
+)
 from worker import jobs as sweep
 from worker.context import CTX_KEY
 
@@ -96,21 +101,6 @@ async def wait_for_status(
 
     assert await eventually(reached), f"connection never became {status}: {seen}"
     return seen
-
-
-async def authorize_for_real(api, anonymous, oauth_server, events, name: str) -> dict[str, Any]:
-    """An app at the real server and one connection authorized through it, tokens stored."""
-    await create_oauth_app(api, oauth_server, name)
-    started = await start_connection(api, name, connection_id=f"{name}-c")
-    location = await oauth_server.approve(started["authorize_url"])
-    status, outcome = await follow_callback(anonymous, location)
-    assert status == 200 and outcome["status"] == "succeeded", outcome
-    await events.wait_for(
-        lambda e: (
-            e["type"] == "connection.authorized" and e["connection_id"] == started["connection_id"]
-        )
-    )
-    return started
 
 
 # ------------------------------------------------------------------------------ starting

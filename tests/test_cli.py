@@ -27,8 +27,8 @@ from aiohttp import web
 from authbroker.cli import cli as root
 from authbroker.cli import main
 from authbroker.embedded import free_port
+from tests.helpers import follow_callback
 from tests.operator_app import OperatorServer, operator_server  # noqa: F401
-from tests.test_flow_e2e import follow_callback
 
 
 @dataclass

@@ -26,8 +26,8 @@ from handlers.console import views
 from storage import api_keys, apps, basic, connections
 from storage.resources import Resources
 from tests import browser
+from tests.helpers import follow_callback
 from tests.oauth_server import OAuthTestServer
-from tests.test_flow_e2e import follow_callback
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 COOKIE = "authbroker_console"

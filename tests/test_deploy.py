@@ -4,7 +4,6 @@ migrate step), every command it runs exists, and the image holds every package."
 
 from __future__ import annotations
 
-import ast
 import configparser
 import json
 import re
@@ -20,6 +19,7 @@ import click
 import pytest
 import yaml
 
+from authbroker import config
 from authbroker.cli import parse
 from authbroker.cli.api import API_KEY_ENV, API_URL_ENV
 from authbroker.config import Settings, SettingsError, load_settings
@@ -41,20 +41,8 @@ SECRET = {"AUTHBROKER_DATABASE_URL", "AUTHBROKER_REDIS_URL", "AUTHBROKER_ENCRYPT
 
 
 def settings_in_config() -> set[str]:
-    """The names load_settings reads, from its `_text/_bool/...(env, "NAME", ...)` calls."""
-    readers = {"_text", "_bool", "_number", "_integer", "_choice", "_url"}
-    tree = ast.parse((ROOT / "authbroker" / "config.py").read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id in readers
-            and len(node.args) >= 2
-            and isinstance(node.args[1], ast.Constant)
-        ):
-            names.add(f"AUTHBROKER_{node.args[1].value}")
-    return names
+    """The names load_settings reads."""
+    return set(config.variables())
 
 
 # One of these is a valid value, other than the default, for every setting.

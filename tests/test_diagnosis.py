@@ -19,8 +19,8 @@ from handlers import diagnosis as diagnosis_routes
 from handlers.app import create_app
 from storage import api_keys, connections
 from storage.resources import Resources
+from tests.helpers import create_oauth_app, follow_callback, start_connection
 from tests.oauth_server import basic_auth_header
-from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 REDIRECT = "https://broker.example.com/oauth/callback"

@@ -16,15 +16,8 @@ import pytest
 from authbroker.events import EventType, make_event
 from handlers import events as events_handler
 from handlers import sse as sse_module
+from tests.helpers import publish
 from tests.operator_app import OperatorServer, operator_server  # noqa: F401
-
-
-async def publish(redis, settings, event: dict[str, Any]) -> str:
-    """Append an event the way the relay does."""
-    return await redis.xadd(
-        settings.events_stream,
-        {"type": event["type"], "event": json.dumps(event, separators=(",", ":"))},
-    )
 
 
 class Stream:

@@ -29,14 +29,12 @@ import pytest
 from aioresponses import CallbackResult, aioresponses
 from redis.asyncio import Redis
 
-from authbroker import oauth
 from authbroker.embedded import EmbeddedPostgres, EmbeddedRedis
 from handlers import callback
 from services import authorizations as authorizations_service
 from services.refresh import BACKOFF_CAP, LEASE_SECONDS, refresh_one
-from storage import apps, connections, leases
+from storage import connections, leases
 from storage.migrate import migrate
-from storage.resources import Resources
 from tests.chaos_helpers import (
     aioresponses_compat,
     holder_prefix,
@@ -46,9 +44,16 @@ from tests.chaos_helpers import (
     stack_settings,
     wait_until,
 )
+from tests.helpers import (
+    authorize,
+    create_oauth_app,
+    follow_callback,
+    insert_app,
+    insert_connection,
+    start_connection,
+    stored_refresh_token,
+)
 from tests.oauth_server import OAuthTestServer
-from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
-from tests.test_lifecycle_e2e import authorize
 from worker.context import CTX_KEY, WorkerContext
 
 MOCK_TOKEN_URL = "https://faults.provider.test/oauth/token"
@@ -57,65 +62,6 @@ MOCK_TOKEN_URL = "https://faults.provider.test/oauth/token"
 # --------------------------------------------------------------------------------------------
 # Shared pieces
 # --------------------------------------------------------------------------------------------
-
-
-async def insert_app(res: Resources, name: str, token_url: str, **values: Any) -> apps.App:
-    async with res.pool.acquire() as conn:
-        return await apps.create(
-            conn,
-            res.ring,
-            {
-                "name": name,
-                "client_id": f"client-{name}",
-                "client_secret": f"secret-{name}",
-                "authorization_url": "https://faults.provider.test/oauth/authorize",
-                "token_url": token_url,
-                "scopes": ["read"],
-                **values,
-            },
-        )
-
-
-async def insert_connection(
-    res: Resources, app: apps.App, connection_id: str, refresh_token: str
-) -> None:
-    """An active connection as an exchange leaves it, without going through a provider."""
-    async with res.pool.acquire() as conn, conn.transaction():
-        await connections.start(
-            conn,
-            connection_id=connection_id,
-            app_id=app.id,
-            requested_scopes=["read"],
-            metadata=None,
-        )
-        await connections.store_tokens(
-            conn,
-            res.ring,
-            connection_id,
-            oauth.TokenResponse(
-                access_token=f"at-{secrets.token_hex(8)}",
-                token_type="Bearer",
-                expires_in=3600,
-                refresh_token=refresh_token,
-                refresh_token_expires_in=None,
-                scopes=["read"],
-                extra={},
-                placement="body",
-            ),
-            expires_at=datetime.now(UTC) + timedelta(hours=1),
-            refresh_at=datetime.now(UTC) + timedelta(hours=1),
-            refresh_token_expires_at=None,
-            requested_scopes=["read"],
-            granted_scopes=["read"],
-            problem=None,
-            authorized=True,
-        )
-
-
-async def stored_refresh_token(res: Resources, connection_id: str) -> str | None:
-    found = await connections.get(res.pool, connection_id)
-    assert found is not None
-    return found.open_refresh_token(res.ring)
 
 
 def log_tail(path: Path, size: int = 3000) -> str:

@@ -5,7 +5,6 @@ the code, the real worker exchanges it, a runtime sees the event and uses the to
 from __future__ import annotations
 
 import json
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -18,43 +17,8 @@ from handlers import callback
 from handlers.app import create_app
 from services import authorizations as authorizations_service
 from storage.resources import Resources
-from tests.oauth_server import OAuthTestServer
+from tests.helpers import create_oauth_app, follow_callback, start_connection
 from worker import jobs as sweep
-
-
-async def create_oauth_app(
-    api: aiohttp.ClientSession, server: OAuthTestServer, name: str, **overrides: Any
-) -> dict[str, Any]:
-    body = {
-        "name": name,
-        "client_id": server.client_id,
-        "client_secret": server.client_secret,
-        "authorization_url": server.authorization_url,
-        "token_url": server.token_url,
-        "revoke_url": server.revoke_url,
-        "scopes": ["read", "write"],
-        **overrides,
-    }
-    async with api.post("/v1/apps", json=body) as response:
-        assert response.status == 201, await response.text()
-        return await response.json()
-
-
-async def start_connection(api: aiohttp.ClientSession, app: str, **body: Any) -> dict[str, Any]:
-    async with api.post(f"/v1/apps/{app}/connections", json=body) as response:
-        assert response.status == 201, await response.text()
-        return await response.json()
-
-
-async def follow_callback(
-    session: aiohttp.ClientSession, location: str, *, json_answer: bool = True
-) -> tuple[int, Any]:
-    """Do what the browser does with the provider's redirect: request our callback."""
-    parts = urlsplit(location)
-    headers = {"Accept": "application/json"} if json_answer else {"Accept": "text/html"}
-    async with session.get(f"{parts.path}?{parts.query}", headers=headers) as response:
-        body = await response.json() if json_answer else await response.text()
-        return response.status, body
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from services.refresh import refresh_one
 from storage import api_keys, apps, authorizations, connections
 from storage.resources import Resources
 from tests.chaos_helpers import FakeProvider, open_stack, private_database, stack_settings
-from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
+from tests.helpers import create_oauth_app, follow_callback, start_connection
 from worker import jobs as sweep
 from worker.context import CTX_KEY, WorkerContext, provider_session
 

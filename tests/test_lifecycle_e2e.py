@@ -17,9 +17,13 @@ import aiohttp
 import pytest
 
 from storage import connections
-from storage.resources import Resources
+from tests.helpers import (
+    authorize,
+    create_oauth_app,
+    refresh_count,
+    stored_tokens,
+)
 from tests.oauth_server import OAuthTestServer, basic_auth_header
-from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
 
 LIFETIME = 15  # seconds: short enough to watch refreshes happen, long enough to be exact
 
@@ -48,26 +52,6 @@ def late_server(workdir: Path, settings) -> Any:
     server.start(settings.redirect_url)
     yield server
     server.stop()
-
-
-async def authorize(api, anonymous, server: OAuthTestServer, app: str, connection_id: str) -> None:
-    started = await start_connection(api, app, connection_id=connection_id)
-    location = await server.approve(started["authorize_url"])
-    _, outcome = await follow_callback(anonymous, location)
-    assert outcome["status"] == "succeeded", outcome
-
-
-async def stored_tokens(resources: Resources, connection_id: str) -> tuple[str, str]:
-    found = await connections.get(resources.pool, connection_id)
-    assert found is not None
-    return found.open_access_token(resources.ring) or "", found.open_refresh_token(
-        resources.ring
-    ) or ""
-
-
-async def refresh_count(server: OAuthTestServer) -> dict[str, int]:
-    stats = await server.stats()
-    return stats.get("token_requests", {}).get("refresh_token", {})
 
 
 async def test_scheduler_refreshes_before_expiry_and_rotates(

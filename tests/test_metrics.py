@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from storage import gauges
-from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
+from tests.helpers import create_oauth_app, follow_callback, start_connection
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:

@@ -30,7 +30,7 @@ from handlers.app import create_app
 from storage import api_keys
 from storage.resources import Resources
 from storage.sealing import aad
-from tests.test_flow_e2e import create_oauth_app, follow_callback
+from tests.helpers import create_oauth_app, follow_callback
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 DOCUMENT = "urn:authbroker:openapi"

@@ -8,7 +8,7 @@ from aiohttp import web
 from authbroker.embedded import free_port
 from storage import connections
 from storage.sealing import aad
-from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
+from tests.helpers import create_oauth_app, follow_callback, start_connection
 from worker.jobs import probe_connection, schedule_probes
 
 
@@ -21,13 +21,13 @@ async def authorized(api, anonymous, server, app: str) -> str:
 
 
 async def test_probe_refreshes_after_a_401_and_carries_on(
-    api, anonymous, oauth_server, worker, unique, resources
+    api, anonymous, oauth_server, jobs_worker, unique, resources
 ):
     app = unique("probe")
     await create_oauth_app(api, oauth_server, app, probe_url=oauth_server.resource_url)
     cid = await authorized(api, anonymous, oauth_server, app)
 
-    assert await probe_connection(worker.ctx, cid) == "ok (200)"
+    assert await probe_connection(jobs_worker.ctx, cid) == "ok (200)"
     probed = await connections.get(resources.pool, cid)
     assert probed and probed.last_probe_at is not None
 
@@ -39,14 +39,14 @@ async def test_probe_refreshes_after_a_401_and_carries_on(
         cid,
         resources.ring.seal("not-a-token", aad=aad("connections", cid, "access_token")),
     )
-    assert await probe_connection(worker.ctx, cid) == "ok (200)"
+    assert await probe_connection(jobs_worker.ctx, cid) == "ok (200)"
     after = await connections.get(resources.pool, cid)
     assert after and after.status == "active"
     assert after.open_access_token(resources.ring) != old  # refreshed on the way
 
 
 async def test_a_fresh_token_refused_too_invalidates(
-    api, anonymous, oauth_server, worker, unique, resources, events
+    api, anonymous, oauth_server, jobs_worker, unique, resources, events
 ):
     refusing = web.Application()
 
@@ -62,7 +62,7 @@ async def test_a_fresh_token_refused_too_invalidates(
         app = unique("probe-401")
         await create_oauth_app(api, oauth_server, app, probe_url=f"http://127.0.0.1:{port}/me")
         cid = await authorized(api, anonymous, oauth_server, app)
-        assert await probe_connection(worker.ctx, cid) == "invalidated"
+        assert await probe_connection(jobs_worker.ctx, cid) == "invalidated"
     finally:
         await runner.cleanup()
     found = await connections.get(resources.pool, cid)
@@ -74,7 +74,7 @@ async def test_a_fresh_token_refused_too_invalidates(
 
 
 async def test_probes_are_scheduled_by_interval(
-    api, anonymous, oauth_server, worker, unique, resources
+    api, anonymous, oauth_server, jobs_worker, unique, resources
 ):
     app = unique("probe-due")
     await create_oauth_app(
@@ -84,4 +84,4 @@ async def test_probes_are_scheduled_by_interval(
     await resources.pool.execute(
         "UPDATE connections SET authorized_at = now() - interval '2 minutes' WHERE id = $1", cid
     )
-    assert await schedule_probes(worker.ctx) >= 1
+    assert await schedule_probes(jobs_worker.ctx) >= 1

@@ -27,7 +27,7 @@ from services import refresh as refresh_module
 from storage import apps, connections, endpoints
 from storage.resources import Resources
 from tests.chaos_helpers import aioresponses_compat, open_stack, private_database, stack_settings
-from tests.test_faults import insert_app, insert_connection
+from tests.helpers import insert_app, insert_connection
 from worker import engine as engine_module
 from worker.context import WorkerContext
 from worker.engine import RefreshEngine

@@ -8,8 +8,6 @@ import asyncio
 import base64
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -30,9 +28,13 @@ from authbroker_client.credentials import CredentialCache, keep_for
 from prometheus_client import REGISTRY
 
 from authbroker.embedded import free_port
-from tests.test_api_connections import authorize_for_real
-from tests.test_flow_e2e import create_oauth_app, start_connection
-from tests.test_lifecycle_e2e import refresh_count
+from tests.helpers import (
+    authorize_for_real,
+    create_oauth_app,
+    refresh_count,
+    serving,
+    start_connection,
+)
 
 CREDENTIALS_ROUTE = "/v1/connections/{connection_id}/credentials"
 REPORT_ROUTE = "/v1/connections/{connection_id}/report"
@@ -42,18 +44,6 @@ def served(route: str, method: str = "GET", status: str = "200") -> float:
     """How many such requests authbroker's web server has answered (its own metric)."""
     labels = {"route": route, "method": method, "status": status}
     return REGISTRY.get_sample_value("authbroker_http_requests_total", labels) or 0.0
-
-
-@asynccontextmanager
-async def serving(app: web.Application, port: int) -> AsyncIterator[str]:
-    """`app` served on loopback at `port` for the block; its base URL."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -14,11 +14,9 @@ from authbroker_client import AuthbrokerClient, Event, EventStream
 
 from authbroker.embedded import free_port
 from authbroker.events import EventType, make_event
-from handlers import events as events_handler
+from handlers import sse as sse_module
 from handlers.app import create_app
-from tests.test_api_connections import authorize_for_real
-from tests.test_events_api import publish
-from tests.test_runtime_client import serving
+from tests.helpers import authorize_for_real, publish, serving
 
 PATIENCE = 60.0  # seconds a test waits for an event before it fails rather than hangs
 
@@ -174,7 +172,7 @@ async def test_sse_resumes_after_the_server_went_away(
 ):
     """authbroker restarts between two events: the client reconnects with Last-Event-ID and
     gets the event published while it was away."""
-    monkeypatch.setattr(events_handler, "READ_BLOCK", 0.1)  # streams end promptly at shutdown
+    monkeypatch.setattr(sse_module, "READ_BLOCK", 0.1)  # streams end promptly at shutdown
     port = free_port()
     app = unique("resume")
     async with AuthbrokerClient(f"http://127.0.0.1:{port}", admin_key) as broker:

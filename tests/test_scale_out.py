@@ -37,8 +37,8 @@ from storage import api_keys, connections
 from storage.pool import create_pool
 from storage.sealing import KeyRing
 from tests.databases import private_database
+from tests.helpers import create_oauth_app, follow_callback, start_connection
 from tests.oauth_server import OAuthTestServer
-from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
 
 CONNECTIONS = 500
 WORKERS = 3

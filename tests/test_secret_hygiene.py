@@ -31,8 +31,8 @@ from services import queue
 from services.queue import enqueue_exchange
 from storage import authorizations, connections
 from storage.resources import Resources
+from tests.helpers import create_oauth_app, follow_callback, start_connection
 from tests.oauth_server import basic_auth_header
-from tests.test_flow_e2e import create_oauth_app, follow_callback, start_connection
 
 TABLES = ("apps", "basic_credentials", "connections", "authorizations", "outbox", "api_keys")
 

@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.helpers import app_body, sealed_secret
 from tests.operator_app import OperatorServer, operator_server  # noqa: F401
-from tests.test_api_apps import app_body, sealed_secret
 
 
 @pytest.fixture(scope="session")

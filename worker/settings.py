@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from arq import cron
+from arq.cron import CronJob
 from arq.worker import Worker, func
 from prometheus_client import start_http_server
 
@@ -47,20 +48,24 @@ def build_worker(
     relay: bool = True,
     concurrency: int | None = None,
     handle_signals: bool = False,
+    periodic: bool = True,
 ) -> Worker:
     """An arq Worker bound to the settings' Redis and queue, with the refresh engine running
     beside its jobs; `relay` also runs the event relay (safe on every worker: only one relays
-    at a time). `concurrency` bounds both the arq jobs and the refreshes in flight."""
+    at a time). `concurrency` bounds both the arq jobs and the refreshes in flight. Without
+    `periodic` it only runs the jobs it is given: no refresh engine, no sweeps (for tests that
+    drive those themselves)."""
 
     async def startup(ctx: dict[str, Any]) -> None:
         resources = await Resources.open(settings, ring, pool_max=concurrency_ + 4)
         http = provider_session(settings.allow_link_local, per_host=concurrency_)
         wc = WorkerContext(resources=resources, http=http)
         ctx[CTX_KEY] = wc
-        ctx[ENGINE_KEY] = engine = RefreshEngine(
-            wc, concurrency=concurrency_, dsn=settings.database_url or ""
-        )
-        engine.start()
+        if periodic:
+            ctx[ENGINE_KEY] = engine = RefreshEngine(
+                wc, concurrency=concurrency_, dsn=settings.database_url or ""
+            )
+            engine.start()
         if relay:
             ctx["relay"] = Relay(
                 settings.database_url or "",
@@ -107,36 +112,7 @@ def build_worker(
             func(revoke_connection, name=queue.REVOKE, max_tries=10, timeout=timeout),
             func(probe_connection, name=queue.PROBE, max_tries=3, timeout=timeout),
         ],
-        cron_jobs=[
-            # Cron job ids are global in arq; the prefix keeps deployments sharing a Redis apart.
-            cron(
-                mark_expired_tokens,
-                name=f"{settings.redis_prefix}:mark_expired_tokens",
-                second=EVERY_5_SECONDS,
-            ),
-            cron(
-                sweep_codes,
-                name=f"{settings.redis_prefix}:sweep_codes",
-                second=EVERY_15_SECONDS,
-                run_at_startup=True,
-            ),
-            cron(
-                expire_authorizations,
-                name=f"{settings.redis_prefix}:expire_authorizations",
-                second={5, 35},
-            ),
-            cron(
-                sweep_revocations,
-                name=f"{settings.redis_prefix}:sweep_revocations",
-                second={10, 40},
-            ),
-            cron(
-                schedule_probes,
-                name=f"{settings.redis_prefix}:schedule_probes",
-                second={20, 50},
-            ),
-            cron(prune, name=f"{settings.redis_prefix}:prune", minute={17}, second={0}),
-        ],
+        cron_jobs=periodic_jobs(settings) if periodic else None,
         redis_settings=redis_settings(settings.redis_url or ""),
         queue_name=settings.queue_name,
         on_startup=startup,
@@ -152,6 +128,41 @@ def build_worker(
         # is waited on by a person. 20 cheap polls a second per idle worker.
         poll_delay=0.05,
     )
+
+
+def periodic_jobs(settings: Settings) -> list[CronJob]:
+    """The sweeps that keep the web side's promises (stored codes exchanged, revocations done,
+    authorizations ended), the probes, the expiry check and the pruning."""
+    return [
+        # Cron job ids are global in arq; the prefix keeps deployments sharing a Redis apart.
+        cron(
+            mark_expired_tokens,
+            name=f"{settings.redis_prefix}:mark_expired_tokens",
+            second=EVERY_5_SECONDS,
+        ),
+        cron(
+            sweep_codes,
+            name=f"{settings.redis_prefix}:sweep_codes",
+            second=EVERY_15_SECONDS,
+            run_at_startup=True,
+        ),
+        cron(
+            expire_authorizations,
+            name=f"{settings.redis_prefix}:expire_authorizations",
+            second={5, 35},
+        ),
+        cron(
+            sweep_revocations,
+            name=f"{settings.redis_prefix}:sweep_revocations",
+            second={10, 40},
+        ),
+        cron(
+            schedule_probes,
+            name=f"{settings.redis_prefix}:schedule_probes",
+            second={20, 50},
+        ),
+        cron(prune, name=f"{settings.redis_prefix}:prune", minute={17}, second={0}),
+    ]
 
 
 async def _sample_gauges(resources: Resources) -> None:
