@@ -10,7 +10,12 @@ import time
 
 import asyncpg
 
-from authbroker.metrics import CONNECTIONS, DUE_BACKLOG, OUTBOX_LAG_SECONDS
+from authbroker.metrics import (
+    CONNECTIONS,
+    DUE_BACKLOG,
+    ENDPOINTS_UNAVAILABLE,
+    OUTBOX_LAG_SECONDS,
+)
 from authbroker.states import Status
 
 SAMPLE_EVERY = 10.0  # seconds; scrapes in between reuse the last sample
@@ -33,6 +38,9 @@ async def sample(pool: asyncpg.Pool, *, every: float | None = None) -> None:
                 """SELECT count(*) FROM connections
                    WHERE status = 'active' AND refresh_at IS NOT NULL AND refresh_at <= now()"""
             )
+            unavailable = await conn.fetchval(
+                "SELECT count(*) FROM token_endpoints WHERE NOT available"
+            )
             lag = await conn.fetchval(
                 """SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)
                    FROM outbox WHERE relayed_at IS NULL"""
@@ -40,5 +48,6 @@ async def sample(pool: asyncpg.Pool, *, every: float | None = None) -> None:
         for status in Status:
             CONNECTIONS.labels(status).set(counts.get(status, 0))
         DUE_BACKLOG.set(due)
+        ENDPOINTS_UNAVAILABLE.set(unavailable)
         OUTBOX_LAG_SECONDS.set(float(lag))
         _sampled_at = time.monotonic()
