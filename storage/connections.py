@@ -498,9 +498,11 @@ async def mark_tokens_expired(db: asyncpg.Connection | asyncpg.Pool) -> int:
 
 async def release_backlog(conn: asyncpg.Connection, token_url: str) -> int:
     """Make due at once the connections of a recovered token endpoint that were backing off, so
-    the backlog clears at full speed instead of over each one's own backoff."""
+    the backlog clears at full speed instead of over each one's own backoff; one whose token has
+    expired goes by its expiry, ahead of those still valid (claims take the oldest first)."""
     result = await conn.execute(
-        """UPDATE connections c SET refresh_at = now(), next_attempt_at = NULL
+        """UPDATE connections c SET refresh_at = least(now(), coalesce(c.expires_at, now())),
+               next_attempt_at = NULL
            FROM apps a
            WHERE a.token_url = $1 AND c.app_id = a.id AND c.failed_attempts > 0
              AND c.status = 'active' AND c.refresh_at > now()""",

@@ -82,14 +82,14 @@ def _claim(picked: str) -> str:
             ORDER BY c.refresh_at"""
 
 
-_CLAIM_DUE = _claim(
+CLAIM_DUE = _claim(
     f"""SELECT c.id FROM connections c {JOINS}
         WHERE c.status = 'active' AND c.refresh_at IS NOT NULL AND c.refresh_at <= now()
           AND (c.lease_holder IS NULL OR c.lease_until < now())
           AND a.paused_at IS NULL AND e.available IS NOT FALSE
         ORDER BY c.refresh_at LIMIT $3"""
 )
-_CLAIM_PROBE = _claim(
+CLAIM_PROBE = _claim(
     """SELECT c.id FROM connections c JOIN apps a ON a.id = c.app_id
        WHERE a.token_url = $3 AND a.paused_at IS NULL
          AND c.status = 'active' AND c.refresh_at IS NOT NULL AND c.refresh_token IS NOT NULL
@@ -105,7 +105,7 @@ async def claim(
     statement. Apps paused for refused settings and token endpoints held back as unavailable
     are left out (a probe takes those one at a time: `claim_probe`). The partial index
     `connections_refresh_due` serves it: its cost follows the number due, not the table."""
-    rows = await db.fetch(_CLAIM_DUE, holder, float(seconds), limit)
+    rows = await db.fetch(CLAIM_DUE, holder, float(seconds), limit)
     return [_claimed(row) for row in rows]
 
 
@@ -114,7 +114,7 @@ async def claim_probe(
 ) -> Claimed | None:
     """Lease the one connection that probes an unavailable token endpoint: the most urgent one
     with a refresh token, due or not (refreshing early does no harm)."""
-    rows = await db.fetch(_CLAIM_PROBE, holder, float(seconds), token_url)
+    rows = await db.fetch(CLAIM_PROBE, holder, float(seconds), token_url)
     return _claimed(rows[0]) if rows else None
 
 
