@@ -4,6 +4,7 @@ set up in storage and one connection authorized for real at the django-oauth-too
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from authbroker.diagnosis import Check, diagnose_app, diagnose_connection, worst
+from authbroker.diagnosis import (
+    AppFacts,
+    AppHistory,
+    Check,
+    ConnectionFacts,
+    RecentEvent,
+    RecordedError,
+    Report,
+    diagnose_app,
+    diagnose_connection,
+    worst,
+)
 from handlers import diagnosis as diagnosis_routes
 from handlers.app import create_app
 from storage import api_keys, connections
@@ -37,11 +49,14 @@ CONNECTION_CHECKS = [
     "access_restrictions",
     "refresh_token",
     "refresh_token_invalidated",
+    "rotation_lost",
+    "token_endpoint",
     "token_expiry",
 ]
 APP_CHECKS = [
     "connections",
     "settings",
+    "authorization_url",
     "redirect_url",
     "client_auth",
     "scope_mismatch",
@@ -50,6 +65,8 @@ APP_CHECKS = [
     "access_restrictions",
     "refresh_token",
     "refresh_token_invalidated",
+    "rotation_lost",
+    "token_endpoint",
     "token_expiry",
     "revocation",
 ]
@@ -58,86 +75,63 @@ APP_CHECKS = [
 # ------------------------------------------------------------------------------ facts
 
 
-def app_facts(**changes: Any) -> dict[str, Any]:
-    facts = {
-        "id": "0b7c1f2e-0000-4000-8000-000000000001",
-        "name": "crm",
-        "client_id": "client-crm",
-        "client_secret_set": True,
-        "client_secrets_previous_set": False,
-        "authorization_url": "https://auth.example.com/oauth/authorize",
-        "token_url": "https://auth.example.com/oauth/token",
-        "revoke_url": "https://auth.example.com/oauth/revoke",
-        "scopes": ["read", "write"],
-        "scope_separator": " ",
-        "client_auth": "body",
-        "client_auth_detected": None,
-        "authorize_params": {},
-        "token_params": {},
-        "pkce": True,
-        "refresh_margin": 300,
-        "default_token_lifetime": None,
-        "refresh_token_lifetime": None,
-        "probe_url": None,
-        "probe_interval": None,
-        "preset": None,
-        "paused_at": None,
-        "paused_problem": None,
-        "deleting": False,
-        "created_at": NOW - timedelta(days=30),
-        "updated_at": NOW - timedelta(days=30),
-        "some_future_column": "tolerated",
-    }
-    facts.update(changes)
-    return facts
+def app_facts(**changes: Any) -> AppFacts:
+    facts = AppFacts(
+        name="crm",
+        client_id="client-crm",
+        authorization_url="https://auth.example.com/oauth/authorize",
+        token_url="https://auth.example.com/oauth/token",
+        revoke_url="https://auth.example.com/oauth/revoke",
+        scopes=("read", "write"),
+        client_auth="body",
+        client_secret_set=True,
+        updated_at=NOW - timedelta(days=30),
+    )
+    if "scopes" in changes:
+        changes["scopes"] = tuple(changes["scopes"])
+    return dataclasses.replace(facts, **changes)
 
 
-def connection_facts(**changes: Any) -> dict[str, Any]:
-    facts = {
-        "id": "crm-1",
-        "app_id": "0b7c1f2e-0000-4000-8000-000000000001",
-        "app": "crm",
-        "status": "active",
-        "problem": None,
-        "problem_detail": None,
-        "has_access_token": True,
-        "has_refresh_token": True,
-        "token_type": "Bearer",
-        "expires_at": NOW + timedelta(hours=1),
-        "refresh_at": NOW + timedelta(minutes=50),
-        "refresh_token_expires_at": None,
-        "requested_scopes": ["read", "write"],
-        "granted_scopes": ["read", "write"],
-        "metadata": {},
-        "version": 3,
-        "lease_holder": None,
-        "lease_until": None,
-        "failed_attempts": 0,
-        "next_attempt_at": None,
-        "last_error": None,
-        "last_refresh_at": NOW - timedelta(minutes=10),
-        "last_report": None,
-        "last_probe_at": None,
-        "authorized_at": NOW - timedelta(days=1),
-        "created_at": NOW - timedelta(days=1),
-        "updated_at": NOW - timedelta(minutes=10),
-        "another_future_column": 42,
-    }
-    facts.update(changes)
-    return facts
+def connection_facts(**changes: Any) -> ConnectionFacts:
+    """A connection's facts; recorded errors and reports given as the JSON the row holds."""
+    facts = ConnectionFacts(
+        id="crm-1",
+        app="crm",
+        status="active",
+        has_access_token=True,
+        has_refresh_token=True,
+        expires_at=NOW + timedelta(hours=1),
+        refresh_at=NOW + timedelta(minutes=50),
+        requested_scopes=("read", "write"),
+        granted_scopes=("read", "write"),
+        last_refresh_at=NOW - timedelta(minutes=10),
+        authorized_at=NOW - timedelta(days=1),
+        created_at=NOW - timedelta(days=1),
+        updated_at=NOW - timedelta(minutes=10),
+    )
+    for key in ("requested_scopes", "granted_scopes"):
+        if changes.get(key) is not None:
+            changes[key] = tuple(changes[key])
+    if "last_error" in changes:
+        changes["last_error"] = RecordedError.of(changes["last_error"])
+    if "last_report" in changes:
+        changes["last_report"] = Report.of(changes["last_report"])
+    return dataclasses.replace(facts, **changes)
 
 
 def diagnose(
-    connection: dict[str, Any] | None = None,
-    app: dict[str, Any] | None = None,
+    connection: ConnectionFacts | None = None,
+    app: AppFacts | None = None,
     events: list[dict[str, Any]] | None = None,
+    **context: Any,
 ) -> dict[str, Check]:
     checks = diagnose_connection(
         connection or connection_facts(),
         app or app_facts(),
         redirect_url=REDIRECT,
-        recent_events=events or [],
+        recent_events=[RecentEvent.of(e) for e in events or []],
         now=NOW,
+        **context,
     )
     assert [c.name for c in checks] == CONNECTION_CHECKS
     json.dumps([c.as_dict() for c in checks])  # JSON-ready as it is
@@ -145,15 +139,16 @@ def diagnose(
 
 
 def diagnose_the_app(
-    app: dict[str, Any] | None = None,
+    app: AppFacts | None = None,
     by_status: dict[str, int] | None = None,
     problems: dict[str, int] | None = None,
+    **context: Any,
 ) -> dict[str, Check]:
+    history = context.pop("history", None) or AppHistory(
+        by_status=by_status if by_status is not None else {"active": 3}, problems=problems or {}
+    )
     checks = diagnose_app(
-        app or app_facts(),
-        redirect_url=REDIRECT,
-        connections_by_status=by_status if by_status is not None else {"active": 3},
-        recent_problems=problems or {},
+        app or app_facts(), redirect_url=REDIRECT, history=history, now=NOW, **context
     )
     assert [c.name for c in checks] == APP_CHECKS
     json.dumps([c.as_dict() for c in checks])
@@ -498,7 +493,7 @@ def test_transient_refresh_trouble_then_expiry():
     assert check.evidence["failed_attempts"] == 2
     assert check.evidence["next_attempt_at"] == "2025-03-01T12:01:00Z"
     assert "server_error, HTTP 503" in check.summary
-    expired_meanwhile = {**retrying, "expires_at": NOW - timedelta(minutes=1)}
+    expired_meanwhile = dataclasses.replace(retrying, expires_at=NOW - timedelta(minutes=1))
     check = diagnose(expired_meanwhile)["token_expiry"]
     assert check.status == "failing"
     assert "503 token_expired" in check.summary
@@ -534,16 +529,20 @@ def test_pending_connections():
     )
     checks = diagnose(fresh)
     assert_only_failing(checks)
-    stale = {**fresh, "updated_at": NOW - timedelta(hours=1)}
+    stale = dataclasses.replace(fresh, updated_at=NOW - timedelta(hours=1))
     assert diagnose(stale)["connection"].status == "warning"
-    revoked = {**fresh, "status": "revoked"}
+    revoked = dataclasses.replace(fresh, status="revoked")
     assert diagnose(revoked)["connection"].status == "warning"
 
 
 def test_evidence_never_carries_a_token_or_secret():
+    """Facts have no field for a token or a secret, only whether one is set; what the JSON
+    columns, settings and events hold besides what the checks read never reaches evidence."""
+    names = {f.name for f in dataclasses.fields(ConnectionFacts)} | {
+        f.name for f in dataclasses.fields(AppFacts)
+    }
+    assert not names & {"access_token", "refresh_token", "extra", "client_secret"}
     leaky = connection_facts(
-        access_token="SECRET-access",
-        refresh_token="SECRET-refresh",
         status="failed",
         problem="refresh_token_invalidated",
         last_error={
@@ -554,12 +553,7 @@ def test_evidence_never_carries_a_token_or_secret():
         },
         last_report={"status": 403, "error": None, "at": NOW.isoformat(), "token": "SECRET-r"},
     )
-    del leaky["has_access_token"], leaky["has_refresh_token"]
-    app = app_facts(
-        client_secret=b"SECRET-sealed",
-        client_secrets_previous=b"SECRET-old",
-        authorize_params={"audience": "api", "client_secret_hint": "SECRET-param"},
-    )
+    app = app_facts(authorize_params={"audience": "api", "client_secret_hint": "SECRET-param"})
     events = [
         {
             "type": "connection.invalidated",

@@ -13,11 +13,14 @@ from typing import Any
 
 import aiohttp
 
-from authbroker import netguard, oauth
+from authbroker import oauth
+from authbroker.netguard import provider_session
 from storage import connections
 from storage.apps import App
 from storage.resources import Resources
 from worker.batching import Batcher
+
+__all__ = ["CTX_KEY", "WorkerContext", "provider_session"]
 
 CTX_KEY = "authbroker"
 
@@ -79,23 +82,3 @@ class WorkerContext:
         finally:
             if self.leases.get(connection_id) == holder:
                 del self.leases[connection_id]
-
-
-def provider_session(
-    allow_link_local: bool = False, *, per_host: int = 20
-) -> aiohttp.ClientSession:
-    """One HTTP session for all provider calls of a process: pooled connections, no cookies
-    (a provider's cookies must not leak from one connection's request into another's), and a
-    resolver that will not hand out metadata or link-local addresses. `per_host` should cover
-    the refreshes a worker runs at once: a request waiting for a pooled connection is waiting
-    to connect."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(
-            limit=max(100, per_host),
-            limit_per_host=per_host,
-            ttl_dns_cache=300,
-            resolver=netguard.resolver(allow_link_local),
-        ),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": "authbroker"},
-    )

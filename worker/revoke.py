@@ -34,6 +34,7 @@ async def revoke_connection(ctx: dict[str, Any], connection_id: str) -> str:
     assert app is not None
     bound = log.bind(app=app.name, connection_id=connection_id)
     told_provider: bool | None = None
+    refusal: oauth.OAuthError | None = None  # why the provider did not confirm it
     if app.revoke_url and (found.refresh_token or found.access_token):
         client = app.client(res.ring)
         told_provider = True
@@ -60,20 +61,24 @@ async def revoke_connection(ctx: dict[str, Any], connection_id: str) -> str:
                     bound.warning("revoke_retry", error=exc.error, attempt=attempt, retry_in=delay)
                     raise Retry(defer=delay) from None
                 bound.error("revoke_gave_up", error=exc.error, attempts=attempt)
-                told_provider = False
+                told_provider, refusal = False, exc
                 break
             except oauth.OAuthError as exc:
                 # e.g. unsupported_token_type for access tokens: the grant may still be gone
                 # through the refresh token; note it and carry on.
                 bound.warning("revoke_refused", token_type_hint=hint, error=exc.error)
                 if hint == "refresh_token":
-                    told_provider = False
-    await _wipe(wc, found, app, told_provider)
+                    told_provider, refusal = False, exc
+    await _wipe(wc, found, app, told_provider, refusal)
     return "revoked"
 
 
 async def _wipe(
-    wc: WorkerContext, found: connections.Connection, app: apps.App, told_provider: bool | None
+    wc: WorkerContext,
+    found: connections.Connection,
+    app: apps.App,
+    told_provider: bool | None,
+    refusal: oauth.OAuthError | None = None,
 ) -> None:
     res = wc.resources
     if told_provider is None:
@@ -89,6 +94,13 @@ async def _wipe(
             "The tokens were deleted here, but the provider could not confirm the revocation: "
             "revoke the access in the provider's settings."
         )
+    data: dict[str, Any] = {"revoked_at_provider": told_provider}
+    if refusal is not None:  # what the provider answered, for the app's diagnosis
+        data.update(
+            provider_error=refusal.error,
+            provider_status=refusal.status,
+            provider_description=refusal.description,
+        )
     async with res.pool.acquire() as conn, conn.transaction():
         await connections.wipe(conn, found.id)
         await outbox.append(
@@ -99,7 +111,7 @@ async def _wipe(
                 connection_id=found.id,
                 status="revoked",
                 detail=detail,
-                data={"revoked_at_provider": told_provider},
+                data=data,
             ),
         )
         if app.deleting and not await connections.count_live(conn, app.id):
