@@ -4,9 +4,9 @@ A preset fills an app definition with what the provider's documentation says: en
 client credentials go, extra authorize parameters, default scopes, PKCE, lifetimes. The operator
 still supplies the client id and secret, and anything given explicitly wins (see `apply`).
 
-The rest of a provider's knowledge is read from here too, for apps made from a preset and for
-apps whose URLs point at a preset's hosts (`matching`): how it rotates refresh tokens
-(`rotation`) and what it needs before it issues them at all (`refresh_token_cause`).
+The rest of a provider's knowledge is read from here too: how it rotates refresh tokens
+(`rotation`, for apps made from its preset), and what it needs before it issues them at all
+(`refresh_token_cause`, also for apps whose URLs point at its hosts: `matching`).
 
 The JSON is read once, validated as it is read (a misspelt key in the data file is an error, not
 a silently ignored setting), and shipped as package data.

@@ -20,17 +20,19 @@ RETRYING_REMEDY = (
 )
 
 
-def refreshing_now(c: ConnectionFacts, case: ConnectionCase) -> bool:
+def refreshing_now(case: ConnectionCase) -> bool:
     """Whether a worker holds the connection's refresh lease."""
+    c = case.connection
     return c.lease_holder is not None and c.lease_until is not None and c.lease_until > case.now
 
 
-def unclaimed(c: ConnectionFacts, case: ConnectionCase) -> bool:
+def unclaimed(case: ConnectionCase) -> bool:
     """Whether the refresh has been due for longer than REFRESH_OVERDUE with no worker on it."""
+    refresh_at = case.connection.refresh_at
     return (
-        c.refresh_at is not None
-        and case.now - c.refresh_at > REFRESH_OVERDUE
-        and not refreshing_now(c, case)
+        refresh_at is not None
+        and case.now - refresh_at > REFRESH_OVERDUE
+        and not refreshing_now(case)
     )
 
 
@@ -87,7 +89,7 @@ def connection_token_expiry(case: ConnectionCase) -> Check:
             evidence,
             Problem.PROVIDER_UNAVAILABLE.remedy,
         )
-    if case.app.paused is None and c.has_refresh_token and unclaimed(c, case):
+    if case.app.paused is None and c.has_refresh_token and unclaimed(case):
         return check(
             "token_expiry",
             "warning",
@@ -119,7 +121,7 @@ def _expired_while_active(case: ConnectionCase, evidence: dict[str, Any]) -> Che
     expired = f"The access token expired at {iso(c.expires_at)} and has not been refreshed"
     evidence.update(
         problem=c.problem,
-        lease_until=c.lease_until if refreshing_now(c, case) else None,
+        lease_until=c.lease_until if refreshing_now(case) else None,
         app_paused=app.paused,
     )
 
@@ -164,14 +166,14 @@ def _expired_while_active(case: ConnectionCase, evidence: dict[str, Any]) -> Che
             f"{expired}: there is no refresh token.",
             "Authorize the connection again (see the refresh_token check).",
         )
-    if refreshing_now(c, case):
+    if refreshing_now(case):
         return verdict(
             "refreshing",
             "warning",
             f"{expired}; a worker is refreshing it now.",
             "Look again in a few seconds.",
         )
-    if unclaimed(c, case):
+    if unclaimed(case):
         return verdict(
             "not_claimed",
             "failing",
