@@ -46,7 +46,9 @@ async def app_checks(res: Resources, app: App) -> list[Check]:
         redirect_url=res.settings.redirect_url,
         history=await facts.app_history(res.pool, app),
         endpoint=await facts.token_endpoint(res.pool, app.token_url),
-        authorization_answer=await answer_of(app.authorization_url, res.settings),
+        authorization_answer=await answer_of(
+            app.authorization_url, res.settings, timeout=ANSWER_TIMEOUT
+        ),
         provider_timeout=res.settings.provider_timeout,
     )
 
@@ -55,7 +57,7 @@ async def answer_of(
     url: str,
     settings: Settings,
     *,
-    timeout: float = ANSWER_TIMEOUT,  # noqa: ASYNC109 - one request, its own limit
+    timeout: float,  # noqa: ASYNC109 - one request, its own limit
 ) -> EndpointAnswer:
     """What `url` answers to a bare GET, redirects not followed, under the rules every request
     to a provider follows (allowed schemes and hosts, the guarded resolver). No parameter is
