@@ -108,8 +108,14 @@ class Expired(EventData):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Revoked(EventData):
+    """`revoked_at_provider` None: the app has no revoke URL; False: the provider did not
+    confirm, and `provider_*` say what it answered (for the app's diagnosis)."""
+
     type = EventType.REVOKED
-    revoked_at_provider: bool | None  # None: the app has no revoke URL
+    revoked_at_provider: bool | None
+    provider_error: str | None = None
+    provider_status: int | None = None
+    provider_description: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

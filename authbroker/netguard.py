@@ -2,9 +2,10 @@
 addresses, however the host is spelt (legacy numeric forms, Unicode digits) and whatever a host
 name resolves to.
 
-Checked twice: when an operator saves a URL (a clear 400), and when a worker connects (a host
-whose DNS changes later still cannot reach the metadata service). AUTHBROKER_ALLOW_LINK_LOCAL=1
-lifts both for the rare provider that really lives there.
+Checked twice: when an operator saves a URL (a clear 400), and when authbroker connects (a host
+whose DNS changes later still cannot reach the metadata service: every request to a provider
+goes through `provider_session`). AUTHBROKER_ALLOW_LINK_LOCAL=1 lifts both for the rare
+provider that really lives there.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import socket
 from typing import Any
 
+import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
@@ -88,6 +90,10 @@ async def resolved_reason(host: str) -> str | None:
     return None
 
 
+class ForbiddenAddress(OSError):
+    """A host resolves only to addresses authbroker may not contact."""
+
+
 class GuardedResolver(AbstractResolver):
     """An aiohttp resolver that refuses to hand out forbidden addresses."""
 
@@ -100,7 +106,9 @@ class GuardedResolver(AbstractResolver):
         results = await self._inner.resolve(host, port, family)
         allowed = [r for r in results if not forbidden_reason(ipaddress.ip_address(r["host"]))]
         if not allowed:
-            raise OSError(f"refusing to connect to {host}: it resolves only to forbidden addresses")
+            raise ForbiddenAddress(
+                f"refusing to connect to {host}: it resolves only to forbidden addresses"
+            )
         return allowed
 
     async def close(self) -> None:
@@ -109,3 +117,23 @@ class GuardedResolver(AbstractResolver):
 
 def resolver(allow_link_local: bool) -> Any:
     return DefaultResolver() if allow_link_local else GuardedResolver()
+
+
+def provider_session(
+    allow_link_local: bool = False, *, per_host: int = 20
+) -> aiohttp.ClientSession:
+    """One HTTP session for all provider calls of a process: pooled connections, no cookies
+    (a provider's cookies must not leak from one connection's request into another's), and a
+    resolver that will not hand out metadata or link-local addresses. `per_host` should cover
+    the refreshes a worker runs at once: a request waiting for a pooled connection is waiting
+    to connect."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=max(100, per_host),
+            limit_per_host=per_host,
+            ttl_dns_cache=300,
+            resolver=resolver(allow_link_local),
+        ),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"User-Agent": "authbroker"},
+    )

@@ -4,6 +4,10 @@ A preset fills an app definition with what the provider's documentation says: en
 client credentials go, extra authorize parameters, default scopes, PKCE, lifetimes. The operator
 still supplies the client id and secret, and anything given explicitly wins (see `apply`).
 
+The rest of a provider's knowledge is read from here too: how it rotates refresh tokens
+(`rotation`, for apps made from its preset), and what it needs before it issues them at all
+(`refresh_token_cause`, also for apps whose URLs point at its hosts: `matching`).
+
 The JSON is read once, validated as it is read (a misspelt key in the data file is an error, not
 a silently ignored setting), and shipped as package data.
 """
@@ -14,11 +18,26 @@ import copy
 import functools
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["APP_FIELDS", "Preset", "Rotation", "apply", "get", "names", "rotation"]
+__all__ = [
+    "APP_FIELDS",
+    "Preset",
+    "RefreshTokenCause",
+    "Rotation",
+    "apply",
+    "authorize_params_of",
+    "get",
+    "granted_scopes_at",
+    "matching",
+    "names",
+    "refresh_token_cause",
+    "rotation",
+]
 
 APP_FIELDS = (
     "authorization_url",
@@ -43,8 +62,18 @@ _META_FIELDS = frozenset(
         "placeholder_defaults",
         "refresh_token_rotates",
         "refresh_token_reuse_grace",
+        "refresh_token_needs",
+        "hosts",
+        "granted_scopes_at",
     }
 )
+_NEEDS_FIELDS = frozenset(
+    {"scope", "authorize_params", "reissued_with", "grants_page", "not_issued"}
+)
+"""`refresh_token_needs`: one of the scopes in `scope` must be requested, or the parameters of
+`authorize_params` be on the authorize URL; without `reissued_with` the provider issues a refresh
+token only at a user's first consent (users withdraw it at `grants_page`); `not_issued` says why
+the provider issues none at all."""
 _MERGED = frozenset({"authorize_params", "token_params"})
 """Dict-valued settings where the given entries are laid over the preset's instead of replacing
 them, so that adding `hd` to Google's authorize_params keeps `access_type=offline`."""
@@ -78,6 +107,9 @@ def _load() -> dict[str, dict[str, Any]]:
         if unknown:
             raise ValueError(f"presets.json: {name} has unknown keys {sorted(unknown)}")
         used = {p for key in APP_FIELDS for p in _placeholders_in(entry.get(key))}
+        unknown = set(entry.get("refresh_token_needs", {})) - _NEEDS_FIELDS
+        if unknown:
+            raise ValueError(f"presets.json: {name} refresh_token_needs has {sorted(unknown)}")
         declared = set(entry.get("placeholders", []))
         if used != declared:
             raise ValueError(
@@ -138,6 +170,139 @@ def rotation(preset_name: str | None) -> Rotation:
     if entry is None:
         return Rotation(None, None)
     return Rotation(entry.get("refresh_token_rotates"), entry.get("refresh_token_reuse_grace"))
+
+
+def matching(preset_name: str | None, *urls: str | None) -> str | None:
+    """The preset whose knowledge applies to an app: the one it was made from, else the first
+    whose hosts one of its URLs (in the order given) points at. A preset's hosts are its own
+    URLs' domains (`accounts.google.com` → `google.com` and its subdomains) and those listed
+    under `hosts`, for providers spread over more names or living at the customer's domain."""
+    data = _load()
+    if preset_name in data:
+        return preset_name
+    for url in urls:
+        host = _host(url)
+        if not host:
+            continue
+        for name in data:
+            if any(host == d or host.endswith("." + d) for d in _domains(name)):
+                return name
+    return None
+
+
+@functools.cache
+def _domains(name: str) -> tuple[str, ...]:
+    entry = _load()[name]
+    found = list(entry.get("hosts", ()))
+    for key in ("authorization_url", "token_url"):
+        labels = _host(entry.get(key)).split(".")
+        literal = [label for label in labels if "{" not in label]
+        if len(literal) == len(labels) and len(labels) >= 3:
+            literal = literal[1:]  # login.example.com → example.com
+        if len(literal) >= 2 and ".".join(literal) not in found:
+            found.append(".".join(literal))
+    return tuple(found)
+
+
+def _host(url: str | None) -> str:
+    try:
+        return (urlsplit(url or "").hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def granted_scopes_at(preset_name: str | None) -> str | None:
+    """How to see at the provider which scopes a token carries, where its preset says."""
+    return _load().get(preset_name or "", {}).get("granted_scopes_at")
+
+
+Cause = Literal[
+    "refresh_not_enabled", "issued_once_per_user", "provider_without_refresh", "unknown"
+]
+
+
+@dataclass(frozen=True)
+class RefreshTokenCause:
+    """Why a provider likely issues no refresh token to an app, and what to do about it."""
+
+    cause: Cause
+    advice: str
+
+
+UNKNOWN_REFRESH_ADVICE = (
+    "The provider may not support refresh tokens, refresh may need enabling in its application "
+    "settings (often an 'offline access' scope or option), or it issues a refresh token once per "
+    "user: revoke the previous grant in the user's account settings at the provider, then "
+    "authorize the connection again."
+)
+WITHOUT_REFRESH_ADVICE = (
+    " Where the access token expires, the integration works until then and the user must "
+    "authorize again: it cannot run unattended on one shared user's grant."
+)
+
+
+def refresh_token_cause(
+    *,
+    preset: str | None,
+    authorization_url: str,
+    token_url: str,
+    authorize_params: Mapping[str, str],
+    scopes: Sequence[str],
+) -> RefreshTokenCause:
+    """What the app's provider needs before it issues refresh tokens, judged against the app's
+    settings (`scopes`: those requested). `authorize_params` are laid over the parameters the
+    authorization URL already carries, as the authorize request does."""
+    name = matching(preset, token_url, authorization_url)
+    needs = _load()[name].get("refresh_token_needs") if name else None
+    if not needs:
+        return RefreshTokenCause("unknown", UNKNOWN_REFRESH_ADVICE)
+    provider = _load()[name].get("title", name).split(" (")[0]
+    if needs.get("not_issued"):
+        return RefreshTokenCause(
+            "provider_without_refresh", needs["not_issued"] + WITHOUT_REFRESH_ADVICE
+        )
+    wanted = needs.get("scope") or []
+    if wanted and not set(wanted) & set(scopes):
+        scope = wanted[0] + (f" (or {' or '.join(wanted[1:])})" if wanted[1:] else "")
+        return RefreshTokenCause(
+            "refresh_not_enabled",
+            f"{provider} issues refresh tokens only with the {scope} scope: add it to the "
+            "app's scopes (and allow it in the provider's application), then authorize the "
+            "connection again.",
+        )
+    params = authorize_params_of(authorization_url, authorize_params)
+    required, reissue = needs.get("authorize_params", {}), needs.get("reissued_with", {})
+    if any(params.get(key) != value for key, value in required.items()):
+        return RefreshTokenCause(
+            "refresh_not_enabled",
+            f"{provider} issues refresh tokens only when the authorize URL carries "
+            f"{_pairs(required)}: add authorize_params {_pairs({**required, **reissue})} to the "
+            "app, then authorize the connection again.",
+        )
+    if any(value not in params.get(key, "").split() for key, value in reissue.items()):
+        page = needs.get("grants_page")
+        return RefreshTokenCause(
+            "issued_once_per_user",
+            f"{provider} issues the refresh token only at a user's first consent: add "
+            f"authorize_params {_pairs(reissue)}, or have the user remove the app's access "
+            + (f"at {page}" if page else "in their account settings at the provider")
+            + ", then authorize again.",
+        )
+    return RefreshTokenCause("unknown", UNKNOWN_REFRESH_ADVICE)
+
+
+def authorize_params_of(
+    authorization_url: str, authorize_params: Mapping[str, str]
+) -> dict[str, str]:
+    """The parameters an authorize request carries besides the protocol's: those fixed in the
+    authorization URL's query, overlaid by the app's `authorize_params`."""
+    params = dict(parse_qsl(urlsplit(authorization_url).query, keep_blank_values=True))
+    params.update({str(k): str(v) for k, v in authorize_params.items()})
+    return params
+
+
+def _pairs(params: Mapping[str, str]) -> str:
+    return " and ".join(f"{key}={value}" for key, value in params.items())
 
 
 def apply(

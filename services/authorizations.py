@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from authbroker import oauth, timing
+from authbroker import oauth, presets, timing
 from authbroker.events import (
     AuthorizationFailed,
     Authorized,
@@ -378,12 +378,14 @@ def _missing_refresh_detail(app: App, non_expiring: bool) -> str:
             "nothing needs refreshing. If the provider does expire tokens, enable refresh tokens "
             "in its settings."
         )
-    hints = [Problem.REFRESH_TOKEN_MISSING.remedy]
-    if "google" in app.authorization_url and "access_type" not in app.authorize_params:
-        hints.insert(
-            0, "Google issues refresh tokens only with access_type=offline and prompt=consent."
-        )
-    return " ".join(hints)
+    found = presets.refresh_token_cause(
+        preset=app.preset,
+        authorization_url=app.authorization_url,
+        token_url=app.token_url,
+        authorize_params=app.authorize_params,
+        scopes=app.scopes,
+    )
+    return Problem.REFRESH_TOKEN_MISSING.remedy if found.cause == "unknown" else found.advice
 
 
 async def _failed_exchange(

@@ -52,6 +52,7 @@ async def revoke(context: Context, connection_id: str, *, attempt: int = 1) -> s
     assert app is not None
     bound = log.bind(app=app.name, connection_id=connection_id)
     told_provider: bool | None = None
+    refusal: oauth.OAuthError | None = None  # why the provider did not confirm it
     if app.revoke_url and (found.refresh_token or found.access_token):
         client = app.client(res.ring)
         told_provider = True
@@ -78,19 +79,25 @@ async def revoke(context: Context, connection_id: str, *, attempt: int = 1) -> s
                     bound.warning("revoke_retry", error=exc.error, attempt=attempt, retry_in=delay)
                     raise Unavailable(exc.error, str(exc), retry_after=delay) from None
                 bound.error("revoke_gave_up", error=exc.error, attempts=attempt)
-                told_provider = False
+                told_provider, refusal = False, exc
                 break
             except oauth.OAuthError as exc:
                 # e.g. unsupported_token_type for access tokens: the grant may still be gone
                 # through the refresh token; note it and carry on.
                 bound.warning("revoke_refused", token_type_hint=hint, error=exc.error)
                 if hint == "refresh_token":
-                    told_provider = False
-    await _wipe(res, found, app, told_provider)
+                    told_provider, refusal = False, exc
+    await _wipe(res, found, app, told_provider, refusal)
     return "revoked"
 
 
-async def _wipe(res: Resources, found: Connection, app: App, told_provider: bool | None) -> None:
+async def _wipe(
+    res: Resources,
+    found: Connection,
+    app: App,
+    told_provider: bool | None,
+    refusal: oauth.OAuthError | None = None,
+) -> None:
     if told_provider is None:
         detail = (
             "The tokens were deleted here, but this app has no revoke URL: revoke the access in "
@@ -114,7 +121,13 @@ async def _wipe(res: Resources, found: Connection, app: App, told_provider: bool
                 connection_id=found.id,
                 status=Status.REVOKED,
                 detail=detail,
-                data=Revoked(revoked_at_provider=told_provider),
+                data=Revoked(
+                    revoked_at_provider=told_provider,
+                    # What the provider answered, for the app's diagnosis.
+                    provider_error=refusal.error if refusal else None,
+                    provider_status=refusal.status if refusal else None,
+                    provider_description=refusal.description if refusal else None,
+                ),
             ),
         )
         if app.deleting and not await connections.count_live(conn, app.id):

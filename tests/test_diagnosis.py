@@ -4,6 +4,7 @@ set up in storage and one connection authorized for real at the django-oauth-too
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,21 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from authbroker.diagnosis import Check, diagnose_app, diagnose_connection, worst
+from authbroker.diagnosis import (
+    AppFacts,
+    AppHistory,
+    Check,
+    ConnectionFacts,
+    EndpointAnswer,
+    RecentEvent,
+    RecordedError,
+    Report,
+    TokenEndpoint,
+    diagnose_app,
+    diagnose_connection,
+    worst,
+)
+from authbroker.problems import Problem
 from handlers import diagnosis as diagnosis_routes
 from handlers.app import create_app
 from storage import api_keys, connections
@@ -37,11 +52,14 @@ CONNECTION_CHECKS = [
     "access_restrictions",
     "refresh_token",
     "refresh_token_invalidated",
+    "rotation_lost",
+    "token_endpoint",
     "token_expiry",
 ]
 APP_CHECKS = [
     "connections",
     "settings",
+    "authorization_url",
     "redirect_url",
     "client_auth",
     "scope_mismatch",
@@ -50,6 +68,8 @@ APP_CHECKS = [
     "access_restrictions",
     "refresh_token",
     "refresh_token_invalidated",
+    "rotation_lost",
+    "token_endpoint",
     "token_expiry",
     "revocation",
 ]
@@ -58,86 +78,63 @@ APP_CHECKS = [
 # ------------------------------------------------------------------------------ facts
 
 
-def app_facts(**changes: Any) -> dict[str, Any]:
-    facts = {
-        "id": "0b7c1f2e-0000-4000-8000-000000000001",
-        "name": "crm",
-        "client_id": "client-crm",
-        "client_secret_set": True,
-        "client_secrets_previous_set": False,
-        "authorization_url": "https://auth.example.com/oauth/authorize",
-        "token_url": "https://auth.example.com/oauth/token",
-        "revoke_url": "https://auth.example.com/oauth/revoke",
-        "scopes": ["read", "write"],
-        "scope_separator": " ",
-        "client_auth": "body",
-        "client_auth_detected": None,
-        "authorize_params": {},
-        "token_params": {},
-        "pkce": True,
-        "refresh_margin": 300,
-        "default_token_lifetime": None,
-        "refresh_token_lifetime": None,
-        "probe_url": None,
-        "probe_interval": None,
-        "preset": None,
-        "paused_at": None,
-        "paused_problem": None,
-        "deleting": False,
-        "created_at": NOW - timedelta(days=30),
-        "updated_at": NOW - timedelta(days=30),
-        "some_future_column": "tolerated",
-    }
-    facts.update(changes)
-    return facts
+def app_facts(**changes: Any) -> AppFacts:
+    facts = AppFacts(
+        name="crm",
+        client_id="client-crm",
+        authorization_url="https://auth.example.com/oauth/authorize",
+        token_url="https://auth.example.com/oauth/token",
+        revoke_url="https://auth.example.com/oauth/revoke",
+        scopes=("read", "write"),
+        client_auth="body",
+        client_secret_set=True,
+        updated_at=NOW - timedelta(days=30),
+    )
+    if "scopes" in changes:
+        changes["scopes"] = tuple(changes["scopes"])
+    return dataclasses.replace(facts, **changes)
 
 
-def connection_facts(**changes: Any) -> dict[str, Any]:
-    facts = {
-        "id": "crm-1",
-        "app_id": "0b7c1f2e-0000-4000-8000-000000000001",
-        "app": "crm",
-        "status": "active",
-        "problem": None,
-        "problem_detail": None,
-        "has_access_token": True,
-        "has_refresh_token": True,
-        "token_type": "Bearer",
-        "expires_at": NOW + timedelta(hours=1),
-        "refresh_at": NOW + timedelta(minutes=50),
-        "refresh_token_expires_at": None,
-        "requested_scopes": ["read", "write"],
-        "granted_scopes": ["read", "write"],
-        "metadata": {},
-        "version": 3,
-        "lease_holder": None,
-        "lease_until": None,
-        "failed_attempts": 0,
-        "next_attempt_at": None,
-        "last_error": None,
-        "last_refresh_at": NOW - timedelta(minutes=10),
-        "last_report": None,
-        "last_probe_at": None,
-        "authorized_at": NOW - timedelta(days=1),
-        "created_at": NOW - timedelta(days=1),
-        "updated_at": NOW - timedelta(minutes=10),
-        "another_future_column": 42,
-    }
-    facts.update(changes)
-    return facts
+def connection_facts(**changes: Any) -> ConnectionFacts:
+    """A connection's facts; recorded errors and reports given as the JSON the row holds."""
+    facts = ConnectionFacts(
+        id="crm-1",
+        app="crm",
+        status="active",
+        has_access_token=True,
+        has_refresh_token=True,
+        expires_at=NOW + timedelta(hours=1),
+        refresh_at=NOW + timedelta(minutes=50),
+        requested_scopes=("read", "write"),
+        granted_scopes=("read", "write"),
+        last_refresh_at=NOW - timedelta(minutes=10),
+        authorized_at=NOW - timedelta(days=1),
+        created_at=NOW - timedelta(days=1),
+        updated_at=NOW - timedelta(minutes=10),
+    )
+    for key in ("requested_scopes", "granted_scopes"):
+        if changes.get(key) is not None:
+            changes[key] = tuple(changes[key])
+    if "last_error" in changes:
+        changes["last_error"] = RecordedError.of(changes["last_error"])
+    if "last_report" in changes:
+        changes["last_report"] = Report.of(changes["last_report"])
+    return dataclasses.replace(facts, **changes)
 
 
 def diagnose(
-    connection: dict[str, Any] | None = None,
-    app: dict[str, Any] | None = None,
+    connection: ConnectionFacts | None = None,
+    app: AppFacts | None = None,
     events: list[dict[str, Any]] | None = None,
+    **context: Any,
 ) -> dict[str, Check]:
     checks = diagnose_connection(
         connection or connection_facts(),
         app or app_facts(),
         redirect_url=REDIRECT,
-        recent_events=events or [],
+        recent_events=[RecentEvent.of(e) for e in events or []],
         now=NOW,
+        **context,
     )
     assert [c.name for c in checks] == CONNECTION_CHECKS
     json.dumps([c.as_dict() for c in checks])  # JSON-ready as it is
@@ -145,15 +142,16 @@ def diagnose(
 
 
 def diagnose_the_app(
-    app: dict[str, Any] | None = None,
+    app: AppFacts | None = None,
     by_status: dict[str, int] | None = None,
     problems: dict[str, int] | None = None,
+    **context: Any,
 ) -> dict[str, Check]:
+    history = context.pop("history", None) or AppHistory(
+        by_status=by_status if by_status is not None else {"active": 3}, problems=problems or {}
+    )
     checks = diagnose_app(
-        app or app_facts(),
-        redirect_url=REDIRECT,
-        connections_by_status=by_status if by_status is not None else {"active": 3},
-        recent_problems=problems or {},
+        app or app_facts(), redirect_url=REDIRECT, history=history, now=NOW, **context
     )
     assert [c.name for c in checks] == APP_CHECKS
     json.dumps([c.as_dict() for c in checks])
@@ -498,7 +496,7 @@ def test_transient_refresh_trouble_then_expiry():
     assert check.evidence["failed_attempts"] == 2
     assert check.evidence["next_attempt_at"] == "2025-03-01T12:01:00Z"
     assert "server_error, HTTP 503" in check.summary
-    expired_meanwhile = {**retrying, "expires_at": NOW - timedelta(minutes=1)}
+    expired_meanwhile = dataclasses.replace(retrying, expires_at=NOW - timedelta(minutes=1))
     check = diagnose(expired_meanwhile)["token_expiry"]
     assert check.status == "failing"
     assert "503 token_expired" in check.summary
@@ -534,16 +532,20 @@ def test_pending_connections():
     )
     checks = diagnose(fresh)
     assert_only_failing(checks)
-    stale = {**fresh, "updated_at": NOW - timedelta(hours=1)}
+    stale = dataclasses.replace(fresh, updated_at=NOW - timedelta(hours=1))
     assert diagnose(stale)["connection"].status == "warning"
-    revoked = {**fresh, "status": "revoked"}
+    revoked = dataclasses.replace(fresh, status="revoked")
     assert diagnose(revoked)["connection"].status == "warning"
 
 
 def test_evidence_never_carries_a_token_or_secret():
+    """Facts have no field for a token or a secret, only whether one is set; what the JSON
+    columns, settings and events hold besides what the checks read never reaches evidence."""
+    names = {f.name for f in dataclasses.fields(ConnectionFacts)} | {
+        f.name for f in dataclasses.fields(AppFacts)
+    }
+    assert not names & {"access_token", "refresh_token", "extra", "client_secret"}
     leaky = connection_facts(
-        access_token="SECRET-access",
-        refresh_token="SECRET-refresh",
         status="failed",
         problem="refresh_token_invalidated",
         last_error={
@@ -554,12 +556,7 @@ def test_evidence_never_carries_a_token_or_secret():
         },
         last_report={"status": 403, "error": None, "at": NOW.isoformat(), "token": "SECRET-r"},
     )
-    del leaky["has_access_token"], leaky["has_refresh_token"]
-    app = app_facts(
-        client_secret=b"SECRET-sealed",
-        client_secrets_previous=b"SECRET-old",
-        authorize_params={"audience": "api", "client_secret_hint": "SECRET-param"},
-    )
+    app = app_facts(authorize_params={"audience": "api", "client_secret_hint": "SECRET-param"})
     events = [
         {
             "type": "connection.invalidated",
@@ -640,6 +637,277 @@ def test_app_paused_and_other_settings():
     assert checks["token_expiry"].status == "warning"
     checks = diagnose_the_app(app_facts(deleting=True))
     assert checks["connections"].status == "warning"
+
+
+# ------------------------------------------------------------------------------ the refresh engine
+
+DOWN = TokenEndpoint(
+    url="https://auth.example.com/oauth/token",
+    available=False,
+    failures=10,
+    failures_to_trip=10,
+    last_failure_at=NOW - timedelta(minutes=1),
+    last_error=RecordedError(stage="refresh", error="server_error", status=503),
+    unavailable_since=NOW - timedelta(minutes=5),
+    next_probe_at=NOW + timedelta(seconds=30),
+)
+FAILING = dataclasses.replace(DOWN, available=True, failures=3, unavailable_since=None)
+
+
+def test_rotation_lost_says_the_answer_was_lost_not_that_the_grant_was_revoked():
+    event = {
+        "type": "connection.invalidated",
+        "occurred_at": "2025-03-01T11:59:00.000Z",
+        "problem": "rotation_lost",
+        "data": {"provider_error": "invalid_grant", "answer_lost": True},
+    }
+    lost = connection_facts(
+        status="failed",
+        problem="rotation_lost",
+        has_refresh_token=False,
+        refresh_at=None,
+        last_error={"stage": "refresh", "error": "invalid_grant", "status": 400},
+    )
+    checks = diagnose(lost, app_facts(preset="zoom"), [event], provider_timeout=15.0)
+    assert_only_failing(checks, "connection", "rotation_lost")
+    rotation = checks["rotation_lost"]
+    assert rotation.status == "failing"
+    assert "answer never reached authbroker" in rotation.summary
+    assert "refused the old token on the retry (invalid_grant)" in rotation.summary
+    assert rotation.evidence["events"][0]["data"]["answer_lost"] is True
+    assert rotation.evidence["last_error"]["error"] == "invalid_grant"
+    assert rotation.evidence["refresh_token_reuse_grace"] == 0
+    assert rotation.evidence["provider_timeout"] == 15.0
+    assert "authorize the connection again" in rotation.remedy
+    assert "AUTHBROKER_PROVIDER_TIMEOUT" in rotation.remedy
+    assert "reuse grace period" in rotation.remedy
+    assert "accepts a refresh token only once" in rotation.remedy
+    assert "lost in a rotation" in checks["refresh_token_invalidated"].summary
+    assert "dropped" in checks["refresh_token"].summary
+
+    # A lost answer not resolved yet: the next refresh tells.
+    pending = connection_facts(
+        answer_lost_at=NOW - timedelta(minutes=2),
+        failed_attempts=1,
+        next_attempt_at=NOW + timedelta(seconds=30),
+        refresh_at=NOW + timedelta(seconds=30),
+        last_error={"stage": "refresh", "error": "timeout"},
+    )
+    rotation = diagnose(pending)["rotation_lost"]
+    assert rotation.status == "warning"
+    assert rotation.evidence["answer_lost_at"] == "2025-03-01T11:58:00Z"
+    assert "AUTHBROKER_PROVIDER_TIMEOUT" in rotation.remedy
+    checks = diagnose_the_app(history=AppHistory(by_status={"active": 2}, answers_lost=1))
+    assert_only_failing(checks, "rotation_lost")
+    assert checks["rotation_lost"].evidence["answers_lost_pending"] == 1
+    checks = diagnose_the_app(problems={"rotation_lost": 2})
+    assert_only_failing(checks, "rotation_lost")
+    assert checks["rotation_lost"].evidence["connections_with_problem"] == 2
+
+
+def test_an_unavailable_token_endpoint_fails_the_app_and_each_connection():
+    for checks in (diagnose(endpoint=DOWN), diagnose_the_app(endpoint=DOWN)):
+        endpoint = checks["token_endpoint"]
+        assert endpoint.status == "failing"
+        assert endpoint.remedy == Problem.PROVIDER_UNAVAILABLE.remedy
+        assert endpoint.evidence["unavailable_since"] == "2025-03-01T11:55:00Z"
+        assert endpoint.evidence["next_probe_at"] == "2025-03-01T12:00:30Z"
+        assert endpoint.evidence["last_error"] == {
+            "stage": "refresh",
+            "error": "server_error",
+            "status": 503,
+        }
+        assert "server_error, HTTP 503" in endpoint.summary
+    # Failures in a row below the threshold: a warning.
+    for checks in (diagnose(endpoint=FAILING), diagnose_the_app(endpoint=FAILING)):
+        assert checks["token_endpoint"].status == "warning"
+        assert checks["token_endpoint"].evidence["failures"] == 3
+        assert "after 10" in checks["token_endpoint"].summary
+
+
+@pytest.mark.parametrize(
+    ("changes", "context", "reason", "status", "words"),
+    [
+        (
+            {"refresh_at": None},
+            {"app": app_facts(paused_at=NOW, paused_problem="invalid_settings")},
+            "app_paused",
+            "warning",
+            "fix its settings",
+        ),
+        ({}, {"endpoint": DOWN}, "provider_unavailable", "failing", "probes it"),
+        (
+            {
+                "failed_attempts": 2,
+                "next_attempt_at": NOW + timedelta(seconds=40),
+                "last_error": {"stage": "refresh", "error": "server_error", "status": 502},
+            },
+            {},
+            "backing_off",
+            "failing",
+            "retrying with backoff",
+        ),
+        ({"has_refresh_token": False}, {}, "no_refresh_token", "failing", "Authorize"),
+        (
+            {"lease_holder": "worker-1:7", "lease_until": NOW + timedelta(seconds=10)},
+            {},
+            "refreshing",
+            "warning",
+            "Look again",
+        ),
+        ({}, {}, "not_claimed", "failing", "worker is running"),
+        ({"refresh_at": NOW - timedelta(seconds=10)}, {}, "due", "warning", "worker is running"),
+        ({"refresh_at": None}, {}, "not_scheduled", "failing", "authorize the connection again"),
+    ],
+)
+def test_an_active_connection_whose_token_expired_says_why(changes, context, reason, status, words):
+    expired = connection_facts(
+        **{
+            "problem": "token_expired",
+            "expires_at": NOW - timedelta(minutes=3),
+            "refresh_at": NOW - timedelta(minutes=4),
+            **changes,
+        }
+    )
+    check = diagnose(expired, context.pop("app", None), **context)["token_expiry"]
+    assert check.status == status
+    assert check.evidence["reason"] == reason
+    assert check.evidence["expires_at"] == "2025-03-01T11:57:00Z"
+    assert words in check.remedy
+
+
+def test_a_due_refresh_held_by_an_outage_or_claimed_is_no_missing_worker():
+    due = connection_facts(refresh_at=NOW - timedelta(minutes=30))
+    check = diagnose(due, endpoint=DOWN)["token_expiry"]
+    assert check.status == "warning" and "token_endpoint" in check.summary
+    leased = dataclasses.replace(
+        due, lease_holder="worker-1:3", lease_until=NOW + timedelta(seconds=10)
+    )
+    assert diagnose(leased)["token_expiry"].status == "ok"
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [
+        (EndpointAnswer("u", status=200), "ok"),
+        (EndpointAnswer("u", status=302), "ok"),
+        (EndpointAnswer("u", status=400), "ok"),
+        (EndpointAnswer("u", status=401), "ok"),
+        (EndpointAnswer("u", status=404), "failing"),
+        (EndpointAnswer("u", status=410), "failing"),
+        (EndpointAnswer("u", status=503), "warning"),
+        (EndpointAnswer("u", error="unresolvable", detail="Name or service not known"), "failing"),
+        (EndpointAnswer("u", error="refused", detail="Connect call failed"), "failing"),
+        (EndpointAnswer("u", error="tls", detail="certificate verify failed"), "failing"),
+        (EndpointAnswer("u", error="timeout", detail="no answer within 5 s"), "warning"),
+        (EndpointAnswer("u", error="not_allowed", detail="must use https"), "failing"),
+    ],
+)
+def test_what_the_authorization_url_answers(answer, status):
+    checks = diagnose_the_app(authorization_answer=answer)
+    found = checks["authorization_url"]
+    assert found.status == status
+    assert found.evidence["answer"]["url"] == "u"
+    if status == "failing":
+        assert "authorization_url" in found.remedy
+        assert_only_failing(checks, "authorization_url")
+
+
+def test_expired_authorizations_with_a_wrong_authorization_url_blame_it_too():
+    wrong = EndpointAnswer("u", status=404)
+    checks = diagnose_the_app(problems={"authorization_expired": 2}, authorization_answer=wrong)
+    assert checks["authorization_url"].evidence["authorizations_expired"] == 2
+    assert "authorization URL is wrong too" in checks["redirect_url"].summary
+    checks = diagnose_the_app(
+        problems={"authorization_expired": 2}, authorization_answer=EndpointAnswer("u", status=400)
+    )
+    assert "authorization URL" not in checks["redirect_url"].summary
+
+
+def revoked(at: str, at_provider: bool | None, **data: Any) -> RecentEvent:
+    return RecentEvent.of(
+        {
+            "type": "connection.revoked",
+            "occurred_at": at,
+            "connection_id": "crm-9",
+            "data": {"revoked_at_provider": at_provider, **data},
+        }
+    )
+
+
+def test_a_refused_revocation_fails_the_app_with_the_providers_answer():
+    refused = revoked(
+        "2025-03-01T11:00:00.000Z",
+        False,
+        provider_error="invalid_client",
+        provider_status=401,
+        provider_description="Client authentication failed",
+    )
+    history = AppHistory(by_status={"active": 1, "revoked": 2}, revocations=[refused])
+    check = diagnose_the_app(history=history)["revocation"]
+    assert check.status == "failing"
+    assert "invalid_client, HTTP 401: Client authentication failed" in check.summary
+    assert check.evidence["last_refused"] == {
+        "connection_id": "crm-9",
+        "occurred_at": "2025-03-01T11:00:00.000Z",
+        "provider_error": "invalid_client",
+        "provider_status": 401,
+        "provider_description": "Client authentication failed",
+    }
+    assert "revoke_url (https://auth.example.com/oauth/revoke)" in check.remedy
+    assert "client_auth body" in check.remedy
+    assert "provider's settings" in check.remedy
+    # The app was changed since: the next deletion tells.
+    later = app_facts(updated_at=NOW)
+    assert diagnose_the_app(later, history=history)["revocation"].status == "warning"
+    # A later revocation went through: fixed.
+    fixed = AppHistory(revocations=[revoked("2025-03-01T11:30:00.000Z", True), refused])
+    check = diagnose_the_app(history=fixed)["revocation"]
+    assert check.status == "ok" and check.evidence["recent_revocations_refused"] == 1
+    # Revocations while the app had no revoke URL asked nobody.
+    nobody = AppHistory(revocations=[revoked("2025-03-01T11:30:00.000Z", None), refused])
+    assert diagnose_the_app(history=nobody)["revocation"].status == "failing"
+
+
+def test_granted_scopes_the_provider_did_not_report_are_unknown():
+    unknown = connection_facts(granted_scopes=None)
+    check = diagnose(unknown)["scopes_denied"]
+    assert check.status == "warning"
+    assert "unknown" in check.summary
+    assert check.evidence["granted_scopes"] is None
+    assert "/v1/connections/crm-1/report" in check.remedy
+    facebook = app_facts(
+        authorization_url="https://www.facebook.com/dialog/oauth",
+        token_url="https://graph.facebook.com/oauth/access_token",
+    )
+    assert "me/permissions" in diagnose(unknown, facebook)["scopes_denied"].remedy
+    # Not authorized: nothing granted, nothing to say.
+    pending = connection_facts(
+        status="pending", granted_scopes=None, has_access_token=False, authorized_at=None
+    )
+    assert diagnose(pending)["scopes_denied"].status == "ok"
+
+
+@pytest.mark.parametrize(
+    ("preset", "words"),
+    [
+        ("facebook", "Facebook issues no refresh tokens"),
+        ("linkedin", "only to approved partners"),
+        ("github", "GitHub OAuth Apps get no refresh token"),
+    ],
+)
+def test_providers_without_refresh_tokens_are_named(preset, words):
+    app = app_facts(preset=preset)
+    missing = connection_facts(has_refresh_token=False, problem="refresh_token_missing")
+    check = diagnose(missing, app)["refresh_token"]
+    assert check.status == "failing"
+    assert check.evidence["likely_cause"] == "provider_without_refresh"
+    assert words in check.remedy
+    assert "cannot run unattended" in check.remedy
+    check = diagnose_the_app(app)["refresh_token"]
+    assert check.status == "warning"
+    assert check.evidence["likely_cause"] == "provider_without_refresh"
+    assert "issues no refresh tokens to apps like this one" in check.summary
 
 
 # ------------------------------------------------------------------------------ the API

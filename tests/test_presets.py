@@ -189,3 +189,107 @@ def test_documented_quirks() -> None:
     assert presets.get("salesforce").values["default_token_lifetime"] == 7200
     assert presets.get("facebook").values["client_auth"] == "query"
     assert presets.get("slack").values["scope_separator"] == ","
+
+
+# --------------------------------------------------------------------------------------------
+# What providers need before they issue refresh tokens
+# --------------------------------------------------------------------------------------------
+
+
+def cause_for(app: dict[str, Any]) -> presets.RefreshTokenCause:
+    return presets.refresh_token_cause(
+        preset=app.get("preset"),
+        authorization_url=app["authorization_url"],
+        token_url=app["token_url"],
+        authorize_params=app.get("authorize_params") or {},
+        scopes=app.get("scopes", []),
+    )
+
+
+@pytest.mark.parametrize("name", presets.names())
+def test_a_presets_own_settings_meet_what_its_refresh_tokens_need(name: str) -> None:
+    """An app made from a preset, as it is, gets refresh tokens wherever the provider issues
+    them; it is matched by its URLs alone too (apps made by hand or before presets)."""
+    app = presets.apply(name, dict(BASE), placeholders=dummies(presets.get(name)))
+    found = cause_for(app)
+    assert found.cause in ("unknown", "provider_without_refresh"), found
+    assert (found.cause == "provider_without_refresh") == (
+        name in {"facebook", "github", "linkedin"}
+    )
+    # Without the preset column, by its URLs: the customer's own domain matches nothing.
+    customer_domain = {"okta", "auth0"}
+    matched = presets.matching(None, app["token_url"], app["authorization_url"])
+    assert matched == (None if name in customer_domain else name)
+    if matched:
+        assert cause_for({**app, "preset": None}) == found
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "cause", "words"),
+    [
+        ("google", {"authorize_params": {}}, "refresh_not_enabled", "access_type=offline"),
+        (
+            "google",
+            {"authorize_params": {"access_type": "offline"}},
+            "issued_once_per_user",
+            "https://myaccount.google.com/permissions",
+        ),
+        ("microsoft", {"scopes": ["User.Read"]}, "refresh_not_enabled", "offline_access scope"),
+        (
+            "salesforce",
+            {"scopes": ["api"]},
+            "refresh_not_enabled",
+            "refresh_token (or offline_access)",
+        ),
+        ("salesforce", {"scopes": ["api", "offline_access"]}, "unknown", "once per user"),
+        ("dropbox", {"authorize_params": {}}, "refresh_not_enabled", "token_access_type=offline"),
+        ("okta", {"scopes": ["openid"]}, "refresh_not_enabled", "Okta issues"),
+        ("facebook", {}, "provider_without_refresh", "cannot run unattended"),
+    ],
+)
+def test_what_is_missing_for_refresh_tokens_is_named(
+    name: str, changes: dict[str, Any], cause: str, words: str
+) -> None:
+    app = presets.apply(name, dict(BASE), placeholders=dummies(presets.get(name)))
+    app.update(changes)
+    found = cause_for(app)
+    assert found.cause == cause
+    assert words in found.advice
+
+
+def test_apps_are_matched_by_preset_then_by_host() -> None:
+    google_urls = (
+        "https://oauth2.googleapis.com/token",
+        "https://accounts.google.com/o/oauth2/auth",
+    )
+    assert presets.matching("dropbox", *google_urls) == "dropbox"  # the app's preset column wins
+    assert presets.matching(None, *google_urls) == "google"
+    assert presets.matching(None, "https://mycorp.my.salesforce.com/services/oauth2/token") == (
+        "salesforce"
+    )
+    assert presets.matching(None, "https://dev-1.oktapreview.com/oauth2/v1/token") == "okta"
+    assert presets.matching(None, "https://acme.zendesk.com/oauth/tokens") == "zendesk"
+    assert presets.matching(None, "https://auth.example.com/token", None) is None
+    assert presets.matching(None, "https://notgithub.com/login/oauth/access_token") is None
+    # A parameter fixed in the authorization URL counts as an authorize parameter.
+    fixed = presets.refresh_token_cause(
+        preset=None,
+        authorization_url="https://accounts.google.com/o/oauth2/v2/auth?access_type=offline&prompt=consent",
+        token_url="https://oauth2.googleapis.com/token",
+        authorize_params={},
+        scopes=[],
+    )
+    assert fixed.cause == "unknown"
+
+
+def test_a_misspelt_refresh_token_need_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = {"x": {"title": "X", "refresh_token_needs": {"scopes": ["offline_access"]}}}
+    monkeypatch.setattr(presets.json, "loads", lambda _: broken)
+    presets._load.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"x refresh_token_needs has \['scopes'\]"):
+            presets.names()
+    finally:
+        monkeypatch.undo()
+        presets._load.cache_clear()
+        presets._domains.cache_clear()
