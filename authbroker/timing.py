@@ -90,13 +90,14 @@ def probe_interval(
     retry_after: float | None = None,
     first: float = 2.0,
     cap: float = 30.0,
+    urgent_every: float = 1.0,
     retry_after_cap: float = 3600.0,
 ) -> float:
     """Seconds until the next probe of an unavailable endpoint after `probes` probes failed:
-    doubling from `first` up to `cap`, back to `first` while waiting tokens are expiring
-    (`urgent`: every second of the outage is a second of dead tokens), and never sooner than
-    the provider's Retry-After."""
-    interval = first if urgent else min(cap, first * 2.0 ** min(max(probes - 1, 0), 30))
+    doubling from `first` up to `cap`, every `urgent_every` while waiting tokens are expiring
+    (`urgent`: every second of the outage is a second of dead tokens, and one request a second
+    costs a down provider nothing), and never sooner than the provider's Retry-After."""
+    interval = urgent_every if urgent else min(cap, first * 2.0 ** min(max(probes - 1, 0), 30))
     if retry_after:
         interval = max(interval, min(retry_after, retry_after_cap))
     return interval

@@ -424,7 +424,7 @@ async def _endpoint_failed(
         url,
         error,
         retry_after=exc.retry_after,
-        first_probe_in=timing.probe_interval(1, urgent=True),
+        first_probe_in=timing.probe_interval(1, urgent=False),
     )
     if not failure.turned_unavailable:
         return []

@@ -200,3 +200,66 @@ def test_backoff_never_exceeds_the_cap(attempt: int, seed: int) -> None:
 def test_backoff_after_very_many_attempts_is_capped(attempt: int) -> None:
     wait = timing.backoff(attempt, base=5.0, cap=900.0, rng=random.Random(1))
     assert 0 <= wait <= 900.0
+
+
+# --------------------------------------------------------------------------------------------
+# retry_delay: per-connection backoff, never past the token's expiry
+# --------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    attempt=st.integers(min_value=1, max_value=10_000),
+    seconds_left=st.one_of(st.none(), st.floats(min_value=-TEN_YEARS, max_value=TEN_YEARS)),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_a_retry_never_waits_past_the_expiry(
+    attempt: int, seconds_left: float | None, seed: int
+) -> None:
+    delay = timing.retry_delay(attempt, seconds_left=seconds_left, rng=random.Random(seed))
+    assert 1.0 <= delay <= 900.0
+    if seconds_left is not None and seconds_left > 6.0:
+        assert delay <= seconds_left - 5.0  # retried while the token still works
+    if seconds_left is not None and seconds_left <= 0:
+        assert delay <= 60.0  # expired: every minute at least
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    attempt=st.integers(min_value=1, max_value=100),
+    seconds_left=st.one_of(st.none(), st.floats(min_value=-DAY, max_value=DAY)),
+    retry_after=st.floats(min_value=0.5, max_value=10 * DAY),
+)
+def test_retry_after_is_honoured_up_to_an_hour(
+    attempt: int, seconds_left: float | None, retry_after: float
+) -> None:
+    delay = timing.retry_delay(
+        attempt, seconds_left=seconds_left, retry_after=retry_after, rng=random.Random(1)
+    )
+    assert delay >= min(retry_after, 3600.0)
+
+
+# --------------------------------------------------------------------------------------------
+# probe_interval: an unavailable endpoint probed at growing intervals
+# --------------------------------------------------------------------------------------------
+
+
+def test_probes_back_off_to_thirty_seconds() -> None:
+    intervals = [timing.probe_interval(n, urgent=False) for n in range(1, 8)]
+    assert intervals == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+
+
+@given(probes=st.integers(min_value=1, max_value=10**6))
+def test_probes_stay_frequent_while_tokens_expire(probes: int) -> None:
+    assert timing.probe_interval(probes, urgent=True) == 1.0
+
+
+@given(
+    probes=st.integers(min_value=1, max_value=1000),
+    urgent=st.booleans(),
+    retry_after=st.floats(min_value=0.1, max_value=100_000),
+)
+def test_a_probe_waits_for_retry_after(probes: int, urgent: bool, retry_after: float) -> None:
+    interval = timing.probe_interval(probes, urgent=urgent, retry_after=retry_after)
+    assert interval >= min(retry_after, 3600.0)
+    assert interval <= max(30.0, min(retry_after, 3600.0))
