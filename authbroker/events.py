@@ -24,11 +24,16 @@ ConnectionStatus = Status
 
 
 class EventType(StrEnum):
+    # A connection became pending: an authorization was started (for a new connection, or to
+    # authorize an existing one again; its status then stays until the new grant arrives).
+    AUTHORIZATION_STARTED = "connection.authorization_started"
     AUTHORIZED = "connection.authorized"
     REFRESHED = "connection.refreshed"
     REFRESH_FAILED = "connection.refresh_failed"
     INVALIDATED = "connection.invalidated"
     EXPIRED = "connection.expired"
+    # Deleted: revocation at the provider is under way.
+    REVOKING = "connection.revoking"
     REVOKED = "connection.revoked"
     SCOPES_DENIED = "connection.scopes_denied"
     REFRESH_TOKEN_MISSING = "connection.refresh_token_missing"
@@ -36,6 +41,9 @@ class EventType(StrEnum):
     # A runtime reported that the token lacks a scope (RFC 6750).
     INSUFFICIENT_SCOPE = "connection.insufficient_scope"
     APP_SETTINGS_INVALID = "app.settings_invalid"
+    # The app's refreshes stop (its settings were refused) and go on again (it was changed).
+    APP_REFRESHES_PAUSED = "app.refreshes_paused"
+    APP_REFRESHES_RESUMED = "app.refreshes_resumed"
     # The app's token endpoint turned unavailable (refreshes held back, one probe at a time)
     # and answered again (the backlog released).
     APP_PROVIDER_UNAVAILABLE = "app.provider_unavailable"
@@ -63,6 +71,14 @@ def _json(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return list(value)
     return value
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AuthorizationStarted(EventData):
+    type = EventType.AUTHORIZATION_STARTED
+    reauthorization: bool
+    authorization_id: str
+    expires_at: datetime  # when the authorization lapses if the user does not finish
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -99,11 +115,18 @@ class Invalidated(EventData):
     provider_error: str | None = None
     answer_lost: bool = False
     probe_status: int | None = None
+    reconnect_url: str | None = None  # when the app hands out connect links
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Expired(EventData):
     type = EventType.EXPIRED
+    reconnect_url: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Revoking(EventData):
+    type = EventType.REVOKING
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -124,6 +147,7 @@ class ScopesDenied(EventData):
     requested_scopes: list[str]
     granted_scopes: list[str]
     missing: list[str]
+    reconnect_url: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -141,6 +165,7 @@ class AuthorizationFailed(EventData):
     provider_error: str | None = None
     provider_status: int | None = None
     provider_description: str | None = None
+    reconnect_url: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -155,6 +180,18 @@ class SettingsInvalid(EventData):
     type = EventType.APP_SETTINGS_INVALID
     provider_error: str | None
     provider_status: int | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RefreshesPaused(EventData):
+    type = EventType.APP_REFRESHES_PAUSED
+    problem: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RefreshesResumed(EventData):
+    type = EventType.APP_REFRESHES_RESUMED
+    paused_seconds: float
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -223,7 +223,7 @@ async def import_apps(request: web.Request) -> web.Response:
                 if not changes:
                     unchanged.append(model.name)
                     continue
-                await apps.update(conn, res.ring, existing, changes)
+                await apps_service.apply_update(conn, res, existing, changes)
                 updated.append(model.name)
     except asyncpg.UniqueViolationError:
         fail(409, "app_exists", "another request created one of these apps meanwhile; retry")

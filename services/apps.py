@@ -6,16 +6,18 @@ connections in the way of a delete.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from authbroker import netguard, presets
 from authbroker.config import Settings
+from authbroker.events import EventType, RefreshesResumed, make_event
 from authbroker.logs import get_logger
-from services import queue
+from services import queue, revocation
 from services.errors import Conflict, Invalid, NotFound
-from storage import apps, connections
+from storage import apps, connections, outbox
 from storage.apps import App
 from storage.resources import Resources
 
@@ -96,8 +98,8 @@ async def update(res: Resources, app: App, changes: dict[str, Any], *, via: str 
     """Apply validated changes (`AppUpdate.changes()`). Any change resumes an app paused for
     refused settings: the operator has looked at it."""
     await check_hosts(changes, res.settings)
-    async with res.pool.acquire() as conn:
-        updated = await apps.update(conn, res.ring, app, changes)
+    async with res.pool.acquire() as conn, conn.transaction():
+        updated = await apply_update(conn, res, app, changes)
     log.info(
         "app_updated",
         app=app.name,
@@ -105,6 +107,26 @@ async def update(res: Resources, app: App, changes: dict[str, Any], *, via: str 
         resumed=app.paused_at is not None,
         via=via,
     )
+    return updated
+
+
+async def apply_update(
+    conn: asyncpg.Connection, res: Resources, app: App, changes: dict[str, Any]
+) -> App:
+    """Within the caller's transaction: write the changes, and if the app was paused for refused
+    settings, say that its refreshes go on again (storage resumes them)."""
+    updated = await apps.update(conn, res.ring, app, changes)
+    if app.paused_at is not None:
+        paused_for = (datetime.now(UTC) - app.paused_at).total_seconds()
+        await outbox.append(
+            conn,
+            make_event(
+                EventType.APP_REFRESHES_RESUMED,
+                app=app.name,
+                detail="The app was changed: its refreshes go on.",
+                data=RefreshesResumed(paused_seconds=round(paused_for, 1)),
+            ),
+        )
     return updated
 
 
@@ -122,6 +144,7 @@ async def delete(res: Resources, app: App, *, cascade: bool) -> int:
         )
     async with res.pool.acquire() as conn, conn.transaction():
         revoking = await connections.begin_revoke_app(conn, app.id)
+        await outbox.append(conn, *(revocation.revoking_event(app.name, c) for c in revoking))
         pending = await connections.count_revoking(conn, app.id)
         if not pending:
             await apps.delete(conn, app.id)

@@ -24,6 +24,7 @@ import asyncpg
 from authbroker import oauth, presets, timing
 from authbroker.events import (
     AuthorizationFailed,
+    AuthorizationStarted,
     Authorized,
     EventType,
     RefreshTokenMissing,
@@ -116,6 +117,22 @@ async def start(
                 requested_scopes=scopes,
                 redirect_uri=res.settings.redirect_url,
                 lifetime_seconds=AUTHORIZATION_LIFETIME,
+            )
+            current = await connections.get(conn, connection_id)
+            await outbox.append(
+                conn,
+                make_event(
+                    EventType.AUTHORIZATION_STARTED,
+                    app=app.name,
+                    connection_id=connection_id,
+                    status=current.status if current else Status.PENDING,
+                    detail="An authorization was started: the user signs in at the provider.",
+                    data=AuthorizationStarted(
+                        reauthorization=not created,
+                        authorization_id=str(authorization_id),
+                        expires_at=expires_at,
+                    ),
+                ),
             )
     except ConnectionConflict:
         raise Conflict(

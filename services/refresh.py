@@ -261,6 +261,13 @@ async def _pause_app(
                         provider_error=exc.error, provider_status=exc.status
                     ),
                 ),
+                make_event(
+                    EventType.APP_REFRESHES_PAUSED,
+                    app=app.name,
+                    problem=problem,
+                    detail="The app's refreshes wait until its settings are changed.",
+                    data=events.RefreshesPaused(problem=str(problem)),
+                ),
             )
             log.error("app_paused", app=app.name, connection_id=current.id, problem=str(problem))
     return "app paused"

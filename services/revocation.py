@@ -10,7 +10,7 @@ provider was not told so that an operator can revoke access there.
 from __future__ import annotations
 
 from authbroker import oauth, timing
-from authbroker.events import EventType, Revoked, make_event
+from authbroker.events import EventType, Revoked, Revoking, make_event
 from authbroker.logs import get_logger
 from authbroker.states import Status
 from services import queue
@@ -35,10 +35,22 @@ async def request_delete(res: Resources, found: Connection) -> bool:
     if found.status == Status.REVOKED:
         return False
     async with res.pool.acquire() as conn, conn.transaction():
-        await connections.begin_revoke(conn, found.id)
+        if await connections.begin_revoke(conn, found.id):
+            await outbox.append(conn, revoking_event(found.app, found.id))
     await queue.enqueue_revokes(res, [found.id])
     log.info("connection_delete_requested", app=found.app, connection_id=found.id)
     return True
+
+
+def revoking_event(app: str, connection_id: str) -> dict[str, object]:
+    return make_event(
+        EventType.REVOKING,
+        app=app,
+        connection_id=connection_id,
+        status=Status.REVOKING,
+        detail="Deleted: the grant is being revoked at the provider.",
+        data=Revoking(),
+    )
 
 
 async def revoke(context: Context, connection_id: str, *, attempt: int = 1) -> str:

@@ -474,9 +474,13 @@ async def test_connect_wait_then_manage_the_connection(
     await events.wait_for(
         lambda e: e["type"] == "connection.refreshed" and e["connection_id"] == connection_id
     )
-    tail = await cli("events", "tail", "--from-start", "--app", name, "--json", "--limit", "2")
+    tail = await cli("events", "tail", "--from-start", "--app", name, "--json", "--limit", "3")
     assert tail.code == 0, tail
-    assert [e["type"] for e in tail.lines()] == ["connection.authorized", "connection.refreshed"]
+    assert [e["type"] for e in tail.lines()] == [
+        "connection.authorization_started",
+        "connection.authorized",
+        "connection.refreshed",
+    ]
     assert all(e["connection_id"] == connection_id for e in tail.lines())
     human = await cli(
         "events",

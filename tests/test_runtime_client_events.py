@@ -151,8 +151,13 @@ async def test_events_of_a_real_authorization_reach_the_group(
     )
     async with stream:
         started = await authorize_for_real(api, anonymous, oauth_server, events, unique("ev"))
-        event = await first_of(stream, lambda e: e.connection_id == started["connection_id"])
-    assert event.type == "connection.authorized" and event.status == "active"
+        event = await first_of(
+            stream,
+            lambda e: (
+                e.connection_id == started["connection_id"] and e.type == "connection.authorized"
+            ),
+        )
+    assert event.status == "active"
     assert event.data["has_refresh_token"] is True
 
 
