@@ -19,6 +19,7 @@ from aiohttp import web
 from authbroker_client import WebhookVerificationError, verify_webhook
 from prometheus_client import REGISTRY
 
+from authbroker.embedded import free_port
 from authbroker.events import EventType, make_event
 from storage import outbox
 from storage import webhooks as stored
@@ -513,6 +514,42 @@ async def test_a_slow_receiver_delays_neither_refreshes_nor_the_stream(
     assert kinds.index("connection.authorized") < kinds.index("connection.refreshed")
     for request in receiver.answered():
         verify_webhook(request.headers, request.body, created["secret"])
+
+
+async def test_redirects_are_not_followed_and_unreachable_receivers_are_retried(
+    hooks: Hooks, server: FakeProvider, resources: Resources, unique
+):
+    app = unique("whredirect")
+    target = Receiver(server, "/elsewhere")
+
+    async def moved(_request: web.Request) -> web.Response:
+        return web.Response(status=307, headers={"Location": target.url})
+
+    server.handlers["/moved"] = moved
+    redirected = await hooks.create(server.url("/moved"), apps=[app])
+    nowhere = await hooks.create(f"http://127.0.0.1:{free_port()}/in", apps=[app])
+    before = (
+        REGISTRY.get_sample_value("authbroker_webhook_deliveries_total", {"outcome": "unreachable"})
+        or 0.0
+    )
+    await emit(resources, app, EventType.REFRESHED, f"{app}-c")
+
+    async def attempted(webhook_id: str) -> list[dict[str, Any]]:
+        return (await hooks.attempts(webhook_id))["items"]
+
+    for created in (redirected, nowhere):
+        await eventually(lambda c=created: attempted(c["id"]), "a failed attempt")
+    [moved_attempt] = await attempted(redirected["id"])
+    assert moved_attempt["outcome"] == "retrying" and moved_attempt["status_code"] == 307
+    assert moved_attempt["error"] == "HTTP 307: redirects are not followed"
+    assert target.requests == []
+    [refused] = await attempted(nowhere["id"])
+    assert refused["outcome"] == "retrying" and refused["status_code"] is None
+    assert refused["error"].startswith("cannot connect")
+    assert (
+        REGISTRY.get_sample_value("authbroker_webhook_deliveries_total", {"outcome": "unreachable"})
+        >= before + 1
+    )
 
 
 # ------------------------------------------------------------------------------ input
