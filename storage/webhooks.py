@@ -94,7 +94,9 @@ def secret_aad(webhook_id: uuid.UUID, column: str = "secret") -> str:
     return aad("webhooks", webhook_id, column)
 
 
-def open_secrets(ring: KeyRing, webhook_id: uuid.UUID, sealed: bytes, previous: bytes | None):
+def open_secrets(
+    ring: KeyRing, webhook_id: uuid.UUID, sealed: bytes, previous: bytes | None
+) -> list[str]:
     """The secrets that sign, the current one first."""
     found = [ring.open(sealed, aad=secret_aad(webhook_id))]
     if previous is not None:
@@ -243,7 +245,9 @@ async def attempts_page(
     return [Attempt(**dict(r)) for r in rows]
 
 
-async def latest_attempts(db: Db, webhook_ids: list[uuid.UUID], per: int) -> dict[Any, Any]:
+async def latest_attempts(
+    db: Db, webhook_ids: list[uuid.UUID], per: int
+) -> dict[uuid.UUID, list[Attempt]]:
     """The last `per` attempts of each subscription, newest first."""
     rows = await db.fetch(
         f"""SELECT w.id AS webhook_id, {ATTEMPT_COLUMNS}

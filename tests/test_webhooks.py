@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,7 @@ from storage import webhooks as stored
 from storage.resources import Resources
 from tests.chaos_helpers import FakeProvider, wait_until
 from tests.helpers import authorize_for_real
+from worker.webhooks import WebhookDispatcher
 
 WAIT = 60.0  # generous: a busy machine may be slow, never this slow
 
@@ -314,6 +316,33 @@ async def test_a_receiver_outage_loses_and_duplicates_nothing(
         assert verify_webhook(request.headers, request.body, created["secret"])["id"] in wanted
 
 
+async def test_two_dispatchers_deliver_each_event_once_in_order(
+    hooks: Hooks, server: FakeProvider, resources: Resources, unique
+):
+    """The session's worker and a second dispatcher (as another worker process runs one) on
+    the same database: every event delivered once, each connection's in order."""
+    app = unique("whtwo")
+    receiver = Receiver(server, "/two")
+    created = await hooks.create(receiver.url, apps=[app])
+    second = asyncio.create_task(WebhookDispatcher(resources).run())
+    try:
+        sent = [
+            await emit(resources, app, EventType.REFRESHED, f"{app}-{i % 5}") for i in range(60)
+        ]
+        wanted = [e["id"] for e in sent]
+        await eventually(lambda: set(receiver.ids()) >= set(wanted), "every event")
+    finally:
+        second.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await second
+    assert sorted(receiver.ids()) == sorted(wanted)
+    for connection in range(5):
+        mine = [e["id"] for e in sent if e["connection_id"] == f"{app}-{connection}"]
+        assert [i for i in receiver.ids() if i in mine] == mine
+    for request in receiver.requests:
+        assert verify_webhook(request.headers, request.body, created["secret"])["id"] in wanted
+
+
 async def test_a_day_of_failures_disables_the_subscription_with_an_event(
     hooks: Hooks, server: FakeProvider, resources: Resources, events, unique
 ):
@@ -435,6 +464,10 @@ async def test_a_rotation_signs_with_both_secrets_for_its_window(
         uuid.UUID(created["id"]),
     )
     assert (await hooks.get(created["id"]))["previous_secret_expires_at"] is None
+    await stored.drop_expired_secrets(resources.pool)  # what the dispatchers do every minute
+    assert not await resources.pool.fetchval(
+        "SELECT previous_secret IS NOT NULL FROM webhooks WHERE id = $1", uuid.UUID(created["id"])
+    )
     later = await emit(resources, app, EventType.REFRESHED, f"{app}-c")
     await eventually(lambda: later["id"] in receiver.ids(), "a delivery after the window")
     request = receiver.answered()[-1]

@@ -18,6 +18,8 @@ import dataclasses
 import time
 from typing import Any
 
+import aiohttp
+
 from authbroker.logs import get_logger
 from services import webhook_delivery as delivery
 from storage import outbox
@@ -57,7 +59,18 @@ class WebhookDispatcher:
         self._per_webhook: collections.Counter[Any] = collections.Counter()
 
     async def run(self) -> None:
-        """Deliver until cancelled; what is in flight then is sent again by a later claim."""
+        """Deliver until cancelled; what is in flight then is sent again by a later claim.
+        Postgres away: wait and start again."""
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("webhooks_interrupted", error=type(exc).__name__, detail=str(exc)[:200])
+                await asyncio.sleep(2.0)
+
+    async def _session(self) -> None:
         dsn = self.resources.settings.database_url or ""
         pool = await create_pool(dsn, min_size=1, max_size=POOL_SIZE)
         # The use cases get this pool: deliveries never wait for the refreshes' connections.
@@ -74,13 +87,11 @@ class WebhookDispatcher:
                 self._wake.clear()
                 if time.monotonic() - housekept > HOUSEKEEPING_EVERY:
                     housekept = time.monotonic()
-                    with contextlib.suppress(Exception):
-                        await stored.drop_expired_secrets(pool)
+                    await stored.drop_expired_secrets(pool)
                 if not await self._pass(res, http):
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
         finally:
-            listener.cancel()
             for task in [*self._running, listener]:
                 task.cancel()
             await asyncio.gather(*self._running, listener, return_exceptions=True)
@@ -90,26 +101,21 @@ class WebhookDispatcher:
     def _notified(self, *_args: Any) -> None:
         self._wake.set()
 
-    async def _pass(self, res: Resources, http: Any) -> bool:
+    async def _pass(self, res: Resources, http: aiohttp.ClientSession) -> bool:
         """Fan out, claim what slots allow, start the attempts; whether to go again at once."""
-        try:
-            read = await delivery.fan_out(res, FAN_OUT_BATCH)
-            free = self.concurrency - len(self._running)
-            claimed: list[Claimed] = []
-            if free > 0:
-                busy = [w for w, n in self._per_webhook.items() if n >= self.per_webhook]
-                claimed = await delivery.claim(res, free, busy)
-        except Exception as exc:  # Postgres away: wait and try again
-            log.warning("webhooks_interrupted", error=type(exc).__name__, detail=str(exc)[:200])
-            await asyncio.sleep(2.0)
-            return False
+        read = await delivery.fan_out(res, FAN_OUT_BATCH)
+        free = self.concurrency - len(self._running)
+        claimed: list[Claimed] = []
+        if free > 0:
+            busy = [w for w, n in self._per_webhook.items() if n >= self.per_webhook]
+            claimed = await delivery.claim(res, free, busy)
         for item in claimed:
             self._per_webhook[item.webhook_id] += 1
             task = asyncio.create_task(self._attempt(res, http, item))
             self._running.add(task)
         return read >= FAN_OUT_BATCH or (free > 0 and len(claimed) == free)
 
-    async def _attempt(self, res: Resources, http: Any, item: Claimed) -> None:
+    async def _attempt(self, res: Resources, http: aiohttp.ClientSession, item: Claimed) -> None:
         try:
             await delivery.attempt(res, http, item)
         except asyncio.CancelledError:
