@@ -48,6 +48,9 @@ class EventType(StrEnum):
     # and answered again (the backlog released).
     APP_PROVIDER_UNAVAILABLE = "app.provider_unavailable"
     APP_PROVIDER_RECOVERED = "app.provider_recovered"
+    # A webhook subscription was disabled: its receiver answered 410 Gone, or failed every
+    # attempt of a delivery for a day. About no app and no connection.
+    WEBHOOK_DISABLED = "webhook.disabled"
 
 
 def event_time(moment: datetime) -> str:
@@ -210,6 +213,16 @@ class ProviderRecovered(EventData):
     unavailable_seconds: float
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WebhookDisabled(EventData):
+    type = EventType.WEBHOOK_DISABLED
+    webhook_id: str
+    reason: str  # `gone` (the receiver answered 410) or `failing` (a day of failed attempts)
+    failing_since: datetime | None
+    last_status: int | None  # the receiver's last HTTP status; None: no answer
+    attempts: int
+
+
 class Event(BaseModel):
     """One change of auth status, appended to the Redis stream `authbroker:events` and published
     on the channel of the same name (both under the configured prefix). Not served over HTTP:
@@ -220,7 +233,7 @@ class Event(BaseModel):
     id: uuid.UUID
     type: EventType
     occurred_at: datetime
-    app: str
+    app: str | None = Field(description="The app the event is about; null for `webhook.` events.")
     connection_id: str | None
     status: ConnectionStatus | None
     problem: Problem | None
@@ -236,7 +249,7 @@ FIELDS = tuple(Event.model_fields)
 def make_event(
     type: EventType,
     *,
-    app: str,
+    app: str | None,
     connection_id: str | None = None,
     status: str | None = None,
     problem: Problem | None = None,

@@ -65,3 +65,20 @@ ENDPOINTS_UNAVAILABLE = Gauge(
     "authbroker_token_endpoints_unavailable",
     "Token endpoints whose refreshes are held back as unavailable (sampled at scrape).",
 )
+WEBHOOK_DELIVERIES = Counter(
+    "authbroker_webhook_deliveries_total",
+    "Webhook delivery attempts, by outcome: delivered (2xx), rejected (another status), "
+    "timeout, unreachable (no connection, refused, a forbidden address).",
+    ["outcome"],
+)
+WEBHOOK_LAG_SECONDS = Histogram(
+    "authbroker_webhook_delivery_lag_seconds",
+    "From an event's occurred_at to its delivery's 2xx answer.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 600, 3600, 86_400),
+)
+WEBHOOKS_DISABLED = Counter(
+    "authbroker_webhooks_disabled_total",
+    "Webhook subscriptions disabled by authbroker, by reason: gone (410), failing (a day of "
+    "failed attempts).",
+    ["reason"],
+)

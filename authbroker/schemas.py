@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from authbroker import netguard
+from authbroker import netguard, webhooks
 from authbroker.config import is_loopback
 from authbroker.oauth import ClientAuth
 
@@ -100,6 +100,18 @@ def check_url(value: str, *, allow_http: bool, allow_link_local: bool = False) -
     return value
 
 
+def _checked_url(value: str | None, info: ValidationInfo) -> str | None:
+    """`check_url` under the deployment's policy, given as validation context."""
+    if value is None:
+        return None
+    context = info.context or {}
+    return check_url(
+        value,
+        allow_http=bool(context.get("allow_http")),
+        allow_link_local=bool(context.get("allow_link_local")),
+    )
+
+
 class _AppFields(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -113,14 +125,7 @@ class _AppFields(BaseModel):
     )
     @classmethod
     def _urls(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return None
-        context = info.context or {}
-        return check_url(
-            value,
-            allow_http=bool(context.get("allow_http")),
-            allow_link_local=bool(context.get("allow_link_local")),
-        )
+        return _checked_url(value, info)
 
     @field_validator("authorize_params", "token_params", mode="after", check_fields=False)
     @classmethod
@@ -332,6 +337,98 @@ class Report(BaseModel):
 
     status: Literal[401, 403]
     www_authenticate: str | None = Field(default=None, max_length=4096)
+
+
+EventFilter = Annotated[str, Field(min_length=1, max_length=64)]
+DAY = 86_400
+
+
+def without_default(schema: dict[str, Any]) -> None:
+    """A JSON Schema adjustment: a field's default (null) is how it is left out, not a value."""
+    schema.pop("default", None)
+
+
+class _WebhookFields(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("url", mode="after", check_fields=False)
+    @classmethod
+    def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _checked_url(value, info)
+
+    @field_validator("types", mode="after", check_fields=False)
+    @classmethod
+    def _types(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        unknown = [t for t in value if not webhooks.valid_filter(t)]
+        if unknown:
+            raise ValueError(
+                f"unknown event type {unknown[0]!r}: name a type (connection.refreshed, …) or a "
+                f"prefix ({', '.join(webhooks.PREFIXES)})"
+            )
+        return list(dict.fromkeys(value))
+
+    @field_validator("apps", mode="after", check_fields=False)
+    @classmethod
+    def _apps(cls, value: list[str] | None) -> list[str] | None:
+        return list(dict.fromkeys(value)) if value is not None else None
+
+
+# A webhook subscription. (No docstring: it would become the API document's description of
+# the request body.)
+class WebhookCreate(_WebhookFields):
+    url: str = Field(
+        max_length=2048,
+        description="Where events are POSTed: https (http only for loopback hosts, or with "
+        "AUTHBROKER_ALLOW_HTTP=1); never a link-local or metadata address.",
+    )
+    types: list[EventFilter] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=50,
+        description="Event types, or prefixes ending in `.` (`connection.`); absent: every type.",
+    )
+    apps: list[Annotated[str, Field(pattern=NAME_PATTERN)]] | None = Field(
+        default=None, min_length=1, max_length=200, description="App names; absent: every app."
+    )
+    description: str | None = Field(default=None, max_length=500)
+
+
+class WebhookUpdate(_WebhookFields):
+    """A PATCH: only the fields given change. `types` or `apps` null: every type or app."""
+
+    # None only when left out: null is refused (a subscription cannot lack a URL or a state),
+    # and the document shows no null default.
+    url: str = Field(  # type: ignore[assignment]
+        default=None, max_length=2048, json_schema_extra=without_default
+    )
+    types: list[EventFilter] | None = Field(default=None, min_length=1, max_length=50)
+    apps: list[Annotated[str, Field(pattern=NAME_PATTERN)]] | None = Field(
+        default=None, min_length=1, max_length=200
+    )
+    description: str | None = Field(default=None, max_length=500)
+    enabled: bool = Field(  # type: ignore[assignment]
+        default=None,
+        json_schema_extra=without_default,
+        description="false stops deliveries (pending ones are abandoned); true resumes them "
+        "for events from then on.",
+    )
+
+    def changes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class SecretRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    previous_expires_in: int = Field(
+        default=DAY,
+        ge=0,
+        le=7 * DAY,
+        description="Seconds the previous secret keeps signing beside the new one (0: drop it "
+        "now).",
+    )
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, str]]:

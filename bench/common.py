@@ -52,6 +52,8 @@ class Sizes:
     long_outage_seconds: float
     long_outage_wait: float
     rss_seconds: float
+    webhook_rate: float
+    webhook_seconds: float
 
 
 FULL = Sizes(
@@ -69,6 +71,8 @@ FULL = Sizes(
     long_outage_seconds=60.0,
     long_outage_wait=150.0,
     rss_seconds=10.0,
+    webhook_rate=100.0,
+    webhook_seconds=30.0,
 )
 QUICK = Sizes(
     runs=1,
@@ -85,6 +89,8 @@ QUICK = Sizes(
     long_outage_seconds=0.0,
     long_outage_wait=60.0,
     rss_seconds=5.0,
+    webhook_rate=100.0,
+    webhook_seconds=10.0,
 )
 
 

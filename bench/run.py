@@ -26,11 +26,18 @@ from bench.env import BenchEnv
 from bench.provider import CLIENT_ID, CLIENT_SECRET, ProviderProcess
 from storage import api_keys
 
-FIGURES = ("refresh", "credentials", "callback", "scheduler", "outage")
+FIGURES = ("refresh", "credentials", "callback", "scheduler", "outage", "webhooks")
 
 
 async def _figure(b: Bench, name: str) -> None:
-    from bench import fig_callback, fig_credentials, fig_outage, fig_refresh, fig_scheduler
+    from bench import (
+        fig_callback,
+        fig_credentials,
+        fig_outage,
+        fig_refresh,
+        fig_scheduler,
+        fig_webhooks,
+    )
 
     module: Any = {
         "refresh": fig_refresh,
@@ -38,6 +45,7 @@ async def _figure(b: Bench, name: str) -> None:
         "callback": fig_callback,
         "scheduler": fig_scheduler,
         "outage": fig_outage,
+        "webhooks": fig_webhooks,
     }[name]
     await module.run(b)
 

@@ -24,6 +24,7 @@ from handlers import (
     metrics,
     openapi,
     transfer,
+    webhooks,
 )
 from handlers.auth import api_key_middleware
 from handlers.context import RESOURCES
@@ -111,7 +112,18 @@ def create_app(resources: Resources) -> web.Application:
     )
     app[RESOURCES] = resources
     # transfer before apps: /v1/apps/export must not be read as an app named "export".
-    modules = (health, metrics, transfer, events, apps, basic, connections, callback, diagnosis)
+    modules = (
+        health,
+        metrics,
+        transfer,
+        events,
+        apps,
+        basic,
+        connections,
+        callback,
+        diagnosis,
+        webhooks,
+    )
     for module in (*modules, openapi):
         app.add_routes(module.routes)
     app.on_startup.append(_listen_for_news)

@@ -4,8 +4,8 @@ Handlers answer through these models (`handlers.responses.ok`), and `/openapi.js
 answers with the same models' JSON Schemas, so what is served and what is documented cannot
 drift apart. Field order is the order of the answer's keys; a field declared with `omitted()` is
 left out of an answer that does not set it, every other field is always present (null when it
-has no value). Models never take a token or a secret except the two credential answers, whose
-purpose is to hand one out.
+has no value). Models never take a token or a secret except the two credential answers and the
+webhook signing secret answer (creation and rotation), whose purpose is to hand one out.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from authbroker.diagnosis import Status as CheckStatus
 from authbroker.events import ConnectionStatus
 from authbroker.oauth import ClientAuth, Placement
 from authbroker.problems import Problem
+from authbroker.schemas import without_default
 
 if TYPE_CHECKING:
     from authbroker import diagnosis
@@ -28,17 +29,16 @@ if TYPE_CHECKING:
     from storage.authorizations import Authorization
     from storage.basic import BasicCredential
     from storage.connections import Connection as ConnectionRow
+    from storage.webhooks import Attempt as AttemptRow
+    from storage.webhooks import Delivery as DeliveryRow
+    from storage.webhooks import Webhook as WebhookRow
 
 Url = Annotated[str, Field(json_schema_extra={"format": "uri"})]
 
 
 def omitted(description: str | None = None, **constraints: Any) -> Any:
     """A field that is left out, rather than null, when it does not apply."""
-    return Field(None, description=description, json_schema_extra=_without_default, **constraints)
-
-
-def _without_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)
+    return Field(None, description=description, json_schema_extra=without_default, **constraints)
 
 
 class Body(BaseModel):
@@ -322,6 +322,127 @@ class BasicCredentials(Body):
     login: str
     password: str
     authorization: str = Field(description="`Basic base64(login:password)`")
+
+
+# ------------------------------------------------------------------------------ webhooks
+
+
+class Webhook(Body):
+    """A webhook subscription; its signing secret is shown only when created or rotated."""
+
+    id: uuid.UUID
+    url: Url
+    description: str | None
+    types: list[str] | None = Field(description="Event types or prefixes; null: every type.")
+    apps: list[str] | None = Field(description="App names; null: every app.")
+    enabled: bool
+    disabled_reason: Literal["operator", "gone", "failing"] | None = Field(
+        description="Why it is disabled: by an operator, the receiver answered 410 Gone, or a "
+        "delivery failed for a day."
+    )
+    disabled_at: datetime | None
+    previous_secret_expires_at: datetime | None = Field(
+        description="While a rotation's window is open, the previous secret signs too until "
+        "then; null when only the current secret signs."
+    )
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, webhook: WebhookRow) -> Webhook:
+        return cls(
+            id=webhook.id,
+            url=webhook.url,
+            description=webhook.description,
+            types=webhook.types,
+            apps=webhook.apps,
+            enabled=webhook.enabled,
+            disabled_reason=webhook.disabled_reason,  # type: ignore[arg-type]
+            disabled_at=webhook.disabled_at,
+            previous_secret_expires_at=webhook.previous_secret_expires_at,
+            created_at=webhook.created_at,
+            updated_at=webhook.updated_at,
+        )
+
+
+class WebhookWithSecret(Webhook):
+    """The subscription and its signing secret, shown this once."""
+
+    secret: str = Field(
+        description="`whsec_` + base64 of 32 random bytes: verify deliveries with it "
+        "(Standard Webhooks). Never shown again."
+    )
+
+    @classmethod
+    def with_secret(cls, webhook: WebhookRow, secret: str) -> WebhookWithSecret:
+        return cls(**Webhook.of(webhook).model_dump(), secret=secret)
+
+
+class WebhookList(Body):
+    items: list[Webhook]
+
+
+class WebhookAttempt(Body):
+    """One attempt to deliver an event."""
+
+    id: int
+    delivery_id: int = Field(description="The delivery it belongs to (replay it by this id).")
+    event_id: str = Field(description="The event's id: the `webhook-id` header.")
+    event_type: str
+    attempt: int = Field(description="Which attempt of its delivery, from 1.")
+    attempted_at: datetime
+    outcome: Literal["delivered", "retrying", "failed"]
+    status_code: int | None = Field(description="The receiver's answer; null: none came.")
+    latency_ms: float | None
+    error: str | None
+    next_attempt_at: datetime | None = Field(description="When it is tried again (retrying).")
+
+    @classmethod
+    def of(cls, attempt: AttemptRow) -> WebhookAttempt:
+        return cls(
+            id=attempt.id,
+            delivery_id=attempt.delivery_id,
+            event_id=attempt.event_id,
+            event_type=attempt.event_type,
+            attempt=attempt.attempt,
+            attempted_at=attempt.attempted_at,
+            outcome=attempt.outcome,  # type: ignore[arg-type]
+            status_code=attempt.status_code,
+            latency_ms=attempt.latency_ms,
+            error=attempt.error,
+            next_attempt_at=attempt.next_attempt_at,
+        )
+
+
+class WebhookAttemptPage(Body):
+    items: list[WebhookAttempt]
+    next: int | None = Field(description="Pass as `after` for older attempts; null: no more.")
+
+
+class WebhookDelivery(Body):
+    """A delivery of one event to one subscription."""
+
+    delivery_id: int
+    webhook_id: uuid.UUID
+    event_id: str
+    event_type: str
+    state: Literal["pending", "delivered", "failed", "abandoned"]
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, delivery: DeliveryRow) -> WebhookDelivery:
+        return cls(
+            delivery_id=delivery.id,
+            webhook_id=delivery.webhook_id,
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            state=delivery.state,  # type: ignore[arg-type]
+            attempts=delivery.attempts,
+            next_attempt_at=delivery.next_attempt_at,
+            delivered_at=delivery.delivered_at,
+        )
 
 
 # ------------------------------------------------------------------------------ diagnosis

@@ -30,7 +30,8 @@ API_VERSION = "1"
 JSON = "application/json"
 SECURITY_SCHEME = "apiKey"
 REF_TEMPLATE = "#/components/schemas/{model}"
-# Described though no route answers it: runtimes read events from Redis.
+# Described though no route answers it: runtimes read events from Redis or receive them as
+# webhooks.
 UNSERVED_MODELS: tuple[type[BaseModel], ...] = (Event,)
 
 # Answers every operation of a kind may give, whatever its handler does.
@@ -53,6 +54,7 @@ TAGS = {
     "connections": "Authorized accounts and their tokens.",
     "basic": "Basic credentials.",
     "events": "Changes of auth status, live.",
+    "webhooks": "Events delivered over HTTPS, signed (Standard Webhooks).",
     "browser": "Pages a user's browser lands on.",
     "health": "Liveness and readiness.",
     "meta": "Metrics and this document.",
@@ -140,8 +142,8 @@ def document(app: web.Application, server_url: str | None = None) -> dict[str, A
                 "Every `/v1` request needs an API key: `Authorization: Bearer <key>` (create one "
                 "with `authbroker api-keys create`). Errors are JSON `{error, message}`; "
                 "validation errors add `fields: [{field, message}]`. Times are RFC 3339 UTC. "
-                "Changes of auth status are published as `Event`s on Redis (see "
-                "components.schemas.Event)."
+                "Changes of auth status are published as `Event`s on Redis and POSTed to "
+                "webhook subscriptions (see components.schemas.Event)."
             ),
         },
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -63,9 +63,10 @@ class Notifications:
             event.set()
 
 
-async def listen(dsn: str, channel: str, callback: Callable[..., None]) -> None:
-    """LISTEN on `channel` for as long as the task runs, reconnecting after any failure;
-    `callback(connection, pid, channel, payload)` gets every notification."""
+async def listen(dsn: str, channel: str | Sequence[str], callback: Callable[..., None]) -> None:
+    """LISTEN on `channel` (or on each of several) for as long as the task runs, reconnecting
+    after any failure; `callback(connection, pid, channel, payload)` gets every notification."""
+    channels = (channel,) if isinstance(channel, str) else tuple(channel)
     while True:
         try:
             conn = await asyncpg.connect(dsn)
@@ -76,7 +77,8 @@ async def listen(dsn: str, channel: str, callback: Callable[..., None]) -> None:
         closed = asyncio.Event()
         conn.add_termination_listener(lambda _conn, closed=closed: closed.set())
         try:
-            await conn.add_listener(channel, callback)
+            for name in channels:
+                await conn.add_listener(name, callback)
             while not closed.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(closed.wait(), timeout=30.0)

@@ -25,6 +25,7 @@ SEALED = (
     SealedTable("basic_credentials", "name", ("password",)),
     SealedTable("connections", "id", ("access_token", "refresh_token", "extra")),
     SealedTable("authorizations", "id", ("code_verifier", "code")),
+    SealedTable("webhooks", "id", ("secret", "previous_secret")),
 )
 
 

@@ -143,6 +143,16 @@ async def test_every_command_has_help_with_an_example():
         "connections delete",
         "connections diagnose",
         "events tail",
+        "webhooks create",
+        "webhooks list",
+        "webhooks show",
+        "webhooks update",
+        "webhooks disable",
+        "webhooks enable",
+        "webhooks delete",
+        "webhooks rotate-secret",
+        "webhooks deliveries",
+        "webhooks replay",
         "keys generate",
         "keys rotate",
         "api-keys create",
@@ -823,3 +833,121 @@ async def test_events_tail_filters_and_stops_after_limit(cli_env, redis, setting
     ]
     bad = await cli("events", "tail", "--limit", "0")
     assert bad.code == 2
+
+
+# ------------------------------------------------------------------------------ webhooks
+
+
+async def test_webhooks_create_deliver_rotate_replay_and_delete(cli_env, worker, resources, unique):
+    """The secret is printed by create and rotate-secret, once each, and nowhere else; the
+    deliveries it signs verify with the runtime client."""
+    from authbroker_client import verify_webhook
+
+    from authbroker.events import EventType, make_event
+    from storage import outbox
+    from tests.chaos_helpers import FakeProvider, wait_until
+
+    app = unique("clihook")
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((dict(request.headers), await request.read()))
+        return web.Response(status=200)
+
+    receiver = await FakeProvider().start()
+    receiver.handlers["/in"] = hook
+    outputs: list[Result] = []
+
+    async def run(*argv: str) -> Result:
+        result = await cli(*argv)
+        outputs.append(result)
+        return result
+
+    async def deliver() -> dict[str, Any]:
+        event = make_event(EventType.REFRESHED, app=app, connection_id=f"{app}-c", status="active")
+        async with resources.pool.acquire() as conn, conn.transaction():
+            await outbox.append(conn, event)
+
+        async def arrived() -> bool:
+            return any(json.loads(body)["id"] == event["id"] for _, body in received)
+
+        assert await wait_until(arrived, timeout=60)
+        return event
+
+    try:
+        created = await cli(
+            "webhooks",
+            "create",
+            receiver.url("/in"),
+            "--type",
+            "connection.",
+            "--app",
+            app,
+            "--description",
+            "from the cli",
+        )
+        assert created.code == 0, created
+        secret = next(
+            line.split()[1] for line in created.out.splitlines() if line.startswith("secret:")
+        )
+        assert secret.startswith("whsec_") and "not shown again" in created.err
+        webhook_id = next(
+            line.split()[1] for line in created.out.splitlines() if line.startswith("id:")
+        )
+
+        listed = await run("webhooks", "list")
+        assert webhook_id in listed.out and "enabled" in listed.out
+        shown = await run("webhooks", "show", webhook_id, "--json")
+        assert shown.json()["types"] == ["connection."] and "secret" not in shown.json()
+
+        event = await deliver()
+        headers, body = received[-1]
+        assert verify_webhook(headers, body, secret) == event
+        history = await run("webhooks", "deliveries", webhook_id, "--json")
+        [attempt] = history.json()
+        assert attempt["event_id"] == event["id"] and attempt["outcome"] == "delivered"
+        table_ = await run("webhooks", "deliveries", webhook_id)
+        assert event["id"] in table_.out and "delivered" in table_.out
+        replayed = await run("webhooks", "replay", webhook_id, str(attempt["delivery_id"]))
+        assert replayed.code == 0 and "sent again" in replayed.out
+
+        async def replay_arrived() -> bool:
+            return sum(json.loads(b)["id"] == event["id"] for _, b in received) == 2
+
+        assert await wait_until(replay_arrived, timeout=60)
+
+        rotated = await cli(
+            "webhooks", "rotate-secret", webhook_id, "--keep-previous", "0", "--json"
+        )
+        assert rotated.code == 0, rotated
+        new_secret = rotated.json()["secret"]
+        assert new_secret != secret
+        later = await deliver()
+        headers, body = received[-1]
+        assert verify_webhook(headers, body, new_secret) == later
+        assert len(headers["webhook-signature"].split()) == 1
+
+        changed = await run("webhooks", "update", webhook_id, "--all-types", "--description", "")
+        assert changed.code == 0 and "every type" in changed.out
+        both = await run("webhooks", "update", webhook_id, "--type", "app.", "--all-types")
+        assert both.code == 1 and "cannot be used together" in both.err
+        nothing = await run("webhooks", "update", webhook_id)
+        assert nothing.code == 1 and "nothing to change" in nothing.err
+        disabled = await run("webhooks", "disable", webhook_id)
+        assert disabled.code == 0 and "disabled (operator)" in disabled.out
+        enabled = await run("webhooks", "enable", webhook_id, "--json")
+        assert enabled.json()["enabled"] is True
+
+        refused = await run("webhooks", "create", "https://169.254.169.254/latest")
+        assert refused.code == 1 and "url:" in refused.err and "metadata" in refused.err
+        unknown = await run("webhooks", "show", "no-such-webhook")
+        assert unknown.code == 1 and "no webhook subscription" in unknown.err
+
+        deleted = await run("webhooks", "delete", webhook_id)
+        assert deleted.code == 0
+        gone = await run("webhooks", "show", webhook_id)
+        assert gone.code == 1
+    finally:
+        await receiver.stop()
+    assert_secret_hidden(secret, *outputs)
+    assert_secret_hidden(new_secret, *outputs)

@@ -851,3 +851,179 @@ async def test_console_in_a_real_browser(
         assert "/console/login" in page.url
         await context.close()
     assert not problems, problems
+
+
+# ------------------------------------------------------------------------------- webhooks
+
+SECRET = re.compile(r'id="webhook-secret" type="text" readonly value="(whsec_[^"]+)"')
+
+
+async def test_webhooks_page_shows_a_secret_once_and_posts_need_csrf(
+    signed_in: Console, resources: Resources, unique
+):
+    """Create (refused input stays on the form, named), the secret on that answer only, then
+    disable, enable, rotate, delete; every POST of the page refused without its CSRF token."""
+    from handlers.console import webhooks as webhook_views
+
+    status, page, _ = await signed_in.get("/console/webhooks")
+    assert status == 200 and 'aria-current="page">Webhooks' in page
+    status, page, _ = await signed_in.post(
+        "/console/webhooks",
+        {"url": "https://169.254.169.254/hook", "types": "connection.refreshd", "apps": ""},
+    )
+    assert status == 400
+    assert "metadata address" in page and "Unknown event type" in page
+    assert 'value="connection.refreshd"' in page  # the input is kept
+    app = unique("conhook")
+    url = f"https://hooks.example.com/{app}"
+    status, page, _ = await signed_in.post(
+        "/console/webhooks", {"url": url, "types": "connection. app.", "apps": app}
+    )
+    assert status == 201, page
+    secret = SECRET.search(page).group(1)
+    webhook_id = await resources.pool.fetchval("SELECT id::text FROM webhooks WHERE url = $1", url)
+    assert webhook_id and f'data-webhook="{webhook_id}"' in page
+    status, page, _ = await signed_in.get("/console/webhooks")
+    assert url in page and secret not in page and "webhook-secret" not in page
+
+    posts = [
+        route.path.format(webhook_id=webhook_id, delivery_id="1")
+        for route in webhook_views.routes
+        if isinstance(route, web.RouteDef) and route.method == "POST"
+    ]
+    assert len(posts) == 6, posts
+    for path in posts:
+        for csrf in (None, "forged-token"):
+            status, _, _ = await signed_in.post(path, {}, csrf=csrf)
+            assert status == 403, (path, csrf)
+    assert await resources.pool.fetchval(
+        "SELECT enabled FROM webhooks WHERE id = $1::uuid", webhook_id
+    )
+
+    status, _, response = await signed_in.post(f"/console/webhooks/{webhook_id}/disable")
+    assert status == 303 and response.headers["Location"] == "/console/webhooks"
+    _, page, _ = await signed_in.get("/console/webhooks")
+    assert "disabled: by an operator" in page and "Deliveries to" in page
+    status, _, _ = await signed_in.post(f"/console/webhooks/{webhook_id}/enable")
+    assert status == 303
+    status, page, _ = await signed_in.post(f"/console/webhooks/{webhook_id}/rotate")
+    assert status == 200
+    rotated = SECRET.search(page).group(1)
+    assert rotated != secret and "previous secret keeps signing" in page
+    _, page, _ = await signed_in.get("/console/webhooks")
+    assert rotated not in page and "signs too until" in page
+
+    status, page, _ = await signed_in.get(f"/console/webhooks/{webhook_id}/delete")
+    assert status == 200 and "Delete this webhook subscription?" in page
+    status, _, _ = await signed_in.post(f"/console/webhooks/{webhook_id}/delete")
+    assert status == 303
+    _, page, _ = await signed_in.get("/console/webhooks")
+    assert "deleted." in page and f'data-webhook="{webhook_id}"' not in page
+    status, _, _ = await signed_in.get(f"/console/webhooks/{uuid.uuid4()}/delete")
+    assert status == 404
+
+
+async def test_webhooks_in_a_real_browser(
+    console_url: str, admin_key: str, worker, resources: Resources, unique
+):
+    """Subscribe a receiver on loopback, copy the secret shown once, see a delivery (verified
+    with the secret) among the last deliveries, replay it, disable and enable, rotate, delete;
+    on a laptop and on a phone."""
+    from authbroker_client import verify_webhook
+
+    from storage import outbox
+    from tests.chaos_helpers import FakeProvider, wait_until
+
+    app = unique("browserhook")
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((dict(request.headers), await request.read()))
+        return web.Response(status=204)
+
+    receiver = await FakeProvider().start()
+    receiver.handlers["/hook"] = hook
+    try:
+        async with browser.chromium() as chromium:
+            context = await chromium.new_context(viewport=browser.LAPTOP)
+            page = await context.new_page()
+            page.set_default_timeout(20_000)
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            await page.goto(f"{console_url}/console/login?next=/console/webhooks")
+            await page.get_by_label("Admin API key").fill(admin_key)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.get_by_role("heading", name="Webhooks", exact=True).wait_for()
+
+            await page.get_by_role("textbox", name="URL").fill(receiver.url("/hook"))
+            await page.get_by_label("Event types").fill("connection.")
+            await page.get_by_label("Apps").fill(app)
+            await page.get_by_label("Description").fill("browser test")
+            await page.get_by_role("button", name="Create the subscription").click()
+            await page.get_by_text("copy the secret now").wait_for()
+            secret = await page.locator("#webhook-secret").input_value()
+            assert secret.startswith("whsec_")
+            assert await page.get_by_role("button", name="Copy").is_visible()
+            await browser.screenshot(page, "30-webhook-created")
+
+            event = make_event(
+                EventType.REFRESHED, app=app, connection_id=f"{app}-c", status="active"
+            )
+            async with resources.pool.acquire() as conn, conn.transaction():
+                await outbox.append(conn, event)
+
+            async def delivered() -> bool:
+                return len(received) >= 1
+
+            assert await wait_until(delivered, timeout=60)
+            headers, body = received[0]
+            assert verify_webhook(headers, body, secret) == event
+
+            await page.get_by_role("link", name="Webhooks", exact=True).click()
+            card = page.locator(".webhook", has_text=receiver.url("/hook"))
+            await card.locator(".badge", has_text="delivered").wait_for()
+            assert secret not in await page.content()
+            await browser.screenshot(page, "31-webhook-delivered")
+
+            await card.get_by_role(
+                "button", name=f"Replay connection.refreshed {event['id']}"
+            ).click()
+            await page.get_by_text(f"Sending connection.refreshed {event['id']} again").wait_for()
+
+            async def replayed() -> bool:
+                return len(received) >= 2
+
+            assert await wait_until(replayed, timeout=60)
+            assert received[1][0]["webhook-id"] == event["id"]
+
+            await card.get_by_role("button", name=f"Disable {receiver.url('/hook')}").click()
+            await card.locator(".badge", has_text="disabled").wait_for()
+            await browser.screenshot(page, "32-webhook-disabled")
+            await card.get_by_role("button", name=f"Enable {receiver.url('/hook')}").click()
+            await card.locator(".badge", has_text="enabled").wait_for()
+
+            await card.get_by_role(
+                "button", name=f"Rotate the secret of {receiver.url('/hook')}"
+            ).click()
+            await page.get_by_text("New signing secret").wait_for()
+            rotated = await page.locator("#webhook-secret").input_value()
+            assert rotated.startswith("whsec_") and rotated != secret
+
+            phone = await context.new_page()
+            await phone.set_viewport_size(browser.PHONE)
+            await phone.goto(f"{console_url}/console/webhooks")
+            await phone.locator("main h1").wait_for()
+            width = await phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= browser.PHONE["width"], width
+            await browser.screenshot(phone, "33-phone-webhooks")
+            await phone.close()
+
+            await page.get_by_role("link", name="Webhooks", exact=True).click()
+            await card.get_by_role("link", name=f"Delete {receiver.url('/hook')}").click()
+            await page.get_by_role("button", name="Delete the subscription").click()
+            await page.get_by_text("deleted.").first.wait_for()
+            assert not await page.locator(".webhook", has_text=receiver.url("/hook")).count()
+            await context.close()
+        assert not problems, problems
+    finally:
+        await receiver.stop()

@@ -7,8 +7,10 @@ which OpenAPI 3.1 uses), references resolved within the document and formats ass
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -27,9 +29,10 @@ from authbroker.problems import Problem
 from authbroker.schemas import AppCreate, AppUpdate, BasicCredentialIn, ConnectionStart, Report
 from handlers import openapi
 from handlers.app import create_app
-from storage import api_keys
+from storage import api_keys, outbox
 from storage.resources import Resources
 from storage.sealing import aad
+from tests.chaos_helpers import FakeProvider
 from tests.helpers import create_oauth_app, follow_callback
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -251,6 +254,11 @@ async def test_served_document_lists_exactly_the_routes(served, api_doc):
         "/v1/connections/{connection_id}/refresh",
         "/v1/connections/{connection_id}/report",
         "/v1/connections/{connection_id}/diagnosis",
+        "/v1/webhooks",
+        "/v1/webhooks/{webhook_id}",
+        "/v1/webhooks/{webhook_id}/rotate-secret",
+        "/v1/webhooks/{webhook_id}/deliveries",
+        "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay",
         "/openapi.json",
     ):
         assert path in doc["paths"], path
@@ -293,7 +301,7 @@ async def seal_tokens(
     )
 
 
-async def test_every_answer_matches_the_document(api_doc: Api, resources, unique):
+async def test_every_answer_matches_the_document(api_doc: Api, resources, worker, unique):
     call = api_doc
     name = unique("oas")
     other = unique("oas2")
@@ -691,9 +699,79 @@ async def test_every_answer_matches_the_document(api_doc: Api, resources, unique
     await call("DELETE", "/v1/basic/{name}", expect=404, params={"name": basic})
     await call("DELETE", "/v1/basic/{name}", expect=400, params={"name": "bad name"})
 
+    # Webhooks, with a delivery to a receiver on loopback.
+    receiver = await FakeProvider().start()
+    try:
+        await exercise_webhooks(call, resources, receiver, unique("oashook"))
+    finally:
+        await receiver.stop()
+
     # Every documented operation was exercised, and checked.
     exercised = {(path, method) for path, method, _ in call.seen}
     assert operations_of(call.doc) - exercised == set()
+
+
+async def exercise_webhooks(call: Api, resources, receiver: FakeProvider, app: str) -> None:
+    async def received(_request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    receiver.handlers["/hook"] = received
+    made = await call(
+        "POST",
+        "/v1/webhooks",
+        expect=201,
+        json={"url": receiver.url("/hook"), "types": ["connection."], "apps": [app]},
+    )
+    assert made["secret"].startswith("whsec_")
+    await call("POST", "/v1/webhooks", expect=400, json={"url": "https://169.254.169.254/"})
+    hook = {"webhook_id": made["id"]}
+    nowhere = {"webhook_id": str(uuid.uuid4())}
+    listed = await call("GET", "/v1/webhooks", expect=200)
+    assert made["id"] in {w["id"] for w in listed["items"]}
+    assert "secret" not in await call("GET", "/v1/webhooks/{webhook_id}", expect=200, params=hook)
+    await call("GET", "/v1/webhooks/{webhook_id}", expect=404, params=nowhere)
+    await call(
+        "PATCH", "/v1/webhooks/{webhook_id}", expect=200, params=hook, json={"description": "x"}
+    )
+    await call(
+        "PATCH", "/v1/webhooks/{webhook_id}", expect=400, params=hook, json={"enabled": None}
+    )
+    await call("PATCH", "/v1/webhooks/{webhook_id}", expect=404, params=nowhere, json={})
+    rotated = await call(
+        "POST",
+        "/v1/webhooks/{webhook_id}/rotate-secret",
+        expect=200,
+        params=hook,
+        json={"previous_expires_in": 60},
+    )
+    assert rotated["previous_secret_expires_at"] and rotated["secret"] != made["secret"]
+    await call("POST", "/v1/webhooks/{webhook_id}/rotate-secret", expect=404, params=nowhere)
+
+    event = make_event(EventType.REFRESHED, app=app, connection_id=f"{app}-c", status="active")
+    async with resources.pool.acquire() as conn, conn.transaction():
+        await outbox.append(conn, event)
+    deliveries = "/v1/webhooks/{webhook_id}/deliveries"
+    for _ in range(600):
+        page = await call("GET", deliveries + "?limit=1", expect=200, params=hook)
+        if page["items"]:
+            break
+        await asyncio.sleep(0.1)
+    [attempt] = page["items"]
+    assert attempt["event_id"] == event["id"] and attempt["status_code"] == 204
+    await call("GET", deliveries + "?limit=0", expect=400, params=hook)
+    await call("GET", deliveries + "?after=x", expect=400, params=hook)
+    await call("GET", deliveries, expect=404, params=nowhere)
+    replay = "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay"
+    one = {**hook, "delivery_id": str(attempt["delivery_id"])}
+    again = await call("POST", replay, expect=202, params=one)
+    assert again["event_id"] == event["id"]
+    await call("POST", replay, expect=404, params={**hook, "delivery_id": "0"})
+    await call(
+        "PATCH", "/v1/webhooks/{webhook_id}", expect=200, params=hook, json={"enabled": False}
+    )
+    await call("POST", replay, expect=409, params=one)
+    await call("DELETE", "/v1/webhooks/{webhook_id}", expect=204, params=hook)
+    await call("DELETE", "/v1/webhooks/{webhook_id}", expect=404, params=hook)
 
 
 async def test_a_real_connection_matches_the_document(

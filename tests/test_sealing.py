@@ -24,7 +24,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from authbroker.oauth import TokenResponse
-from storage import apps, authorizations, basic, connections
+from storage import apps, authorizations, basic, connections, webhooks
 from storage.pool import create_pool
 from storage.rotation import rotate
 from storage.sealing import KeyRing, SealError, aad
@@ -274,6 +274,7 @@ SECRET_COLUMNS = {
     "basic_credentials": ("name", ("password",)),
     "connections": ("id", ("access_token", "refresh_token", "extra")),
     "authorizations": ("id", ("code_verifier", "code")),
+    "webhooks": ("id", ("secret", "previous_secret")),
 }
 
 
@@ -360,6 +361,13 @@ async def test_rotate_reseals_everything_under_the_new_key(
             lifetime_seconds=600,
         )
         await authorizations.store_code(conn, old_ring, authorization_id, "code-value")
+        # A webhook in a rotation's window: two signing secrets.
+        webhook_id = uuid.uuid4()
+        await webhooks.create(
+            conn, old_ring, webhook_id, {"url": "https://hooks.example.com/"}, "whsec_b2xk"
+        )
+        async with conn.transaction():
+            await webhooks.rotate(conn, old_ring, webhook_id, "whsec_bmV3", 3600)
 
     # Five Basic credentials (more than one batch of 2), one sealed under the older key.
     basic_names = [unique(f"rot-basic-{i}") for i in range(5)]
@@ -367,12 +375,18 @@ async def test_rotate_reseals_everything_under_the_new_key(
         await basic.put(pool, older_ring if i == 0 else old_ring, name, f"login{i}", f"pw-{i}")
 
     before = await _open_everything(pool, KeyRing.parse(f"{settings.encryption_keys},{older_line}"))
-    assert len(before) == 2 + 5 + 3 + 2
+    assert len(before) == 2 + 5 + 3 + 2 + 2
 
     new_line = KeyRing.generate_line(unique("new")[:32])
     new_ring = KeyRing.parse(f"{new_line},{settings.encryption_keys},{older_line}")
     counts = await rotate(pool, new_ring, batch=2)
-    assert counts == {"apps": 2, "basic_credentials": 5, "connections": 3, "authorizations": 2}
+    assert counts == {
+        "apps": 2,
+        "basic_credentials": 5,
+        "connections": 3,
+        "authorizations": 2,
+        "webhooks": 2,
+    }
 
     # Everything now opens with the new key alone, to the same plaintext.
     only_new = KeyRing.parse(new_line)
@@ -403,6 +417,12 @@ async def test_rotate_reseals_everything_under_the_new_key(
     assert auth_row.open_verifier(only_new) == "verifier-value"
     cred = await basic.get(pool, basic_names[0])
     assert cred is not None and cred.open_password(only_new) == "pw-0"
+    hook = await webhooks.get(pool, webhook_id)
+    assert hook is not None
+    assert webhooks.open_secrets(only_new, hook.id, hook.secret, hook.previous_secret) == [
+        "whsec_bmV3",
+        "whsec_b2xk",
+    ]
 
     # A second run finds nothing to do.
     assert await rotate(pool, new_ring, batch=2) == {
@@ -410,6 +430,7 @@ async def test_rotate_reseals_everything_under_the_new_key(
         "basic_credentials": 0,
         "connections": 0,
         "authorizations": 0,
+        "webhooks": 0,
     }
     assert await _open_everything(pool, only_new) == before
 

@@ -25,6 +25,7 @@ import pytest
 import structlog
 from redis.asyncio import Redis
 
+from authbroker.events import EventType, make_event
 from authbroker.logs import configure_logging
 from handlers import callback
 from services import queue
@@ -101,11 +102,13 @@ async def channel_messages(redis: Redis, channel: str) -> AsyncIterator[list[str
         await pubsub.aclose()
 
 
-async def plaintext_in_tables(res: Resources, found: Secrets) -> dict[str, list[str]]:
+async def plaintext_in_tables(
+    res: Resources, found: Secrets, tables: tuple[str, ...] = TABLES
+) -> dict[str, list[str]]:
     """Which secrets appear in plaintext in which table, reading every column of every row
     (bytea as raw bytes, arrays and jsonb as their JSON text)."""
     hits: dict[str, list[str]] = {}
-    for table in TABLES:
+    for table in tables:
         for row in await res.pool.fetch(f"SELECT * FROM {table}"):
             for column, value in dict(row).items():
                 if value is None:
@@ -363,3 +366,61 @@ async def test_failed_requests_log_no_secret_either(
     captured = buffer.getvalue()
     assert "authorization_failed" in captured and "callback_refused" in captured
     assert found.find_in(captured) == []
+
+
+async def test_webhook_secrets_stay_out_of_logs_events_and_columns(
+    api, worker, resources, redis, settings, unique
+):
+    """A subscription's secret, and the one a rotation makes, are answered once each and
+    appear in no log line (debug level), no event, and no column in plaintext, while
+    deliveries signed with them go out."""
+    from storage import outbox
+    from tests.chaos_helpers import FakeProvider, wait_until
+
+    found = Secrets()
+    app = unique("hygiene-hook")
+    received: list[bytes] = []
+
+    async def hook(request):
+        from aiohttp import web
+
+        received.append(await request.read())
+        return web.Response(status=200)
+
+    server = await FakeProvider().start()
+    server.handlers["/in"] = hook
+    try:
+        with debug_logs() as logs:
+            async with api.post(
+                "/v1/webhooks", json={"url": server.url("/in"), "apps": [app]}
+            ) as response:
+                created = await response.json()
+            found.add("webhook secret", created["secret"])
+            found.add("webhook key", created["secret"].removeprefix("whsec_"))
+            async with api.post(f"/v1/webhooks/{created['id']}/rotate-secret") as response:
+                rotated = await response.json()
+            found.add("rotated secret", rotated["secret"])
+            found.add("rotated key", rotated["secret"].removeprefix("whsec_"))
+            event = make_event(EventType.REFRESHED, app=app, connection_id=f"{app}-c")
+            async with resources.pool.acquire() as conn, conn.transaction():
+                await outbox.append(conn, event)
+
+            async def delivered() -> bool:
+                return bool(received)
+
+            assert await wait_until(delivered, timeout=60)
+            async with api.get(f"/v1/webhooks/{created['id']}/deliveries") as response:
+                history = await response.text()
+            tables = ("webhooks", "webhook_deliveries", "webhook_attempts", "outbox")
+            hits = await plaintext_in_tables(resources, found, tables)
+            async with api.delete(f"/v1/webhooks/{created['id']}"):
+                pass
+            captured = logs.getvalue()
+    finally:
+        await server.stop()
+    assert "webhook_created" in captured and "webhook_secret_rotated" in captured
+    assert hits == {}, f"plaintext secrets in the database: {hits}"
+    assert found.find_in(captured) == [], "secrets in the logs"
+    assert found.find_in(history) == [], "secrets in the attempts"
+    assert found.find_in(json.dumps(await redis.xrange(settings.events_stream))) == []
+    assert found.find_in_bytes(received[0]) == [], "a secret in a delivery's body"

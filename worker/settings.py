@@ -32,6 +32,7 @@ from worker.jobs import (
     sweep_revocations,
 )
 from worker.relay import Relay
+from worker.webhooks import WebhookDispatcher
 
 log = get_logger("authbroker.worker")
 
@@ -52,9 +53,9 @@ def build_worker(
 ) -> Worker:
     """An arq Worker bound to the settings' Redis and queue, with the refresh engine running
     beside its jobs; `relay` also runs the event relay (safe on every worker: only one relays
-    at a time). `concurrency` bounds both the arq jobs and the refreshes in flight. Without
-    `periodic` it only runs the jobs it is given: no refresh engine, no sweeps (for tests that
-    drive those themselves)."""
+    at a time) and the webhook deliveries. `concurrency` bounds both the arq jobs and the
+    refreshes in flight. Without `periodic` it only runs the jobs it is given: no refresh
+    engine, no sweeps (for tests that drive those themselves)."""
 
     async def startup(ctx: dict[str, Any]) -> None:
         resources = await Resources.open(settings, ring, pool_max=concurrency_ + 4)
@@ -74,6 +75,8 @@ def build_worker(
                 channel=settings.events_channel,
             )
             wc.tasks.append(asyncio.create_task(ctx["relay"].run(), name="relay"))
+            webhooks = WebhookDispatcher(resources, allow_link_local=settings.allow_link_local)
+            wc.tasks.append(asyncio.create_task(webhooks.run(), name="webhooks"))
         if settings.metrics_port:
             if not _metrics_served:
                 # The worker has no web server of its own: expose its metrics on a port, once

@@ -2,7 +2,7 @@
 (apps, basic, connections, events) for a person at a terminal.
 
 One module per job: `serve` (run, web, worker, migrate), `admin` (keys and API keys, on the
-database itself), one per API subject (`apps`, `basic`, `connections`, `events`).
+database itself), one per API subject (`apps`, `basic`, `connections`, `events`, `webhooks`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import click
 import structlog
 
 from authbroker import __version__
-from authbroker.cli import admin, apps, basic, connections, events, serve
+from authbroker.cli import admin, apps, basic, connections, events, serve, webhooks
 from authbroker.cli.api import CONNECTING
 from authbroker.cli.base import Call, CliError, Group
 from authbroker.config import SettingsError, load_settings
@@ -33,7 +33,8 @@ from authbroker.logs import configure_logging
     "authbroker connections connect google --wait\n"
     "authbroker events tail",
     epilog="The service reads its settings from AUTHBROKER_* environment variables (see "
-    "README).\nCommands that use the API (apps, basic, connections, events) find it this way:\n"
+    "README).\nCommands that use the API (apps, basic, connections, events, webhooks) find it "
+    "this way:\n"
     + CONNECTING
     + "\n`authbroker COMMAND --help` shows each command's options and examples.",
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -56,6 +57,7 @@ for command in (
     basic.basic,
     connections.connections,
     events.events,
+    webhooks.webhooks,
 ):
     cli.add_command(command)
 
