@@ -31,6 +31,7 @@ __all__ = [
     "Rotation",
     "apply",
     "authorize_params_of",
+    "callback_params",
     "get",
     "granted_scopes_at",
     "matching",
@@ -65,6 +66,7 @@ _META_FIELDS = frozenset(
         "refresh_token_needs",
         "hosts",
         "granted_scopes_at",
+        "callback_params",
     }
 )
 _NEEDS_FIELDS = frozenset(
@@ -162,6 +164,14 @@ class Rotation:
     def may_rotate(self) -> bool:
         """Whether a refused refresh token may be one the provider rotated away."""
         return self.rotates is not False
+
+
+def callback_params(preset_name: str | None) -> tuple[str, ...]:
+    """Parameters of the redirect back from the provider, besides `code` and `state`, that
+    runtimes need later (QuickBooks' `realmId`, the company the user picked): kept with the
+    connection's provider data."""
+    entry = _load().get(preset_name or "")
+    return tuple(entry.get("callback_params", ())) if entry else ()
 
 
 def rotation(preset_name: str | None) -> Rotation:

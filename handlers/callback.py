@@ -22,6 +22,7 @@ log = get_logger("authbroker.callback")
 
 MAX_PARAM = 4096
 EXPECTED = ("state", "code", "error", "error_description", "error_uri", "iss", "scope")
+MAX_EXTRA_PARAMS = 20  # a provider's own parameters kept for the use case to pick from
 WAIT_FOR_OUTCOME = 8.0  # seconds the callback page waits for the exchange before polling
 
 OUTCOME = Answer(
@@ -48,7 +49,9 @@ class BadCallback(Exception):
 
 
 def _params(request: web.Request) -> dict[str, str]:
-    """The callback's parameters, refusing repeated or oversized ones (RFC 6749 §3.1)."""
+    """The callback's parameters, refusing repeated or oversized ones (RFC 6749 §3.1). Besides
+    the protocol's, a provider may add its own (QuickBooks' `realmId`): the use case keeps
+    those its preset names."""
     if len(request.query_string) > 4 * MAX_PARAM:
         raise BadCallback("invalid_request", "The address is too long to be a real callback.")
     params: dict[str, str] = {}
@@ -57,7 +60,7 @@ def _params(request: web.Request) -> dict[str, str]:
             raise BadCallback("invalid_request", f"The parameter '{key}' appears more than once.")
         if len(value) > MAX_PARAM:
             raise BadCallback("invalid_request", f"The parameter '{key}' is too long.")
-        if key in EXPECTED:
+        if key in EXPECTED or len(params) < MAX_EXTRA_PARAMS + len(EXPECTED):
             params[key] = value
     return params
 

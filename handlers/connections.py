@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from authbroker import provider_data
 from authbroker.logs import get_logger
 from authbroker.problems import Problem
 from authbroker.schemas import CONNECTION_ID_PATTERN, ConnectionStart, Report
@@ -124,7 +125,8 @@ async def list_connections(request: web.Request) -> web.Response:
     items = found[:limit]
     return ok(
         models.ConnectionPage(
-            items=[models.Connection.of(c) for c in items], next=items[-1].id if more else None
+            items=[models.Connection.of(c, res.ring) for c in items],
+            next=items[-1].id if more else None,
         )
     )
 
@@ -141,13 +143,13 @@ async def show_connection(request: web.Request) -> web.Response:
 
     Its status, problem and remedy, requested and granted scopes, expiry and last error.
     """
-    return ok(models.Connection.of(await load_connection(request)))
+    return ok(models.Connection.of(await load_connection(request), resources(request).ring))
 
 
 def _credentials(res: Resources, found: Connection) -> web.Response:
     access_token = found.open_access_token(res.ring)
     token_type = found.token_type or "Bearer"
-    scopes = found.granted_scopes if found.granted_scopes is not None else found.requested_scopes
+    scopes = found.granted_scopes
     return ok(
         models.OAuthCredentials(
             type="oauth2",
@@ -156,6 +158,7 @@ def _credentials(res: Resources, found: Connection) -> web.Response:
             expires_at=found.expires_at,
             scopes=scopes,
             authorization=f"{token_type} {access_token}",
+            provider_data=provider_data.for_runtime(found.open_extra(res.ring)),
         ),
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
     )
@@ -206,10 +209,11 @@ async def force_refresh(request: web.Request) -> web.Response:
 
     The refresh runs whatever the schedule says; the request waits for it at most ten seconds.
     """
-    done = await service.refresh_now(resources(request), await load_connection(request))
+    res = resources(request)
+    done = await service.refresh_now(res, await load_connection(request))
     return ok(
         models.RefreshOutcome(
-            outcome=done.outcome, connection=models.Connection.of(done.connection)
+            outcome=done.outcome, connection=models.Connection.of(done.connection, res.ring)
         )
     )
 
@@ -252,7 +256,7 @@ async def report(request: web.Request) -> web.Response:
         return ok(
             models.TokenRefreshed(
                 action=done.action,  # type: ignore[arg-type]
-                connection=models.Connection.of(done.connection),
+                connection=models.Connection.of(done.connection, res.ring),
             )
         )
     return ok(models.ReportHint(action="none", hint=done.hint or ""))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from authbroker import provider_data
 from authbroker.diagnosis import Status as CheckStatus
 from authbroker.events import ConnectionStatus
 from authbroker.oauth import ClientAuth, Placement
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from storage.authorizations import Authorization
     from storage.basic import BasicCredential
     from storage.connections import Connection as ConnectionRow
+    from storage.sealing import KeyRing
     from storage.webhooks import Attempt as AttemptRow
     from storage.webhooks import Delivery as DeliveryRow
     from storage.webhooks import Webhook as WebhookRow
@@ -210,11 +212,15 @@ class Connection(Body):
     last_refresh_at: datetime | None
     authorized_at: datetime | None
     metadata: dict[str, Any]
+    provider_data: dict[str, Any] = Field(
+        description="What the provider returned besides tokens (an instance URL, a team, a "
+        "company id from the redirect, the OpenID subject), without anything secret."
+    )
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, c: ConnectionRow) -> Connection:
+    def of(cls, c: ConnectionRow, ring: KeyRing) -> Connection:
         return cls(
             connection_id=c.id,
             app=c.app,
@@ -235,6 +241,7 @@ class Connection(Body):
             last_refresh_at=c.last_refresh_at,
             authorized_at=c.authorized_at,
             metadata=c.metadata,
+            provider_data=provider_data.shown(c.open_extra(ring)),
             created_at=c.created_at,
             updated_at=c.updated_at,
         )
@@ -257,8 +264,16 @@ class OAuthCredentials(Body):
     access_token: str
     token_type: str
     expires_at: datetime | None
-    scopes: list[str]
+    scopes: list[str] | None = Field(
+        description="The scopes granted; null when the provider did not say (its token "
+        "response had no `scope`)."
+    )
     authorization: str = Field(description="The ready `Authorization` header value.")
+    provider_data: dict[str, Any] = Field(
+        description="What the provider returned besides tokens: Salesforce's `instance_url`, "
+        "Slack's `team` and `authed_user`, QuickBooks' `realmId`, an OpenID `id_token` and its "
+        "`subject`, …"
+    )
 
 
 class RefreshOutcome(Body):

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -196,7 +196,14 @@ async def receive(res: Resources, params: dict[str, str]) -> Authorization:
                 {"stage": "authorize", "error": error, "description": description},
             )
         else:
-            await authorizations.store_code(conn, res.ring, authorization.id, params["code"])
+            kept = presets.callback_params(await apps.preset_of(conn, authorization.app_id))
+            await authorizations.store_code(
+                conn,
+                res.ring,
+                authorization.id,
+                params["code"],
+                {key: params[key] for key in kept if key in params},
+            )
     log.info(
         "callback_accepted",
         app=authorization.app,
@@ -278,6 +285,8 @@ async def exchange(context: Context, authorization_id: uuid.UUID) -> str:
         return "failed"
     if tokens.warnings:
         bound.warning("token_response_warnings", warnings=list(tokens.warnings))
+    if authorization.callback_data:
+        tokens = replace(tokens, extra={**authorization.callback_data, **tokens.extra})
     await _succeeded(context, authorization, app, tokens)
     return "succeeded"
 
@@ -288,8 +297,10 @@ async def _succeeded(
     res = context.resources
     now = datetime.now(UTC)
     requested = authorization.requested_scopes
-    granted = tokens.scopes if tokens.scopes is not None else list(requested)
-    missing = [s for s in requested if s not in granted]
+    # A response without `scope` leaves the granted scopes unknown (None): some providers
+    # (Facebook) grant less than asked and say nothing, so equal to the request is a guess.
+    granted = tokens.scopes
+    missing = [] if granted is None else [s for s in requested if s not in granted]
     async with res.pool.acquire() as conn, conn.transaction():
         current = await connections.get(conn, authorization.connection_id)
         has_refresh = bool(tokens.refresh_token) or bool(current and current.refresh_token)
@@ -344,8 +355,8 @@ async def _authorized(
     """Within the token write's transaction: end the authorization, remember what `auto`
     found, and write the events."""
     requested = authorization.requested_scopes
-    granted = stored.granted_scopes or []
-    missing = [s for s in requested if s not in granted]
+    granted = stored.granted_scopes
+    missing = [] if granted is None else [s for s in requested if s not in granted]
     has_refresh = stored.refresh_token is not None
     await authorizations.finish(conn, authorization.id, outcome="succeeded", problem=None)
     if app.client_auth == "auto" and await apps.remember_placement(conn, app.id, tokens.placement):
@@ -371,7 +382,9 @@ async def _authorized(
                 **common,
                 problem=Problem.SCOPES_DENIED,
                 data=ScopesDenied(
-                    requested_scopes=list(requested), granted_scopes=granted, missing=missing
+                    requested_scopes=list(requested),
+                    granted_scopes=granted or [],
+                    missing=missing,
                 ),
             )
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -163,13 +163,16 @@ async def _store(
     """The tokens, the schedule and the event, written the moment the answer arrives; answers
     that arrive together are stored together (one round trip, one commit)."""
     granted = tokens.scopes if tokens.scopes is not None else current.granted_scopes
+    if tokens.extra and current.extra is not None:
+        # What the provider said before (instance_url, realmId) stays unless it says otherwise.
+        tokens = replace(tokens, extra={**current.open_extra(wc.resources.ring), **tokens.extra})
     refreshed = connections.Refreshed(
         connection_id=current.id,
         tokens=tokens,
         expires_at=times.expires_at,
         refresh_at=times.refresh_at,
         refresh_token_expires_at=times.refresh_token_expires_at,
-        granted_scopes=granted or [],
+        granted_scopes=granted,
         # A refresh clears transient trouble; missing scopes stay missing.
         problem=current.problem if current.problem in SCOPE_PROBLEMS else None,
         lease_holder=holder,

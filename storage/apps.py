@@ -151,6 +151,10 @@ async def get_by_id(conn: asyncpg.Connection | asyncpg.Pool, app_id: uuid.UUID) 
     return App.from_row(row) if row else None
 
 
+async def preset_of(conn: asyncpg.Connection | asyncpg.Pool, app_id: uuid.UUID) -> str | None:
+    return await conn.fetchval("SELECT preset FROM apps WHERE id = $1", app_id)
+
+
 async def list_all(conn: asyncpg.Connection | asyncpg.Pool) -> list[App]:
     return [App.from_row(r) for r in await conn.fetch(f"SELECT {COLUMNS} FROM apps ORDER BY name")]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -17,7 +18,7 @@ from storage.sealing import KeyRing, aad
 
 COLUMNS = """z.id, z.app_id, a.name AS app, z.connection_id, z.code_verifier, z.requested_scopes,
     z.redirect_uri, z.expires_at, z.code, z.code_received_at, z.enqueued_at, z.attempts, z.done,
-    z.outcome, z.problem, z.created_at, z.done_at"""
+    z.outcome, z.problem, z.created_at, z.done_at, z.callback_data"""
 FROM = "authorizations z JOIN apps a ON a.id = z.app_id"
 
 
@@ -40,6 +41,8 @@ class Authorization:
     problem: str | None
     created_at: datetime
     done_at: datetime | None
+    # Parameters of the redirect that runtimes need later (QuickBooks' realmId); not secret.
+    callback_data: dict[str, Any] | None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Authorization:
@@ -106,12 +109,18 @@ async def by_state(conn: asyncpg.Connection, state_hash: bytes) -> Authorization
 
 
 async def store_code(
-    conn: asyncpg.Connection, ring: KeyRing, authorization_id: uuid.UUID, code: str
+    conn: asyncpg.Connection,
+    ring: KeyRing,
+    authorization_id: uuid.UUID,
+    code: str,
+    callback_data: dict[str, Any] | None = None,
 ) -> None:
     await conn.execute(
-        "UPDATE authorizations SET code = $2, code_received_at = now() WHERE id = $1",
+        """UPDATE authorizations SET code = $2, code_received_at = now(), callback_data = $3
+           WHERE id = $1""",
         authorization_id,
         ring.seal(code, aad=aad("authorizations", authorization_id, "code")),
+        callback_data or None,
     )
 
 

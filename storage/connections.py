@@ -20,7 +20,7 @@ COLUMNS = """c.id, c.app_id, a.name AS app, c.status, c.problem, c.problem_detai
     c.refresh_token, c.token_type, c.extra, c.expires_at, c.refresh_at, c.refresh_token_expires_at,
     c.requested_scopes, c.granted_scopes, c.metadata, c.version, c.lease_holder, c.lease_until,
     c.failed_attempts, c.next_attempt_at, c.last_error, c.last_refresh_at, c.last_report,
-    c.last_probe_at, c.authorized_at, c.answer_lost_at,
+    c.last_probe_at, c.authorized_at, c.answer_lost_at, c.unconfirmed_401s,
     c.created_at, c.updated_at,
     CASE WHEN a.paused_at IS NOT NULL THEN coalesce(a.paused_problem, 'paused') END AS app_paused,
     CASE WHEN NOT e.available THEN e.next_probe_at END AS provider_unavailable_until"""
@@ -66,6 +66,8 @@ class Connection:
     last_probe_at: datetime | None
     authorized_at: datetime | None
     answer_lost_at: datetime | None
+    # Bare 401s reported within the current hour for a token that cannot be refreshed.
+    unconfirmed_401s: int
     created_at: datetime
     updated_at: datetime
     # Why the connection's app is paused (its settings were refused), or None: read with the
@@ -82,6 +84,12 @@ class Connection:
         if self.access_token is None:
             return None
         return ring.open(self.access_token, aad=aad("connections", self.id, "access_token"))
+
+    def open_extra(self, ring: KeyRing) -> dict[str, Any]:
+        """What the provider returned besides tokens (empty when nothing)."""
+        if self.extra is None:
+            return {}
+        return json.loads(ring.open(self.extra, aad=aad("connections", self.id, "extra")))
 
     def open_refresh_token(self, ring: KeyRing) -> str | None:
         if self.refresh_token is None:
@@ -163,7 +171,7 @@ async def store_tokens(
     refresh_at: datetime | None,
     refresh_token_expires_at: datetime | None,
     requested_scopes: list[str] | None,
-    granted_scopes: list[str],
+    granted_scopes: list[str] | None,
     problem: str | None,
     authorized: bool,
     lease_holder: str | None = None,
@@ -234,7 +242,7 @@ class Refreshed:
     expires_at: datetime | None
     refresh_at: datetime | None
     refresh_token_expires_at: datetime | None
-    granted_scopes: list[str]
+    granted_scopes: list[str] | None  # None: the provider did not say
     problem: str | None
     lease_holder: str
     expected_version: int
@@ -264,7 +272,7 @@ async def store_refreshes(
             r.expires_at,
             r.refresh_at,
             r.refresh_token_expires_at,
-            " ".join(r.granted_scopes),
+            None if r.granted_scopes is None else " ".join(r.granted_scopes),
             r.lease_holder,
         )
         for column, value in zip(columns, values, strict=True):
@@ -286,7 +294,7 @@ async def store_refreshes(
                 expires_at = i.expires_at, refresh_at = i.refresh_at,
                 refresh_token_expires_at = CASE WHEN i.refresh IS NULL
                     THEN c.refresh_token_expires_at ELSE i.refresh_expires_at END,
-                granted_scopes = string_to_array(i.granted, ' ', ''),
+                granted_scopes = string_to_array(i.granted, ' '),
                 version = c.version + 1, failed_attempts = 0, next_attempt_at = NULL,
                 last_error = NULL, last_refresh_at = now(), answer_lost_at = NULL,
                 lease_holder = NULL, lease_until = NULL, updated_at = now()

@@ -53,7 +53,7 @@ from storage import api_keys, apps, authorizations, basic, connections
 from storage.apps import App
 from storage.connections import Connection
 from storage.resources import Resources
-from storage.sealing import aad
+from storage.sealing import KeyRing, aad
 
 routes = web.RouteTableDef()
 log = get_logger("authbroker.console")
@@ -476,8 +476,8 @@ def _refresh_outcome(c: Connection) -> dict[str, str]:
     return {"text": "not refreshed yet", "tone": "muted"}
 
 
-def connection_item(c: Connection) -> dict[str, Any]:
-    view = models.Connection.of(c).model_dump()
+def connection_item(c: Connection, ring: KeyRing) -> dict[str, Any]:
+    view = models.Connection.of(c, ring).model_dump()
     requested = c.requested_scopes or []
     granted = c.granted_scopes
     view.update(
@@ -539,7 +539,7 @@ async def _app_page(
             "state": state,
             "tone": tone,
             "provider": _host(app.authorization_url),
-            "connections": [connection_item(c) for c in found],
+            "connections": [connection_item(c, resources(request).ring) for c in found],
             "truncated": len(found) >= CONNECTIONS_SHOWN,
             "diagnosis": await app_checks(res, app),
             "connect_form": connect_form or {},
@@ -800,7 +800,7 @@ async def connection_diagnosis(request: web.Request) -> web.StreamResponse:
             "subject": "connection",
             "app_url": app_url(found.app),
             "app_name": found.app,
-            "connection": connection_item(found),
+            "connection": connection_item(found, resources(request).ring),
             "diagnosis": view,
         },
     )
