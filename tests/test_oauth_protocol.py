@@ -11,9 +11,11 @@ import asyncio
 import base64
 import email.utils
 import hashlib
+import importlib
 import inspect
 import json
 import pickle
+import pkgutil
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -108,8 +110,10 @@ def respond(
     content_type: str = "application/json",
     headers: dict[str, str] | None = None,
     into: list[Seen] | None = None,
+    repeat: bool = False,
 ) -> list[Seen]:
-    """Answer the next `method` request to `url` (any query) and record it in the returned list."""
+    """Answer the next `method` request to `url` (any query), or every one with `repeat`, and
+    record them in the returned list."""
     seen: list[Seen] = [] if into is None else into
 
     def callback(request_url: URL, **kwargs: Any) -> CallbackResult:
@@ -124,7 +128,9 @@ def respond(
             text = body
         return CallbackResult(status=status, body=text, content_type=content_type, headers=headers)
 
-    mock.add(re.compile(re.escape(url) + r"(\?.*)?$"), method=method, callback=callback)
+    mock.add(
+        re.compile(re.escape(url) + r"(\?.*)?$"), method=method, callback=callback, repeat=repeat
+    )
     return seen
 
 
@@ -138,6 +144,11 @@ def client(**overrides: Any) -> Client:
     }
     values.update(overrides)
     return Client(**values)
+
+
+def slack_shaped(**overrides: Any) -> Client:
+    """A client whose provider says `ok: false` for errors, as the Slack preset describes it."""
+    return client(token_shape=oauth.TokenShape(success_field="ok"), **overrides)
 
 
 TOKENS = {
@@ -450,10 +461,22 @@ async def test_when_every_secret_fails_the_current_secrets_error_is_raised(sessi
     respond(
         mock, status=401, payload={"error": "invalid_client", "error_description": "old"}, into=seen
     )
+    # Then the other placement (Basic), with each secret.
+    respond(
+        mock, status=401, payload={"error": "invalid_client", "error_description": "c"}, into=seen
+    )
+    respond(
+        mock, status=401, payload={"error": "invalid_client", "error_description": "o"}, into=seen
+    )
     with pytest.raises(ProviderRejected) as caught:
         await exchange(session, app)
-    assert len(seen) == 2
-    assert caught.value.description == "current"
+    assert [r.form.get("client_secret") for r in seen] == [SECRET, "old", None, None]
+    assert [r.headers.get("Authorization") for r in seen][2] == BASIC
+    assert caught.value.error == "invalid_client"
+    assert caught.value.description == (
+        "the client credentials were refused in every placement tried (body: invalid_client "
+        "'current' (HTTP 401); basic: invalid_client 'c' (HTTP 401))"
+    )
     assert caught.value.problem is Problem.INVALID_SETTINGS
 
 
@@ -704,9 +727,9 @@ async def test_missing_access_token_is_malformed(session, mock, payload) -> None
     ],
 )
 async def test_error_in_a_200_body_is_an_error(session, mock, grant, payload, error, problem):
-    respond(mock, payload=payload)
+    respond(mock, payload=payload, repeat=True)
     with pytest.raises(ProviderRejected) as caught:
-        await request_token(session, client(), {"grant_type": grant}, grant=grant)
+        await request_token(session, slack_shaped(), {"grant_type": grant}, grant=grant)
     assert caught.value.error == error
     assert caught.value.problem is problem
     assert caught.value.status == 200
@@ -781,7 +804,8 @@ async def test_facebook_error_object(session, mock) -> None:
     ],
 )
 async def test_provider_rejections_are_classified(session, mock, grant, status, payload, problem):
-    respond(mock, status=status, payload=payload)
+    # Every placement gets the same answer (a refused client is tried in the others too).
+    respond(mock, status=status, payload=payload, repeat=True)
     with pytest.raises(ProviderRejected) as caught:
         await request_token(session, client(), {"grant_type": grant}, grant=grant)
     exc = caught.value
@@ -800,7 +824,7 @@ async def test_provider_rejections_are_classified(session, mock, grant, status, 
     ],
 )
 async def test_4xx_without_an_error_body(session, mock, status, error, problem) -> None:
-    respond(mock, status=status, body="<html>Nope</html>", content_type="text/html")
+    respond(mock, status=status, body="<html>Nope</html>", content_type="text/html", repeat=True)
     with pytest.raises(ProviderRejected) as caught:
         await exchange(session, client())
     assert (caught.value.error, caught.value.problem, caught.value.status) == (
@@ -1089,10 +1113,16 @@ def test_errors_survive_pickling(exc: OAuthError) -> None:
 
 
 def test_the_module_does_not_log() -> None:
-    source = inspect.getsource(oauth)
-    assert "import logging" not in source
-    assert "structlog" not in source
-    assert "print(" not in source
+    modules = [oauth] + [
+        importlib.import_module(f"authbroker.oauth.{info.name}")
+        for info in pkgutil.iter_modules(oauth.__path__)
+    ]
+    assert len(modules) > 5
+    for module in modules:
+        source = inspect.getsource(module)
+        assert "import logging" not in source, module
+        assert "structlog" not in source, module
+        assert not re.search(r"\bprint\(", source), module
 
 
 # --------------------------------------------------------------------------------------------
@@ -1103,7 +1133,7 @@ def test_the_module_does_not_log() -> None:
 async def test_revoke_posts_token_hint_and_body_credentials(session, mock) -> None:
     seen = respond(mock, url=REVOKE_URL, body="")
     result = await revoke_token(session, client(), token=REFRESH, token_type_hint="refresh_token")
-    assert result is None
+    assert result == oauth.Authenticated("body")
     (request,) = seen
     assert request.method == "POST"
     assert request.form == {
@@ -1173,9 +1203,9 @@ async def test_revoke_timeout_is_unavailable(session, mock) -> None:
 
 
 async def test_revoke_error_in_a_200_body_is_an_error(session, mock) -> None:
-    respond(mock, url=REVOKE_URL, payload={"ok": False, "error": "invalid_client_id"})
+    respond(mock, url=REVOKE_URL, payload={"ok": False, "error": "invalid_client_id"}, repeat=True)
     with pytest.raises(ProviderRejected) as caught:
-        await revoke_token(session, client(), token=ACCESS, token_type_hint=None)
+        await revoke_token(session, slack_shaped(), token=ACCESS, token_type_hint=None)
     assert caught.value.problem is Problem.INVALID_SETTINGS
 
 
