@@ -18,13 +18,24 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-__all__ = ["APP_FIELDS", "Preset", "Rotation", "apply", "get", "names", "rotation"]
+__all__ = [
+    "APP_FIELDS",
+    "Preset",
+    "Rotation",
+    "apply",
+    "get",
+    "names",
+    "rotation",
+    "token_response",
+]
 
 APP_FIELDS = (
     "authorization_url",
     "token_url",
     "revoke_url",
     "client_auth",
+    "token_request_format",
+    "client_assertion_audience",
     "authorize_params",
     "token_params",
     "scope_separator",
@@ -43,6 +54,7 @@ _META_FIELDS = frozenset(
         "placeholder_defaults",
         "refresh_token_rotates",
         "refresh_token_reuse_grace",
+        "token_response",
     }
 )
 _MERGED = frozenset({"authorize_params", "token_params"})
@@ -77,6 +89,11 @@ def _load() -> dict[str, dict[str, Any]]:
         unknown = set(entry) - set(APP_FIELDS) - _META_FIELDS
         if unknown:
             raise ValueError(f"presets.json: {name} has unknown keys {sorted(unknown)}")
+        shape = set(entry.get("token_response") or {}) - {"path", "success_field"}
+        if shape:
+            raise ValueError(
+                f"presets.json: {name} has unknown token_response keys {sorted(shape)}"
+            )
         used = {p for key in APP_FIELDS for p in _placeholders_in(entry.get(key))}
         declared = set(entry.get("placeholders", []))
         if used != declared:
@@ -138,6 +155,14 @@ def rotation(preset_name: str | None) -> Rotation:
     if entry is None:
         return Rotation(None, None)
     return Rotation(entry.get("refresh_token_rotates"), entry.get("refresh_token_reuse_grace"))
+
+
+def token_response(preset_name: str | None) -> dict[str, Any]:
+    """How the provider of an app made from `preset_name` departs from RFC 6749 §5.1 in its
+    token answers (`path` of nested tokens, `success_field`), as `oauth.TokenShape.of` reads
+    it; {} without a preset or where the provider keeps to the RFC."""
+    entry = _load().get(preset_name or "")
+    return dict(entry.get("token_response") or {}) if entry else {}
 
 
 def apply(

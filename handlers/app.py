@@ -16,6 +16,7 @@ from handlers import (
     apps,
     basic,
     callback,
+    client_keys,
     connections,
     console,
     diagnosis,
@@ -111,7 +112,10 @@ def create_app(resources: Resources) -> web.Application:
     )
     app[RESOURCES] = resources
     # transfer before apps: /v1/apps/export must not be read as an app named "export".
-    modules = (health, metrics, transfer, events, apps, basic, connections, callback, diagnosis)
+    modules = (
+        *(health, metrics, transfer, events, apps, client_keys, basic, connections),
+        *(callback, diagnosis),
+    )
     for module in (*modules, openapi):
         app.add_routes(module.routes)
     app.on_startup.append(_listen_for_news)

@@ -54,6 +54,7 @@ TAGS = {
     "basic": "Basic credentials.",
     "events": "Changes of auth status, live.",
     "browser": "Pages a user's browser lands on.",
+    "providers": "What providers fetch from authbroker.",
     "health": "Liveness and readiness.",
     "meta": "Metrics and this document.",
 }
