@@ -644,9 +644,11 @@ def _client_auth_check(app: Mapping[str, Any], *, refused: bool, evidence: dict[
             )
         else:
             remedy = (
-                "Set the app's client_auth to auto so authbroker tries the body, the Basic "
-                "header and the query in turn and remembers what works, or to the placement the "
-                "provider documents (client_secret_post = body, client_secret_basic = basic)."
+                "Set the app's client_auth to the method the provider documents "
+                "(client_secret_post = body, client_secret_basic = basic, private_key_jwt, "
+                "client_secret_jwt), or to auto, which tries a Basic header, then the body, and "
+                "remembers what works. A body or basic setting already tries the other of the "
+                "two when the provider refuses it."
             )
         return _check(
             "client_auth",
