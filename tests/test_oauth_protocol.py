@@ -1395,3 +1395,246 @@ def test_authorize_url_round_trips_every_value(client_id, redirect_uri, state, s
     assert params.get("scope") == (" ".join(scopes) if scopes else None)
     for key, value in extra.items():
         assert params[key] == value
+
+
+# --------------------------------------------------------------------------------------------
+# Placements that correct themselves, JSON bodies, client assertions, token shapes
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("setting", "other"), [("body", "basic"), ("basic", "body")])
+async def test_a_refused_fixed_placement_tries_the_other_and_says_so(
+    session, mock, setting, other
+) -> None:
+    seen = respond(mock, status=401, payload={"error": "invalid_client"})
+    respond(mock, payload=TOKENS, into=seen)
+    tokens = await exchange(session, client(client_auth=setting))
+    assert len(seen) == 2
+    assert ("Authorization" in seen[0].headers) == (setting == "basic")
+    assert ("Authorization" in seen[1].headers) == (other == "basic")
+    assert (tokens.placement, tokens.refused_placement) == (other, setting)
+
+
+async def test_the_configured_placement_that_works_is_not_a_correction(session, mock) -> None:
+    respond(mock, payload=TOKENS)
+    tokens = await exchange(session, client(client_auth="basic"))
+    assert (tokens.placement, tokens.refused_placement) == ("basic", None)
+
+
+async def test_auto_finding_the_body_is_not_a_correction(session, mock) -> None:
+    respond(mock, status=401, payload={"error": "invalid_client"})
+    respond(mock, payload=TOKENS)
+    tokens = await exchange(session, client(client_auth="auto"))
+    assert (tokens.placement, tokens.refused_placement) == ("body", None)
+
+
+async def test_a_query_setting_tries_the_query_then_the_body_then_basic(session, mock) -> None:
+    seen = respond(mock, method="GET", status=400, payload={"error": "invalid_client"})
+    respond(mock, status=400, payload={"error": "invalid_client"}, into=seen)
+    respond(mock, payload=TOKENS, into=seen)
+    tokens = await exchange(session, client(client_auth="query"))
+    assert [r.method for r in seen] == ["GET", "POST", "POST"]
+    assert seen[1].form["client_secret"] == SECRET and "Authorization" not in seen[1].headers
+    assert seen[2].headers["Authorization"] == BASIC
+    assert (tokens.placement, tokens.refused_placement) == ("basic", "query")
+
+
+async def test_a_grant_error_is_not_retried_in_another_placement(session, mock) -> None:
+    seen = respond(mock, status=400, payload={"error": "invalid_grant"})
+    with pytest.raises(ProviderRejected):
+        await refresh_token(session, client(client_auth="basic"), refresh_token=REFRESH)
+    assert len(seen) == 1
+
+
+async def test_every_placement_refused_names_each_answer_and_no_secret(session, mock) -> None:
+    seen = respond(mock, status=401, payload={"error": "invalid_client"})
+    respond(
+        mock,
+        status=400,
+        payload={"error": "unauthorized_client", "error_description": f"bad {SECRET}"},
+        into=seen,
+    )
+    with pytest.raises(ProviderRejected) as caught:
+        await exchange(session, client(client_auth="body"))
+    assert caught.value.problem is Problem.INVALID_SETTINGS
+    assert caught.value.description == (
+        "the client credentials were refused in every placement tried (body: invalid_client "
+        "(HTTP 401); basic: unauthorized_client 'bad [redacted]' (HTTP 400))"
+    )
+    assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize("setting", ["body", "basic"])
+async def test_json_bodies_carry_the_grant_and_the_placement(session, mock, setting) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def callback(url: URL, **kwargs: Any) -> CallbackResult:
+        seen.append({"headers": kwargs["headers"], "body": json.loads(kwargs["data"])})
+        return CallbackResult(status=200, payload=TOKENS)
+
+    mock.post(TOKEN_URL, callback=callback)
+    await exchange(session, client(client_auth=setting, token_request_format="json"))
+    (request,) = seen
+    assert request["headers"]["Content-Type"] == "application/json"
+    expected = {
+        "grant_type": "authorization_code",
+        "code": CODE,
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": VERIFIER,
+    }
+    if setting == "body":
+        expected |= {"client_id": CLIENT_ID, "client_secret": SECRET}
+    else:
+        assert request["headers"]["Authorization"] == BASIC
+    assert request["body"] == expected
+
+
+def _assertion_of(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    header, claims, _ = form["client_assertion"].split(".")
+
+    def decode(part: str) -> dict[str, Any]:
+        return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+    return decode(header), decode(claims)
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256"])
+async def test_private_key_jwt_signs_an_assertion_for_the_token_endpoint(
+    session, mock, alg
+) -> None:
+    from joserfc import jwt as jose_jwt
+    from joserfc.jwk import KeySet
+
+    key = oauth.jwt.generate_key(alg)
+    seen = respond(mock, payload=TOKENS)
+    tokens = await exchange(session, client(client_auth="private_key_jwt", signing_keys=(key,)))
+    (request,) = seen
+    form = request.form
+    assert "Authorization" not in request.headers and "client_secret" not in form
+    assert form["client_id"] == CLIENT_ID
+    assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    header, claims = _assertion_of(form)
+    assert header == {"alg": alg, "kid": key.kid, "typ": "JWT"}
+    assert claims["iss"] == claims["sub"] == CLIENT_ID
+    assert claims["aud"] == TOKEN_URL
+    assert claims["exp"] - claims["iat"] == 60 and len(claims["jti"]) >= 20
+    # The signature checks out with the public key alone.
+    verified = jose_jwt.decode(
+        form["client_assertion"], KeySet.import_key_set(oauth.jwt.jwks([key]))
+    )
+    assert verified.claims["sub"] == CLIENT_ID
+    assert tokens.placement == "body" and tokens.refused_placement is None
+    assert key.pem not in repr(key) and "PRIVATE" not in json.dumps(oauth.jwt.jwks([key]))
+
+
+async def test_client_secret_jwt_is_hs256_over_the_secret_to_a_named_audience(
+    session, mock
+) -> None:
+    from joserfc import jwt as jose_jwt
+    from joserfc.jwk import OctKey
+
+    seen = respond(mock, payload=TOKENS)
+    app = client(client_auth="client_secret_jwt", assertion_audience="https://issuer.example/")
+    await exchange(session, app)
+    form = seen[0].form
+    assert "client_secret" not in form
+    verified = jose_jwt.decode(form["client_assertion"], OctKey.import_key(SECRET))
+    assert verified.header["alg"] == "HS256"
+    assert verified.claims["aud"] == "https://issuer.example/"
+
+
+async def test_an_assertion_is_not_tried_elsewhere_and_never_echoed(session, mock) -> None:
+    key = oauth.jwt.generate_key("ES256")
+
+    def echo(url: URL, **kwargs: Any) -> CallbackResult:
+        form = dict(parse_qsl(kwargs["data"].decode()))
+        text = f"bad assertion {form['client_assertion']}"
+        return CallbackResult(
+            status=401, payload={"error": "invalid_client", "error_description": text}
+        )
+
+    mock.post(TOKEN_URL, callback=echo, repeat=True)
+    with pytest.raises(ProviderRejected) as caught:
+        await exchange(session, client(client_auth="private_key_jwt", signing_keys=(key,)))
+    assert caught.value.description == "bad assertion [redacted]"
+    assert caught.value.problem is Problem.INVALID_SETTINGS
+    assert len(mock.requests[("POST", URL(TOKEN_URL))]) == 1  # one key, the body only
+
+
+async def test_a_previous_signing_key_is_tried_after_the_current_one(session, mock) -> None:
+    current, previous = oauth.jwt.generate_key("ES256"), oauth.jwt.generate_key("ES256")
+    seen = respond(mock, status=401, payload={"error": "invalid_client"})
+    respond(mock, payload=TOKENS, into=seen)
+    app = client(client_auth="private_key_jwt", signing_keys=(current, previous))
+    await exchange(session, app)
+    assert [_assertion_of(r.form)[0]["kid"] for r in seen] == [current.kid, previous.kid]
+
+
+def test_keys_are_checked_when_uploaded() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    def pem(key: Any) -> str:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+
+    small = pem(rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    with pytest.raises(ValueError, match="1024 bits; at least 2048"):
+        oauth.jwt.import_key(small)
+    with pytest.raises(ValueError, match=r"secp384r1|P-384"):
+        oauth.jwt.import_key(pem(ec.generate_private_key(ec.SECP384R1())))
+    good = pem(ec.generate_private_key(ec.SECP256R1()))
+    assert oauth.jwt.import_key(good).alg == "ES256"
+    with pytest.raises(ValueError, match="signs with ES256, not RS256"):
+        oauth.jwt.import_key(good, "RS256")
+    with pytest.raises(ValueError, match="not a PEM private key"):
+        oauth.jwt.import_key("hello")
+    same = oauth.jwt.import_key(good)
+    assert same.kid == oauth.jwt.import_key(good).kid  # the RFC 7638 thumbprint
+
+
+SLACK_USER = oauth.TokenShape.of({"path": "authed_user", "success_field": "ok"})
+
+
+async def test_tokens_nested_where_the_shape_says_are_read_there(session, mock) -> None:
+    respond(
+        mock,
+        payload={
+            "ok": True,
+            "access_token": "xoxb-bot",
+            "token_type": "bot",
+            "team": {"id": "T1"},
+            "authed_user": {
+                "id": "U1",
+                "access_token": "xoxp-user",
+                "refresh_token": "xoxe-1-user",
+                "expires_in": 43200,
+                "scope": "search:read,chat:write",
+                "token_type": "user",
+            },
+        },
+    )
+    tokens = await exchange(session, client(token_shape=SLACK_USER))
+    assert tokens.access_token == "xoxp-user" and tokens.refresh_token == "xoxe-1-user"
+    assert tokens.expires_in == 43200 and tokens.scopes == ["search:read", "chat:write"]
+    assert tokens.token_type == "user"
+    assert "xoxb-bot" not in json.dumps(dict(tokens.extra)) and tokens.extra["team"] == {"id": "T1"}
+
+
+async def test_an_answer_without_the_nested_object_is_read_at_the_top(session, mock) -> None:
+    respond(mock, payload={"ok": True, "access_token": "xoxp-2", "refresh_token": "xoxe-2"})
+    tokens = await refresh_token(session, client(token_shape=SLACK_USER), refresh_token=REFRESH)
+    assert (tokens.access_token, tokens.refresh_token) == ("xoxp-2", "xoxe-2")
+
+
+async def test_ok_false_is_an_error_only_where_the_shape_says(session, mock) -> None:
+    respond(mock, payload={"ok": False})
+    with pytest.raises(ProviderRejected) as caught:
+        await refresh_token(session, client(token_shape=SLACK_USER), refresh_token=REFRESH)
+    assert caught.value.error == "unknown_error"
+    respond(mock, payload={"ok": False})
+    with pytest.raises(ProviderMalformed):  # for any other provider it is just no token
+        await refresh_token(session, client(), refresh_token=REFRESH)
