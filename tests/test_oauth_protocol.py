@@ -1527,6 +1527,7 @@ async def test_private_key_jwt_signs_an_assertion_for_the_token_endpoint(
     assert key.pem not in repr(key) and "PRIVATE" not in json.dumps(oauth.jwt.jwks([key]))
 
 
+@pytest.mark.filterwarnings("ignore::joserfc.errors.SecurityWarning")  # the test's short secret
 async def test_client_secret_jwt_is_hs256_over_the_secret_to_a_named_audience(
     session, mock
 ) -> None:
