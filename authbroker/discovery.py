@@ -56,11 +56,14 @@ async def discover(
     session: aiohttp.ClientSession,
     issuer: str,
     *,
-    timeout: float = 10.0,  # noqa: ASYNC109 - per request, like the token requests in oauth.py
+    timeout: float = 10.0,  # noqa: ASYNC109 - per request, like the token requests in oauth
+    has_signing_key: bool = False,
 ) -> dict[str, Any]:
     """The app fields an issuer's metadata gives: authorization_url, token_url, revoke_url,
     client_auth, pkce and scopes (always [], scopes are the operator's choice), plus
-    `_scopes_supported` and `_metadata_url` for display. Raises DiscoveryError.
+    `_scopes_supported` and `_metadata_url` for display. `has_signing_key`: the app has a
+    private key, so private_key_jwt is preferred where the server takes it. Raises
+    DiscoveryError.
     """
     _check_issuer(issuer)
     misses: list[str] = []
@@ -70,7 +73,7 @@ async def discover(
         except _NotHere as exc:
             misses.append(str(exc))
             continue
-        return _app_fields(metadata, issuer, url)
+        return _app_fields(metadata, issuer, url, has_signing_key)
     raise DiscoveryError(f"no authorization server metadata for {issuer}: {'; '.join(misses)}")
 
 
@@ -135,7 +138,9 @@ async def _read(response: aiohttp.ClientResponse, url: str) -> bytes:
     return bytes(body)
 
 
-def _app_fields(metadata: dict[str, Any], issuer: str, url: str) -> dict[str, Any]:
+def _app_fields(
+    metadata: dict[str, Any], issuer: str, url: str, has_signing_key: bool
+) -> dict[str, Any]:
     if metadata.get("issuer") != issuer:
         raise DiscoveryError(
             f"{url} names issuer {metadata.get('issuer')!r}, not {issuer!r} (RFC 8414 §3.3 "
@@ -145,7 +150,9 @@ def _app_fields(metadata: dict[str, Any], issuer: str, url: str) -> dict[str, An
         "authorization_url": _endpoint(metadata, "authorization_endpoint", url, required=True),
         "token_url": _endpoint(metadata, "token_endpoint", url, required=True),
         "revoke_url": _endpoint(metadata, "revocation_endpoint", url, required=False),
-        "client_auth": _client_auth(metadata.get("token_endpoint_auth_methods_supported"), url),
+        "client_auth": _client_auth(
+            metadata.get("token_endpoint_auth_methods_supported"), url, has_signing_key
+        ),
         "pkce": _pkce(metadata.get("code_challenge_methods_supported")),
         "scopes": [],
         "_scopes_supported": _strings(metadata.get("scopes_supported")),
@@ -165,21 +172,28 @@ def _endpoint(metadata: dict[str, Any], key: str, url: str, *, required: bool) -
         raise DiscoveryError(f"{url}: {key} {value!r} {exc}") from None
 
 
-def _client_auth(methods: Any, url: str) -> str:
-    """RFC 8414 §2: absent means client_secret_basic; Basic is preferred when both are listed
-    because RFC 6749 §2.3.1 makes it the method every server must support."""
+def _client_auth(methods: Any, url: str, has_signing_key: bool) -> str:
+    """RFC 8414 §2: absent means client_secret_basic. private_key_jwt first when the app has a
+    key to sign with (no shared secret crosses the wire); then Basic, preferred over the body
+    because RFC 6749 §2.3.1 makes it the method every server must support; a server that takes
+    only JWTs gets private_key_jwt (a key is made for the app), or client_secret_jwt."""
     if methods is None:
         return "basic"
     methods = _strings(methods)
+    if has_signing_key and "private_key_jwt" in methods:
+        return "private_key_jwt"
     if "client_secret_basic" in methods:
         return "basic"
     if "client_secret_post" in methods:
         return "body"
     if "none" in methods:
         return "body"  # public clients only: the client_id goes in the body
+    for method in ("private_key_jwt", "client_secret_jwt"):
+        if method in methods:
+            return method
     raise DiscoveryError(
-        f"{url}: token endpoint supports neither client_secret_basic nor client_secret_post "
-        f"(it lists {', '.join(methods) or 'nothing'})"
+        f"{url}: token endpoint supports none of client_secret_basic, client_secret_post, "
+        f"private_key_jwt and client_secret_jwt (it lists {', '.join(methods) or 'nothing'})"
     )
 
 

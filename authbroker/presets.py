@@ -38,6 +38,7 @@ __all__ = [
     "names",
     "refresh_token_cause",
     "rotation",
+    "token_response",
 ]
 
 APP_FIELDS = (
@@ -45,6 +46,8 @@ APP_FIELDS = (
     "token_url",
     "revoke_url",
     "client_auth",
+    "token_request_format",
+    "client_assertion_audience",
     "authorize_params",
     "token_params",
     "scope_separator",
@@ -67,6 +70,7 @@ _META_FIELDS = frozenset(
         "hosts",
         "granted_scopes_at",
         "callback_params",
+        "token_response",
     }
 )
 _NEEDS_FIELDS = frozenset(
@@ -108,6 +112,11 @@ def _load() -> dict[str, dict[str, Any]]:
         unknown = set(entry) - set(APP_FIELDS) - _META_FIELDS
         if unknown:
             raise ValueError(f"presets.json: {name} has unknown keys {sorted(unknown)}")
+        shape = set(entry.get("token_response") or {}) - {"path", "success_field"}
+        if shape:
+            raise ValueError(
+                f"presets.json: {name} has unknown token_response keys {sorted(shape)}"
+            )
         used = {p for key in APP_FIELDS for p in _placeholders_in(entry.get(key))}
         unknown = set(entry.get("refresh_token_needs", {})) - _NEEDS_FIELDS
         if unknown:
@@ -313,6 +322,14 @@ def authorize_params_of(
 
 def _pairs(params: Mapping[str, str]) -> str:
     return " and ".join(f"{key}={value}" for key, value in params.items())
+
+
+def token_response(preset_name: str | None) -> dict[str, Any]:
+    """How the provider of an app made from `preset_name` departs from RFC 6749 §5.1 in its
+    token answers (`path` of nested tokens, `success_field`), as `oauth.TokenShape.of` reads
+    it; {} without a preset or where the provider keeps to the RFC."""
+    entry = _load().get(preset_name or "")
+    return dict(entry.get("token_response") or {}) if entry else {}
 
 
 def apply(

@@ -50,9 +50,11 @@ class Problem(StrEnum):
 
 REMEDIES: dict[Problem, str] = {
     Problem.INVALID_SETTINGS: (
-        "The provider refused the client credentials. Check the client id and secret (and that "
-        "the secret has not expired) against the provider's application settings, then update "
-        "the app."
+        "The provider refused the client credentials wherever authbroker sent them (for a body "
+        "or Basic setting, in the body and in a Basic header). Check the client id and secret "
+        "(and that the secret has not expired) against the provider's application settings, or "
+        "for private_key_jwt that the provider has the app's current public key (GET "
+        "/v1/apps/{name}/jwks), then update the app."
     ),
     Problem.REDIRECT_MISMATCH: (
         "The provider does not have this broker's redirect URL. Copy the app's redirect_url "
@@ -75,8 +77,12 @@ REMEDIES: dict[Problem, str] = {
         "consent). Ask the user to authorize again or lift the restriction at the provider."
     ),
     Problem.CLIENT_AUTH_METHOD: (
-        "The provider wants client credentials elsewhere in the token request. Set the app's "
-        "client_auth to body, basic or query (or auto to let authbroker find out)."
+        "The provider refused the client credentials where the app's client_auth puts them. "
+        "When another placement worked, authbroker used it: set client_auth to that placement "
+        "(body, basic or query), or to auto, which tries a Basic header, then the "
+        "body, and remembers what works. If the provider wants a signed JWT, set client_auth to "
+        "private_key_jwt (register the app's public key, GET /v1/apps/{name}/jwks) or "
+        "client_secret_jwt."
     ),
     Problem.REFRESH_TOKEN_MISSING: (
         "The provider issued no refresh token: the token may not expire, the provider may not "

@@ -27,7 +27,7 @@ from pydantic.fields import FieldInfo
 
 from authbroker import netguard, webhooks
 from authbroker.config import is_loopback
-from authbroker.oauth import ClientAuth
+from authbroker.oauth import ClientAuth, KeyAlgorithm, TokenRequestFormat
 
 FormKind = Literal[
     "text", "number", "scopes", "separator", "choice", "params", "check", "secret", "secrets"
@@ -184,9 +184,23 @@ class AppCreate(_AppFields):
         ClientAuth,
         Setting(
             "choice",
-            help="where the token endpoint gets client credentials (default body; auto tries each)",
+            help="how the client authenticates at the token endpoint: its id and secret in the "
+            "body (default), a Basic header or the query; auto (Basic, then the body); or a "
+            "signed JWT: private_key_jwt (the app's key) or client_secret_jwt (HS256)",
         ),
     ] = "body"
+    token_request_format: Annotated[
+        TokenRequestFormat,
+        Setting("choice", help="how token and revocation request bodies are encoded (form)"),
+    ] = "form"
+    client_assertion_audience: Annotated[
+        str | None,
+        Setting("text", "AUD", "the aud of JWT client assertions (default: the token URL)"),
+    ] = Field(default=None, min_length=1, max_length=2048)
+    jwks_public: Annotated[
+        bool,
+        Setting("check", help="serve the app's public keys at /oauth/jwks/NAME (default off)"),
+    ] = False
     authorize_params: Annotated[
         Params,
         Setting(
@@ -313,6 +327,31 @@ class BasicCredentialIn(BaseModel):
         if ":" in value:
             raise ValueError("must not contain ':' (RFC 7617 Basic credentials)")
         return value
+
+
+class KeyCreate(BaseModel):
+    """A new signing key for private_key_jwt: generated, or the operator's own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alg: KeyAlgorithm | None = Field(
+        default=None,
+        description="RS256 (RSA 2048) or ES256 (P-256). Generated keys: RS256 unless given; "
+        "an uploaded key's algorithm follows from the key and must agree.",
+    )
+    private_key_pem: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16_384,
+        repr=False,
+        description="An unencrypted PEM private key (RSA of 2048 bits or more, or EC P-256) to "
+        "use instead of a generated one. Write-only: never shown again.",
+    )
+    keep_previous: bool = Field(
+        default=True,
+        description="Keep the key this one replaces as the previous key (tried after the new "
+        "one, and published, until the next change); false drops it at once.",
+    )
 
 
 class ConnectionStart(BaseModel):

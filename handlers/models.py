@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from authbroker import provider_data
 from authbroker.diagnosis import Status as CheckStatus
 from authbroker.events import ConnectionStatus
-from authbroker.oauth import ClientAuth, Placement
+from authbroker.oauth import ClientAuth, KeyAlgorithm, Placement, TokenRequestFormat
 from authbroker.problems import Problem
 from authbroker.schemas import without_default
 
@@ -72,6 +72,34 @@ class Error(Body):
 # ------------------------------------------------------------------------------ apps
 
 
+class Jwk(Body):
+    """A public key (RFC 7517): what a provider registers to check the app's assertions."""
+
+    kty: Literal["RSA", "EC"]
+    kid: str = Field(description="The key's RFC 7638 thumbprint.")
+    alg: KeyAlgorithm
+    use: Literal["sig"]
+    n: str = omitted("RSA modulus.")
+    e: str = omitted("RSA exponent.")
+    crv: Literal["P-256"] = omitted("EC curve.")
+    x: str = omitted("EC x coordinate.")
+    y: str = omitted("EC y coordinate.")
+
+
+class Jwks(Body):
+    """A JWK Set (RFC 7517 §5): the app's public keys, the signing key first."""
+
+    keys: list[Jwk]
+
+
+class AppKeyAdded(Body):
+    """The app signs with the new key from now on; register its public key at the provider."""
+
+    app: str
+    kid: str = Field(description="The new signing key's id.")
+    jwks: Jwks
+
+
 class App(Body):
     """An OAuth application; secrets go in, never come out."""
 
@@ -86,6 +114,13 @@ class App(Body):
     scope_separator: str
     client_auth: ClientAuth
     client_auth_detected: Placement | None
+    token_request_format: TokenRequestFormat
+    client_assertion_audience: str | None
+    jwks_public: bool
+    key_ids: list[str] = Field(
+        description="The ids of the app's private keys (private_key_jwt), the signing key first; "
+        "GET /v1/apps/{name}/jwks has their public halves."
+    )
     authorize_params: dict[str, str]
     token_params: dict[str, str]
     pkce: bool
@@ -119,6 +154,10 @@ class App(Body):
             scope_separator=app.scope_separator,
             client_auth=app.client_auth,
             client_auth_detected=app.client_auth_detected,
+            token_request_format=app.token_request_format,
+            client_assertion_audience=app.client_assertion_audience,
+            jwks_public=app.jwks_public,
+            key_ids=[key["kid"] for key in app.jwks.get("keys", [])],
             authorize_params=app.authorize_params,
             token_params=app.token_params,
             pkce=app.pkce,

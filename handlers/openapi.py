@@ -56,6 +56,7 @@ TAGS = {
     "events": "Changes of auth status, live.",
     "webhooks": "Events delivered over HTTPS, signed (Standard Webhooks).",
     "browser": "Pages a user's browser lands on.",
+    "providers": "What providers fetch from authbroker.",
     "health": "Liveness and readiness.",
     "meta": "Metrics and this document.",
 }

@@ -1,16 +1,16 @@
-"""OAuth applications: rows in `apps`, client secrets sealed to their row."""
+"""OAuth applications: rows in `apps`, client secrets and private keys sealed to their row."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from authbroker import oauth
+from authbroker import oauth, presets
 from storage import connections
 from storage.sealing import KeyRing, aad
 
@@ -18,10 +18,12 @@ COLUMNS = """id, name, client_id, client_secret, client_secrets_previous, author
     token_url, revoke_url, scopes, scope_separator, client_auth, client_auth_detected,
     authorize_params, token_params, pkce, refresh_margin, default_token_lifetime,
     refresh_token_lifetime, probe_url, probe_interval, preset, paused_at, paused_problem, deleting,
-    awaiting_secret,
-    created_at, updated_at"""
+    awaiting_secret, client_keys, jwks, jwks_public, client_assertion_audience,
+    token_request_format, created_at, updated_at"""
 
-SECRET_COLUMNS = ("client_secret", "client_secrets_previous")
+SECRET_COLUMNS = ("client_secret", "client_secrets_previous", "client_keys")
+KEYS_KEPT = 2
+"""The signing key and one previous key (see `set_keys`)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class App:
     paused_problem: str | None
     deleting: bool
     awaiting_secret: bool
+    client_keys: bytes | None = field(repr=False)
+    jwks: dict[str, Any]
+    jwks_public: bool
+    client_assertion_audience: str | None
+    token_request_format: str
     created_at: datetime
     updated_at: datetime
 
@@ -88,7 +95,21 @@ class App:
             token_params=self.token_params,
             pkce=self.pkce,
             previous_secrets=previous,
+            signing_keys=tuple(key for key, _ in self.signing_keys(ring)),
+            assertion_audience=self.client_assertion_audience,
+            token_request_format=self.token_request_format,  # type: ignore[arg-type]
+            token_shape=oauth.TokenShape.of(presets.token_response(self.preset)),
         )
+
+    def signing_keys(self, ring: KeyRing) -> list[tuple[oauth.SigningKey, str]]:
+        """The app's private keys with when each was made, the signing key first."""
+        if not self.client_keys:
+            return []
+        stored = json.loads(ring.open(self.client_keys, aad=aad("apps", self.id, "client_keys")))
+        return [
+            (oauth.SigningKey(kid=k["kid"], alg=k["alg"], pem=k["pem"]), k["created_at"])
+            for k in stored
+        ]
 
 
 def _sealed_values(ring: KeyRing, app_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +132,7 @@ def _sealed_values(ring: KeyRing, app_id: uuid.UUID, values: dict[str, Any]) -> 
 async def create(conn: asyncpg.Connection, ring: KeyRing, values: dict[str, Any]) -> App:
     app_id = uuid.uuid4()
     sealed = _sealed_values(ring, app_id, values)
+    sealed.update(_first_key(ring, app_id, values.get("client_auth"), has_keys=False))
     names = ["id", *sealed]
     placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
     row = await conn.fetchrow(
@@ -125,6 +147,9 @@ async def update(conn: asyncpg.Connection, ring: KeyRing, app: App, changes: dic
     """Apply changes; any change resumes an app paused for invalid settings and forgets the
     placement `auto` detected when the placement itself changes."""
     sealed = _sealed_values(ring, app.id, changes)
+    sealed.update(
+        _first_key(ring, app.id, changes.get("client_auth"), has_keys=app.client_keys is not None)
+    )
     sets = [f"{name} = ${i}" for i, name in enumerate(sealed, start=2)]
     sets += ["updated_at = now()", "paused_at = NULL", "paused_problem = NULL"]
     if "client_auth" in changes or "token_url" in changes:
@@ -139,6 +164,63 @@ async def update(conn: asyncpg.Connection, ring: KeyRing, app: App, changes: dic
     if app.paused_at is not None:
         await connections.resume_app(conn, app.id)
     return App.from_row(row)
+
+
+def _keys_values(
+    ring: KeyRing, app_id: uuid.UUID, keys: list[tuple[oauth.SigningKey, str]]
+) -> dict[str, Any]:
+    """The columns holding `keys`: sealed private keys, and their public JWK Set."""
+    stored = [{"kid": k.kid, "alg": k.alg, "pem": k.pem, "created_at": made} for k, made in keys]
+    return {
+        "client_keys": ring.seal(json.dumps(stored), aad=aad("apps", app_id, "client_keys")),
+        "jwks": oauth.jwt.jwks([k for k, _ in keys]),
+    }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _first_key(
+    ring: KeyRing, app_id: uuid.UUID, client_auth: str | None, has_keys: bool
+) -> dict[str, Any]:
+    """An app set to private_key_jwt always has a key: one is made (RS256) when it has none, so
+    its token requests can be signed from the start and its JWKS is there to register."""
+    if client_auth != "private_key_jwt" or has_keys:
+        return {}
+    return _keys_values(ring, app_id, [(oauth.jwt.generate_key("RS256"), _now())])
+
+
+async def set_keys(
+    conn: asyncpg.Connection,
+    ring: KeyRing,
+    app: App,
+    key: oauth.SigningKey,
+    *,
+    keep_previous: bool,
+) -> App:
+    """Make `key` the app's signing key. The key it replaces stays as the previous one (tried
+    after it, and published in the JWKS, until the next change) unless `keep_previous` is
+    false; older ones go. The same key given again only moves to the front."""
+    kept = [(k, made) for k, made in app.signing_keys(ring) if k.kid != key.kid]
+    keys = [(key, _now()), *(kept[: KEYS_KEPT - 1] if keep_previous else [])]
+    values = _keys_values(ring, app.id, keys)
+    row = await conn.fetchrow(
+        f"""UPDATE apps SET client_keys = $2, jwks = $3, updated_at = now()
+            WHERE id = $1 RETURNING {COLUMNS}""",
+        app.id,
+        values["client_keys"],
+        values["jwks"],
+    )
+    return App.from_row(row)
+
+
+async def public_jwks(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> dict[str, Any] | None:
+    """The JWK Set of an app that publishes it (`jwks_public`); None otherwise. Reads no
+    secret."""
+    return await conn.fetchval(
+        "SELECT jwks FROM apps WHERE name = $1 AND jwks_public AND NOT deleting", name
+    )
 
 
 async def get(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> App | None:

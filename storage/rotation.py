@@ -21,7 +21,7 @@ class SealedTable:
 
 
 SEALED = (
-    SealedTable("apps", "id", ("client_secret", "client_secrets_previous")),
+    SealedTable("apps", "id", ("client_secret", "client_secrets_previous", "client_keys")),
     SealedTable("basic_credentials", "name", ("password",)),
     SealedTable("connections", "id", ("access_token", "refresh_token", "extra")),
     SealedTable("authorizations", "id", ("code_verifier", "code")),

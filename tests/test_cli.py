@@ -27,6 +27,7 @@ from aiohttp import web
 from authbroker.cli import cli as root
 from authbroker.cli import main
 from authbroker.embedded import free_port
+from authbroker.oauth import jwt
 from tests.helpers import follow_callback
 from tests.operator_app import OperatorServer, operator_server  # noqa: F401
 
@@ -951,3 +952,37 @@ async def test_webhooks_create_deliver_rotate_replay_and_delete(cli_env, worker,
         await receiver.stop()
     assert_secret_hidden(secret, *outputs)
     assert_secret_hidden(new_secret, *outputs)
+
+
+async def test_apps_keys_generate_upload_and_show_the_jwks(cli_env, ops, unique):
+    name = unique("clikeys")
+    added = await cli(
+        "apps",
+        "add",
+        name,
+        "--client-id",
+        f"id-{name}",
+        *provider_args(),
+        "--client-auth",
+        "private_key_jwt",
+        "--no-client-secret",
+    )
+    assert added.code == 0, added
+    generated = await cli("apps", "keys", "generate", name, "--alg", "ES256", "--json")
+    assert generated.code == 0, generated
+    assert generated.json()["jwks"]["keys"][0]["kty"] == "EC"
+
+    own = jwt.generate_key("RS256")
+    uploaded = await cli("apps", "keys", "upload", name, "--drop-previous", stdin=own.pem)
+    assert uploaded.code == 0, uploaded
+    assert f"with key {own.kid}" in uploaded.out
+    shown = await cli("apps", "keys", "jwks", name)
+    assert [key["kid"] for key in shown.json()["keys"]] == [own.kid]  # the others dropped
+    assert "PRIVATE" not in shown.out + uploaded.out and '"d"' not in shown.out
+    status, app = await get(ops, f"/v1/apps/{name}")
+    assert status == 200 and app["key_ids"] == [own.kid]
+
+    refused = await cli("apps", "keys", "upload", name, stdin="-----BEGIN PRIVATE KEY-----\nx\n")
+    assert refused.code != 0 and "neither an RSA nor an EC private key" in refused.err, refused
+    empty = await cli("apps", "keys", "upload", name, stdin="")
+    assert empty.code != 0 and "no private key on stdin" in empty.err

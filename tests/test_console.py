@@ -1027,3 +1027,25 @@ async def test_webhooks_in_a_real_browser(
         assert not problems, problems
     finally:
         await receiver.stop()
+
+
+async def test_a_button_makes_a_new_signing_key(signed_in: Console, resources: Resources, unique):
+    name = unique("keys")
+    await make_app(signed_in, name, "a-secret")
+    status, text, _ = await signed_in.get(f"/console/apps/{name}")
+    assert status == 200 and "Generate a new signing key" not in text  # body: no keys
+    app = await apps.get(resources.pool, name)
+    async with resources.pool.acquire() as conn:
+        await apps.update(conn, resources.ring, app, {"client_auth": "private_key_jwt"})
+    status, text, _ = await signed_in.get(f"/console/apps/{name}")
+    first = (await apps.get(resources.pool, name)).jwks["keys"][0]["kid"]
+    assert first in text and "Generate a new signing key" in text
+    status, _, response = await signed_in.post(f"/console/apps/{name}/keys", {"alg": "ES256"})
+    assert status == 303 and response.headers["Location"] == f"/console/apps/{name}"
+    status, text, _ = await signed_in.get(f"/console/apps/{name}")
+    after = (await apps.get(resources.pool, name)).jwks["keys"]
+    assert [k["kty"] for k in after] == ["EC", "RSA"] and after[1]["kid"] == first
+    assert f"New ES256 signing key {after[0]['kid']}" in text
+    assert "PRIVATE KEY" not in text
+    status, _, _ = await signed_in.post(f"/console/apps/{name}/keys", {}, csrf=None)
+    assert status == 403

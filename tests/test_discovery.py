@@ -233,3 +233,29 @@ async def test_unreachable(session: aiohttp.ClientSession) -> None:
 async def test_bad_issuer(session: aiohttp.ClientSession, issuer: str) -> None:
     with pytest.raises(DiscoveryError, match="issuer"):
         await discover(session, issuer)
+
+
+@pytest.mark.parametrize(
+    ("methods", "has_key", "expected"),
+    [
+        (["client_secret_basic", "private_key_jwt"], True, "private_key_jwt"),
+        (["client_secret_basic", "private_key_jwt"], False, "basic"),  # today's choice
+        (["client_secret_post", "private_key_jwt"], False, "body"),
+        (["private_key_jwt"], False, "private_key_jwt"),  # a key is made for it
+        (["client_secret_jwt"], False, "client_secret_jwt"),
+    ],
+)
+async def test_jwt_methods(
+    session: aiohttp.ClientSession, methods: list[str], has_key: bool, expected: str
+) -> None:
+    routes = {RFC8414: document(token_endpoint_auth_methods_supported=methods)}
+    async with metadata_server(routes) as origin:
+        found = await discover(session, origin, has_signing_key=has_key)
+    assert found["client_auth"] == expected
+
+
+async def test_no_usable_method_is_an_error_naming_them(session: aiohttp.ClientSession) -> None:
+    routes = {RFC8414: document(token_endpoint_auth_methods_supported=["tls_client_auth"])}
+    async with metadata_server(routes) as origin:
+        with pytest.raises(DiscoveryError, match="it lists tls_client_auth"):
+            await discover(session, origin)

@@ -144,6 +144,7 @@ async def test_secret_columns_are_bytea(
     for column in [
         ("apps", "client_secret"),
         ("apps", "client_secrets_previous"),
+        ("apps", "client_keys"),
         ("basic_credentials", "password"),
         ("connections", "access_token"),
         ("connections", "refresh_token"),

@@ -11,9 +11,11 @@ import asyncio
 import base64
 import email.utils
 import hashlib
+import importlib
 import inspect
 import json
 import pickle
+import pkgutil
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -108,8 +110,10 @@ def respond(
     content_type: str = "application/json",
     headers: dict[str, str] | None = None,
     into: list[Seen] | None = None,
+    repeat: bool = False,
 ) -> list[Seen]:
-    """Answer the next `method` request to `url` (any query) and record it in the returned list."""
+    """Answer the next `method` request to `url` (any query), or every one with `repeat`, and
+    record them in the returned list."""
     seen: list[Seen] = [] if into is None else into
 
     def callback(request_url: URL, **kwargs: Any) -> CallbackResult:
@@ -124,7 +128,9 @@ def respond(
             text = body
         return CallbackResult(status=status, body=text, content_type=content_type, headers=headers)
 
-    mock.add(re.compile(re.escape(url) + r"(\?.*)?$"), method=method, callback=callback)
+    mock.add(
+        re.compile(re.escape(url) + r"(\?.*)?$"), method=method, callback=callback, repeat=repeat
+    )
     return seen
 
 
@@ -138,6 +144,11 @@ def client(**overrides: Any) -> Client:
     }
     values.update(overrides)
     return Client(**values)
+
+
+def slack_shaped(**overrides: Any) -> Client:
+    """A client whose provider says `ok: false` for errors, as the Slack preset describes it."""
+    return client(token_shape=oauth.TokenShape(success_field="ok"), **overrides)
 
 
 TOKENS = {
@@ -450,10 +461,22 @@ async def test_when_every_secret_fails_the_current_secrets_error_is_raised(sessi
     respond(
         mock, status=401, payload={"error": "invalid_client", "error_description": "old"}, into=seen
     )
+    # Then the other placement (Basic), with each secret.
+    respond(
+        mock, status=401, payload={"error": "invalid_client", "error_description": "c"}, into=seen
+    )
+    respond(
+        mock, status=401, payload={"error": "invalid_client", "error_description": "o"}, into=seen
+    )
     with pytest.raises(ProviderRejected) as caught:
         await exchange(session, app)
-    assert len(seen) == 2
-    assert caught.value.description == "current"
+    assert [r.form.get("client_secret") for r in seen] == [SECRET, "old", None, None]
+    assert [r.headers.get("Authorization") for r in seen][2] == BASIC
+    assert caught.value.error == "invalid_client"
+    assert caught.value.description == (
+        "the client credentials were refused in every placement tried (body: invalid_client "
+        "'current' (HTTP 401); basic: invalid_client 'c' (HTTP 401))"
+    )
     assert caught.value.problem is Problem.INVALID_SETTINGS
 
 
@@ -704,9 +727,9 @@ async def test_missing_access_token_is_malformed(session, mock, payload) -> None
     ],
 )
 async def test_error_in_a_200_body_is_an_error(session, mock, grant, payload, error, problem):
-    respond(mock, payload=payload)
+    respond(mock, payload=payload, repeat=True)
     with pytest.raises(ProviderRejected) as caught:
-        await request_token(session, client(), {"grant_type": grant}, grant=grant)
+        await request_token(session, slack_shaped(), {"grant_type": grant}, grant=grant)
     assert caught.value.error == error
     assert caught.value.problem is problem
     assert caught.value.status == 200
@@ -781,7 +804,8 @@ async def test_facebook_error_object(session, mock) -> None:
     ],
 )
 async def test_provider_rejections_are_classified(session, mock, grant, status, payload, problem):
-    respond(mock, status=status, payload=payload)
+    # Every placement gets the same answer (a refused client is tried in the others too).
+    respond(mock, status=status, payload=payload, repeat=True)
     with pytest.raises(ProviderRejected) as caught:
         await request_token(session, client(), {"grant_type": grant}, grant=grant)
     exc = caught.value
@@ -800,7 +824,7 @@ async def test_provider_rejections_are_classified(session, mock, grant, status, 
     ],
 )
 async def test_4xx_without_an_error_body(session, mock, status, error, problem) -> None:
-    respond(mock, status=status, body="<html>Nope</html>", content_type="text/html")
+    respond(mock, status=status, body="<html>Nope</html>", content_type="text/html", repeat=True)
     with pytest.raises(ProviderRejected) as caught:
         await exchange(session, client())
     assert (caught.value.error, caught.value.problem, caught.value.status) == (
@@ -1089,10 +1113,16 @@ def test_errors_survive_pickling(exc: OAuthError) -> None:
 
 
 def test_the_module_does_not_log() -> None:
-    source = inspect.getsource(oauth)
-    assert "import logging" not in source
-    assert "structlog" not in source
-    assert "print(" not in source
+    modules = [oauth] + [
+        importlib.import_module(f"authbroker.oauth.{info.name}")
+        for info in pkgutil.iter_modules(oauth.__path__)
+    ]
+    assert len(modules) > 5
+    for module in modules:
+        source = inspect.getsource(module)
+        assert "import logging" not in source, module
+        assert "structlog" not in source, module
+        assert not re.search(r"\bprint\(", source), module
 
 
 # --------------------------------------------------------------------------------------------
@@ -1103,7 +1133,7 @@ def test_the_module_does_not_log() -> None:
 async def test_revoke_posts_token_hint_and_body_credentials(session, mock) -> None:
     seen = respond(mock, url=REVOKE_URL, body="")
     result = await revoke_token(session, client(), token=REFRESH, token_type_hint="refresh_token")
-    assert result is None
+    assert result == oauth.Authenticated("body")
     (request,) = seen
     assert request.method == "POST"
     assert request.form == {
@@ -1173,9 +1203,9 @@ async def test_revoke_timeout_is_unavailable(session, mock) -> None:
 
 
 async def test_revoke_error_in_a_200_body_is_an_error(session, mock) -> None:
-    respond(mock, url=REVOKE_URL, payload={"ok": False, "error": "invalid_client_id"})
+    respond(mock, url=REVOKE_URL, payload={"ok": False, "error": "invalid_client_id"}, repeat=True)
     with pytest.raises(ProviderRejected) as caught:
-        await revoke_token(session, client(), token=ACCESS, token_type_hint=None)
+        await revoke_token(session, slack_shaped(), token=ACCESS, token_type_hint=None)
     assert caught.value.problem is Problem.INVALID_SETTINGS
 
 
@@ -1365,3 +1395,247 @@ def test_authorize_url_round_trips_every_value(client_id, redirect_uri, state, s
     assert params.get("scope") == (" ".join(scopes) if scopes else None)
     for key, value in extra.items():
         assert params[key] == value
+
+
+# --------------------------------------------------------------------------------------------
+# Placements that correct themselves, JSON bodies, client assertions, token shapes
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("setting", "other"), [("body", "basic"), ("basic", "body")])
+async def test_a_refused_fixed_placement_tries_the_other_and_says_so(
+    session, mock, setting, other
+) -> None:
+    seen = respond(mock, status=401, payload={"error": "invalid_client"})
+    respond(mock, payload=TOKENS, into=seen)
+    tokens = await exchange(session, client(client_auth=setting))
+    assert len(seen) == 2
+    assert ("Authorization" in seen[0].headers) == (setting == "basic")
+    assert ("Authorization" in seen[1].headers) == (other == "basic")
+    assert (tokens.placement, tokens.refused_placement) == (other, setting)
+
+
+async def test_the_configured_placement_that_works_is_not_a_correction(session, mock) -> None:
+    respond(mock, payload=TOKENS)
+    tokens = await exchange(session, client(client_auth="basic"))
+    assert (tokens.placement, tokens.refused_placement) == ("basic", None)
+
+
+async def test_auto_finding_the_body_is_not_a_correction(session, mock) -> None:
+    respond(mock, status=401, payload={"error": "invalid_client"})
+    respond(mock, payload=TOKENS)
+    tokens = await exchange(session, client(client_auth="auto"))
+    assert (tokens.placement, tokens.refused_placement) == ("body", None)
+
+
+async def test_a_query_setting_tries_the_query_then_the_body_then_basic(session, mock) -> None:
+    seen = respond(mock, method="GET", status=400, payload={"error": "invalid_client"})
+    respond(mock, status=400, payload={"error": "invalid_client"}, into=seen)
+    respond(mock, payload=TOKENS, into=seen)
+    tokens = await exchange(session, client(client_auth="query"))
+    assert [r.method for r in seen] == ["GET", "POST", "POST"]
+    assert seen[1].form["client_secret"] == SECRET and "Authorization" not in seen[1].headers
+    assert seen[2].headers["Authorization"] == BASIC
+    assert (tokens.placement, tokens.refused_placement) == ("basic", "query")
+
+
+async def test_a_grant_error_is_not_retried_in_another_placement(session, mock) -> None:
+    seen = respond(mock, status=400, payload={"error": "invalid_grant"})
+    with pytest.raises(ProviderRejected):
+        await refresh_token(session, client(client_auth="basic"), refresh_token=REFRESH)
+    assert len(seen) == 1
+
+
+async def test_every_placement_refused_names_each_answer_and_no_secret(session, mock) -> None:
+    seen = respond(mock, status=401, payload={"error": "invalid_client"})
+    respond(
+        mock,
+        status=400,
+        payload={"error": "unauthorized_client", "error_description": f"bad {SECRET}"},
+        into=seen,
+    )
+    with pytest.raises(ProviderRejected) as caught:
+        await exchange(session, client(client_auth="body"))
+    assert caught.value.problem is Problem.INVALID_SETTINGS
+    assert caught.value.description == (
+        "the client credentials were refused in every placement tried (body: invalid_client "
+        "(HTTP 401); basic: unauthorized_client 'bad [redacted]' (HTTP 400))"
+    )
+    assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize("setting", ["body", "basic"])
+async def test_json_bodies_carry_the_grant_and_the_placement(session, mock, setting) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def callback(url: URL, **kwargs: Any) -> CallbackResult:
+        seen.append({"headers": kwargs["headers"], "body": json.loads(kwargs["data"])})
+        return CallbackResult(status=200, payload=TOKENS)
+
+    mock.post(TOKEN_URL, callback=callback)
+    await exchange(session, client(client_auth=setting, token_request_format="json"))
+    (request,) = seen
+    assert request["headers"]["Content-Type"] == "application/json"
+    expected = {
+        "grant_type": "authorization_code",
+        "code": CODE,
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": VERIFIER,
+    }
+    if setting == "body":
+        expected |= {"client_id": CLIENT_ID, "client_secret": SECRET}
+    else:
+        assert request["headers"]["Authorization"] == BASIC
+    assert request["body"] == expected
+
+
+def _assertion_of(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    header, claims, _ = form["client_assertion"].split(".")
+
+    def decode(part: str) -> dict[str, Any]:
+        return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+    return decode(header), decode(claims)
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256"])
+async def test_private_key_jwt_signs_an_assertion_for_the_token_endpoint(
+    session, mock, alg
+) -> None:
+    from joserfc import jwt as jose_jwt
+    from joserfc.jwk import KeySet
+
+    key = oauth.jwt.generate_key(alg)
+    seen = respond(mock, payload=TOKENS)
+    tokens = await exchange(session, client(client_auth="private_key_jwt", signing_keys=(key,)))
+    (request,) = seen
+    form = request.form
+    assert "Authorization" not in request.headers and "client_secret" not in form
+    assert form["client_id"] == CLIENT_ID
+    assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    header, claims = _assertion_of(form)
+    assert header == {"alg": alg, "kid": key.kid, "typ": "JWT"}
+    assert claims["iss"] == claims["sub"] == CLIENT_ID
+    assert claims["aud"] == TOKEN_URL
+    assert claims["exp"] - claims["iat"] == 60 and len(claims["jti"]) >= 20
+    # The signature checks out with the public key alone.
+    verified = jose_jwt.decode(
+        form["client_assertion"], KeySet.import_key_set(oauth.jwt.jwks([key]))
+    )
+    assert verified.claims["sub"] == CLIENT_ID
+    assert tokens.placement == "body" and tokens.refused_placement is None
+    assert key.pem not in repr(key) and "PRIVATE" not in json.dumps(oauth.jwt.jwks([key]))
+
+
+@pytest.mark.filterwarnings("ignore::joserfc.errors.SecurityWarning")  # the test's short secret
+async def test_client_secret_jwt_is_hs256_over_the_secret_to_a_named_audience(
+    session, mock
+) -> None:
+    from joserfc import jwt as jose_jwt
+    from joserfc.jwk import OctKey
+
+    seen = respond(mock, payload=TOKENS)
+    app = client(client_auth="client_secret_jwt", assertion_audience="https://issuer.example/")
+    await exchange(session, app)
+    form = seen[0].form
+    assert "client_secret" not in form
+    verified = jose_jwt.decode(form["client_assertion"], OctKey.import_key(SECRET))
+    assert verified.header["alg"] == "HS256"
+    assert verified.claims["aud"] == "https://issuer.example/"
+
+
+async def test_an_assertion_is_not_tried_elsewhere_and_never_echoed(session, mock) -> None:
+    key = oauth.jwt.generate_key("ES256")
+
+    def echo(url: URL, **kwargs: Any) -> CallbackResult:
+        form = dict(parse_qsl(kwargs["data"].decode()))
+        text = f"bad assertion {form['client_assertion']}"
+        return CallbackResult(
+            status=401, payload={"error": "invalid_client", "error_description": text}
+        )
+
+    mock.post(TOKEN_URL, callback=echo, repeat=True)
+    with pytest.raises(ProviderRejected) as caught:
+        await exchange(session, client(client_auth="private_key_jwt", signing_keys=(key,)))
+    assert caught.value.description == "bad assertion [redacted]"
+    assert caught.value.problem is Problem.INVALID_SETTINGS
+    assert len(mock.requests[("POST", URL(TOKEN_URL))]) == 1  # one key, the body only
+
+
+async def test_a_previous_signing_key_is_tried_after_the_current_one(session, mock) -> None:
+    current, previous = oauth.jwt.generate_key("ES256"), oauth.jwt.generate_key("ES256")
+    seen = respond(mock, status=401, payload={"error": "invalid_client"})
+    respond(mock, payload=TOKENS, into=seen)
+    app = client(client_auth="private_key_jwt", signing_keys=(current, previous))
+    await exchange(session, app)
+    assert [_assertion_of(r.form)[0]["kid"] for r in seen] == [current.kid, previous.kid]
+
+
+def test_keys_are_checked_when_uploaded() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    def pem(key: Any) -> str:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+
+    small = pem(rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    with pytest.raises(ValueError, match="1024 bits; at least 2048"):
+        oauth.jwt.import_key(small)
+    with pytest.raises(ValueError, match=r"secp384r1|P-384"):
+        oauth.jwt.import_key(pem(ec.generate_private_key(ec.SECP384R1())))
+    good = pem(ec.generate_private_key(ec.SECP256R1()))
+    assert oauth.jwt.import_key(good).alg == "ES256"
+    with pytest.raises(ValueError, match="signs with ES256, not RS256"):
+        oauth.jwt.import_key(good, "RS256")
+    with pytest.raises(ValueError, match="not a PEM private key"):
+        oauth.jwt.import_key("hello")
+    same = oauth.jwt.import_key(good)
+    assert same.kid == oauth.jwt.import_key(good).kid  # the RFC 7638 thumbprint
+
+
+SLACK_USER = oauth.TokenShape.of({"path": "authed_user", "success_field": "ok"})
+
+
+async def test_tokens_nested_where_the_shape_says_are_read_there(session, mock) -> None:
+    respond(
+        mock,
+        payload={
+            "ok": True,
+            "access_token": "xoxb-bot",
+            "token_type": "bot",
+            "team": {"id": "T1"},
+            "authed_user": {
+                "id": "U1",
+                "access_token": "xoxp-user",
+                "refresh_token": "xoxe-1-user",
+                "expires_in": 43200,
+                "scope": "search:read,chat:write",
+                "token_type": "user",
+            },
+        },
+    )
+    tokens = await exchange(session, client(token_shape=SLACK_USER))
+    assert tokens.access_token == "xoxp-user" and tokens.refresh_token == "xoxe-1-user"
+    assert tokens.expires_in == 43200 and tokens.scopes == ["search:read", "chat:write"]
+    assert tokens.token_type == "user"
+    assert "xoxb-bot" not in json.dumps(dict(tokens.extra)) and tokens.extra["team"] == {"id": "T1"}
+
+
+async def test_an_answer_without_the_nested_object_is_read_at_the_top(session, mock) -> None:
+    respond(mock, payload={"ok": True, "access_token": "xoxp-2", "refresh_token": "xoxe-2"})
+    tokens = await refresh_token(session, client(token_shape=SLACK_USER), refresh_token=REFRESH)
+    assert (tokens.access_token, tokens.refresh_token) == ("xoxp-2", "xoxe-2")
+
+
+async def test_ok_false_is_an_error_only_where_the_shape_says(session, mock) -> None:
+    respond(mock, payload={"ok": False})
+    with pytest.raises(ProviderRejected) as caught:
+        await refresh_token(session, client(token_shape=SLACK_USER), refresh_token=REFRESH)
+    assert caught.value.error == "unknown_error"
+    respond(mock, payload={"ok": False})
+    with pytest.raises(ProviderMalformed):  # for any other provider it is just no token
+        await refresh_token(session, client(), refresh_token=REFRESH)

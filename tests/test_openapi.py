@@ -356,6 +356,38 @@ async def test_every_answer_matches_the_document(api_doc: Api, resources, worker
     )
     listed = await call("GET", "/v1/apps", expect=200)
     assert name in {a["name"] for a in listed["items"]}
+
+    # Keys for private_key_jwt, and their JWKS (published only where the app asks for it).
+    jwt_app = unique("oasjwt")
+    signing = await call(
+        "POST",
+        "/v1/apps",
+        expect=201,
+        json=app_body(jwt_app, client_auth="private_key_jwt", jwks_public=True),
+    )
+    assert len(signing["key_ids"]) == 1  # private_key_jwt gets a key at once
+    one = {"name": jwt_app}
+    added = await call(
+        "POST", "/v1/apps/{name}/keys", expect=201, params=one, json={"alg": "ES256"}
+    )
+    assert added["jwks"]["keys"][0]["kty"] == "EC" and len(added["jwks"]["keys"]) == 2
+    rotated = await call("POST", "/v1/apps/{name}/keys", expect=201, params=one)
+    assert [k["kty"] for k in rotated["jwks"]["keys"]] == ["RSA", "EC"]  # one previous key kept
+    bad_key = await call(
+        "POST",
+        "/v1/apps/{name}/keys",
+        expect=400,
+        params=one,
+        json={"private_key_pem": "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----"},
+    )
+    assert bad_key["error"] == "invalid_key" and "nope" not in json.dumps(bad_key)
+    await call("POST", "/v1/apps/{name}/keys", expect=404, params={"name": "no-such-app"})
+    shown = await call("GET", "/v1/apps/{name}/jwks", expect=200, params=one)
+    assert shown == rotated["jwks"] and shown["keys"][0]["kid"] == rotated["kid"]
+    await call("GET", "/v1/apps/{name}/jwks", expect=404, params={"name": "no-such-app"})
+    published = await call("GET", "/oauth/jwks/{name}", expect=200, params=one, **anon)
+    assert published == shown and all("d" not in key for key in published["keys"])
+    await call("GET", "/oauth/jwks/{name}", expect=404, params={"name": name}, **anon)
     await call("GET", "/v1/apps/{name}", expect=200, params={"name": name})
     await call("GET", "/v1/apps/{name}", expect=404, params={"name": "no-such-app"})
     patched = await call(

@@ -734,7 +734,10 @@ async def test_invalid_client_pauses_the_app_once_and_an_update_resumes_it(
     assert await broker.refresh(second.id, force=False) == "app paused"
     # Nor does a forced refresh of the first while the app stays paused.
     assert await broker.refresh(first.id) == "app paused"
-    assert len(requests_to(mock, app.token_url)) == 1
+    # One refresh asked: in the body, then once more with a Basic header (a refused placement
+    # is tried in the other before the settings are declared wrong).
+    asked = requests_to(mock, app.token_url)
+    assert [("client_secret" in form) for form in asked] == [True, False]
 
     settings_invalid = of_type(await broker.app_events(app), "app.settings_invalid")
     assert len(settings_invalid) == 1
@@ -760,8 +763,8 @@ async def test_invalid_client_pauses_the_app_once_and_an_update_resumes_it(
     mock.post(app.token_url, payload={"access_token": "AT2", "expires_in": 3600})
     assert await broker.refresh(first.id, force=False) == "refreshed"
     seen = requests_to(mock, app.token_url)
-    assert len(seen) == 2
-    assert seen[0]["client_secret"] == SECRET and seen[1]["client_secret"] == "new"
+    assert len(seen) == 3  # the two refused (body, Basic), then the new secret in the body
+    assert seen[0]["client_secret"] == SECRET and seen[2]["client_secret"] == "new"
     assert len(of_type(await broker.app_events(app), "app.settings_invalid")) == 1
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from authbroker.cli import presets, transfer
+from authbroker.cli import app_keys, presets, transfer
 from authbroker.cli.api import ApiGroup, api_call, diagnose
 from authbroker.cli.app_options import CLEARABLE, OPTION_OF, app_options, given_settings
 from authbroker.cli.base import KEY_VALUE, CliError, as_json, exclusive
@@ -54,6 +54,10 @@ def _show_app(app: dict[str, Any]) -> None:
                 ("scopes", app.get("scopes")),
                 ("scope separator", repr(app.get("scope_separator", " "))),
                 ("client auth", _client_auth(app)),
+                ("token request format", app.get("token_request_format")),
+                ("assertion audience", app.get("client_assertion_audience")),
+                ("keys", app.get("key_ids") or "none"),
+                ("jwks public", app.get("jwks_public")),
                 ("authorize params", app.get("authorize_params")),
                 ("token params", app.get("token_params")),
                 ("pkce", app.get("pkce")),
@@ -314,6 +318,7 @@ async def remove(api: AuthbrokerClient, name: str, cascade: bool, as_json: bool)
 apps.add_command(transfer.export)
 apps.add_command(transfer.import_)
 apps.add_command(presets.list_presets)
+apps.add_command(app_keys.keys)
 
 
 @apps.command(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handlers.console import render, session, views, webhooks
+from handlers.console import keys, render, session, views, webhooks
 from handlers.context import RESOURCES
 
 STATIC = render.HERE / "static"
@@ -24,6 +24,7 @@ def setup(app: web.Application) -> None:
     app[session.SECRET] = session.derive_secret(app[RESOURCES])
     app.add_routes(views.routes)
     app.add_routes(webhooks.routes)
+    app.add_routes(keys.routes)
     app.router.add_static(render.PREFIX + "/static", STATIC, name="console_static")
     app.on_response_prepare.append(render.add_security_headers)
 

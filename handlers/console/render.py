@@ -8,13 +8,14 @@ import functools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
 
 from authbroker.logs import get_logger
+from authbroker.oauth import TokenRequestFormat
 from handlers.console import session as sessions
 from handlers.responses import ApiError
 
@@ -100,6 +101,8 @@ def create_env() -> jinja2.Environment:
     env.filters["iso"] = _iso
     env.filters["relative"] = _relative
     env.filters["urlpart"] = lambda value: quote(str(value), safe="")
+    # The choices of a setting no view passes (the form shows every setting of AppCreate).
+    env.globals["token_request_formats"] = get_args(TokenRequestFormat)
     return env
 
 
