@@ -199,7 +199,10 @@ async def test_an_expired_token_of_a_paused_app(api, resources, unique, made):
     app = await provider_app(api, made, name)
     c = await authorized(resources, name, expires_in=-60)
     with aioresponses() as provider:
-        provider.post(app["token_url"], status=401, payload={"error": "invalid_client"})
+        # Refused wherever the credentials go (the other placement is tried too).
+        provider.post(
+            app["token_url"], status=401, payload={"error": "invalid_client"}, repeat=True
+        )
         assert await refresh(resources, c.id) == "app paused"
     found = await checks(api, f"/v1/connections/{c.id}/diagnosis")
     assert found["token_expiry"]["status"] == "warning"

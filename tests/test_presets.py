@@ -216,10 +216,12 @@ def test_a_presets_own_settings_meet_what_its_refresh_tokens_need(name: str) -> 
     assert (found.cause == "provider_without_refresh") == (
         name in {"facebook", "github", "linkedin"}
     )
-    # Without the preset column, by its URLs: the customer's own domain matches nothing.
+    # Without the preset column, by its URLs: the customer's own domain matches nothing, and a
+    # variant of a provider (Slack's user tokens) is known by the provider's name.
     customer_domain = {"okta", "auth0"}
+    variants = {"slack_user": "slack"}
     matched = presets.matching(None, app["token_url"], app["authorization_url"])
-    assert matched == (None if name in customer_domain else name)
+    assert matched == (None if name in customer_domain else variants.get(name, name))
     if matched:
         assert cause_for({**app, "preset": None}) == found
 
