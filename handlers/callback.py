@@ -8,6 +8,7 @@ import uuid
 
 from aiohttp import web
 
+from authbroker import text
 from authbroker.logs import get_logger
 from handlers.context import resources
 from handlers.models import CallbackOutcome, Error
@@ -48,7 +49,8 @@ class BadCallback(Exception):
 
 
 def _params(request: web.Request) -> dict[str, str]:
-    """The callback's parameters, refusing repeated or oversized ones (RFC 6749 §3.1)."""
+    """The callback's parameters, refusing repeated or oversized ones (RFC 6749 §3.1) and any
+    that could not be kept (`authbroker.text`)."""
     if len(request.query_string) > 4 * MAX_PARAM:
         raise BadCallback("invalid_request", "The address is too long to be a real callback.")
     params: dict[str, str] = {}
@@ -57,6 +59,9 @@ def _params(request: web.Request) -> dict[str, str]:
             raise BadCallback("invalid_request", f"The parameter '{key}' appears more than once.")
         if len(value) > MAX_PARAM:
             raise BadCallback("invalid_request", f"The parameter '{key}' is too long.")
+        why = text.flaw(value) if key in EXPECTED else None
+        if why:
+            raise BadCallback("invalid_request", f"The parameter '{key}' {why}.")
         if key in EXPECTED:
             params[key] = value
     return params
