@@ -408,6 +408,21 @@ def callback_problem(error: str, description: str | None) -> Problem:
     return Problem.PROVIDER_ERROR
 
 
+def issuer_mismatch(expected: str | None, *, required: bool, received: str | None) -> str | None:
+    """Why an authorization response did not come from the expected authorization server
+    (RFC 9207 §2.4), or None. `iss` is compared as a plain string, no normalising: a server
+    spelling its issuer differently is not the one the app knows. Without an expected issuer
+    there is nothing to compare with; `required` (the server's metadata promises `iss` on every
+    response) makes a missing one a mismatch too."""
+    if received is None and required:
+        return "the callback names no issuer (iss), though the provider always sends one"
+    if received is None:
+        return None
+    if expected is not None and received != expected:
+        return f"the callback names issuer {received[:300]!r}, not the app's {expected!r}"
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # Keeping what we sent out of what we say
 # --------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ APP_FIELDS = (
     "pkce",
     "default_token_lifetime",
     "refresh_token_lifetime",
+    "issuer",
 )
 """The keys a preset may set on an app: a subset of AppCreate's fields."""
 

@@ -108,6 +108,7 @@ class _AppFields(BaseModel):
         "token_url",
         "revoke_url",
         "probe_url",
+        "issuer",
         mode="after",
         check_fields=False,
     )
@@ -116,6 +117,8 @@ class _AppFields(BaseModel):
         if value is None:
             return None
         context = info.context or {}
+        if info.field_name == "issuer" and urlsplit(value).query:
+            raise ValueError("must not have a query (RFC 8414 §2)")
         return check_url(
             value,
             allow_http=bool(context.get("allow_http")),
@@ -214,6 +217,19 @@ class AppCreate(_AppFields):
     probe_interval: Annotated[int | None, Setting("number", "S", "seconds between probes")] = Field(
         default=None, ge=60, le=7 * 86_400
     )
+    # RFC 9207: a callback carrying `iss` must name this issuer (compared as strings).
+    issuer: Annotated[
+        str | None,
+        Setting("text", "URL", "the authorization server's issuer: a callback's iss must equal it"),
+    ] = Field(default=None, max_length=2048)
+    require_iss: Annotated[
+        bool,
+        Setting(
+            "check",
+            help="refuse callbacks without iss (the provider's metadata says it always sends "
+            "it: authorization_response_iss_parameter_supported)",
+        ),
+    ] = False
     # The provider preset the definition started from (informational once applied).
     preset: str | None = Field(default=None, max_length=64)
 
