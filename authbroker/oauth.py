@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit
 import aiohttp
 from yarl import URL
 
+from authbroker import netguard
 from authbroker.problems import Problem
 
 __all__ = [
@@ -546,6 +547,8 @@ async def _send(
     except aiohttp.InvalidURL:
         raise ProviderMalformed("invalid_url", "the endpoint URL is not a valid URL") from None
     except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, netguard.Refused):  # the outbound rules, not the provider
+            raise ProviderUnavailable("address_refused", str(exc.os_error)) from None
         raise ProviderUnavailable(
             "connection_error", f"{type(exc).__name__} connecting to {host}"
         ) from None

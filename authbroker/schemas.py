@@ -75,10 +75,10 @@ class Setting:
     required: bool = False
 
 
-def check_url(value: str, *, allow_http: bool, allow_link_local: bool = False) -> str:
+def check_url(value: str, *, allow_http: bool, rules: netguard.Rules | None = None) -> str:
     """An absolute https URL (http only for loopback hosts or with AUTHBROKER_ALLOW_HTTP=1),
-    never a metadata or link-local address however spelt (names are resolved by the caller:
-    see `netguard.resolved_reason`)."""
+    never an address the outbound `rules` forbid however spelt (by default: metadata and
+    link-local ones; names are resolved by the caller: see `netguard.resolved_reason`)."""
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError("must be an absolute https:// URL")
@@ -94,7 +94,7 @@ def check_url(value: str, *, allow_http: bool, allow_link_local: bool = False) -
     host = netguard.normalized_host(value)
     if host is None:
         raise ValueError("has a host that cannot be read")
-    reason = None if allow_link_local else netguard.host_reason(host)
+    reason = netguard.host_reason(host, rules or netguard.Rules())
     if reason:
         raise ValueError(f"host {host} {reason}")
     return value
@@ -120,9 +120,7 @@ class _AppFields(BaseModel):
         if info.field_name == "issuer" and urlsplit(value).query:
             raise ValueError("must not have a query (RFC 8414 §2)")
         return check_url(
-            value,
-            allow_http=bool(context.get("allow_http")),
-            allow_link_local=bool(context.get("allow_link_local")),
+            value, allow_http=bool(context.get("allow_http")), rules=context.get("rules")
         )
 
     @field_validator("authorize_params", "token_params", mode="after", check_fields=False)

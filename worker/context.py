@@ -27,19 +27,20 @@ class WorkerContext(Context):
 
 
 def provider_session(
-    allow_link_local: bool = False, *, per_host: int = 20
+    rules: netguard.Rules | None = None, *, per_host: int = 20
 ) -> aiohttp.ClientSession:
     """One HTTP session for all provider calls of a process: pooled connections, no cookies
-    (a provider's cookies must not leak from one connection's request into another's), and a
-    resolver that will not hand out metadata or link-local addresses. `per_host` should cover
-    the refreshes a worker runs at once: a request waiting for a pooled connection is waiting
-    to connect."""
+    (a provider's cookies must not leak from one connection's request into another's), and
+    sockets only to addresses the outbound `rules` allow (by default: no metadata or link-local
+    address), whether a name resolved to it or a URL wrote it. `per_host` should cover the
+    refreshes a worker runs at once: a request waiting for a pooled connection is waiting to
+    connect."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
             limit=max(100, per_host),
             limit_per_host=per_host,
             ttl_dns_cache=300,
-            resolver=netguard.resolver(allow_link_local),
+            socket_factory=netguard.socket_factory(rules or netguard.Rules()),
         ),
         cookie_jar=aiohttp.DummyCookieJar(),
         headers={"User-Agent": "authbroker"},

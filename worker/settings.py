@@ -58,7 +58,7 @@ def build_worker(
 
     async def startup(ctx: dict[str, Any]) -> None:
         resources = await Resources.open(settings, ring, pool_max=concurrency_ + 4)
-        http = provider_session(settings.allow_link_local, per_host=concurrency_)
+        http = provider_session(settings.outbound, per_host=concurrency_)
         wc = WorkerContext(resources=resources, http=http)
         ctx[CTX_KEY] = wc
         if periodic:
