@@ -8,7 +8,6 @@ leaves, whatever the stored URL says."""
 from __future__ import annotations
 
 import ipaddress
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,7 +23,7 @@ from services.errors import Invalid
 from services.refresh import refresh_one
 from storage import connections
 from tests.chaos_helpers import FakeProvider, open_stack, private_database, stack_settings
-from tests.helpers import insert_app, insert_connection
+from tests.helpers import insert_app, insert_connection, resolve_as
 from worker.context import WorkerContext, provider_session
 
 PRODUCTION = netguard.Rules(refuse_private=True)
@@ -91,14 +90,7 @@ async def test_allowed_networks_let_one_through(settings):
 async def test_a_name_resolving_to_a_private_address_is_refused_in_production(
     settings, monkeypatch
 ):
-    real = socket.getaddrinfo
-
-    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and host.rstrip(".") == "intranet.hostile.test":
-            return real("10.9.8.7", *args, **kwargs)
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    resolve_as(monkeypatch, "intranet.hostile.test", "10.9.8.7")
     url = "https://intranet.hostile.test/token"
     assert "resolves to 10.9.8.7" in (await refusal(url, PRODUCTION, settings) or "")
     assert await refusal(url, ALLOWING_TEN, settings) is None
