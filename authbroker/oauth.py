@@ -454,14 +454,18 @@ class _Redactor:
 
     @classmethod
     def for_request(cls, client: Client, params: Mapping[str, str]) -> _Redactor:
-        values = [client.client_secret or "", *client.previous_secrets]
+        sent = [s for s in (client.client_secret, *client.previous_secrets) if s]
+        values = [*sent, *(basic_credentials(client.client_id, s) for s in sent)]
         values += [value for key, value in params.items() if key in _SECRET_PARAMS]
         forms = {form for value in values if value for form in _encoded_forms(value)}
         return cls(tuple(sorted(forms, key=len, reverse=True)))
 
     def clean(self, text: str, limit: int) -> str:
+        """Also storable: control characters (NUL among them) become spaces, lone surrogates
+        (a JSON `\\ud800`) question marks."""
         for secret in self.secrets:
             text = text.replace(secret, _REDACTED)
+        text = text.encode("utf-8", "replace").decode("utf-8")
         text = _CONTROL_CHARS.sub(" ", text).strip()
         return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -877,10 +881,11 @@ _SECRET_REFUSED = frozenset({"invalid_client", "incorrect_client_credentials", "
 _AUTH_FAILURE_HINTS = re.compile(r"authenticat|credential|client_secret|client_id|basic")
 
 
-def _basic_authorization(client_id: str, secret: str) -> str:
-    """RFC 6749 §2.3.1: form-urlencode id and secret, then Basic (RFC 7617) over "id:secret"."""
+def basic_credentials(client_id: str, secret: str) -> str:
+    """RFC 6749 §2.3.1: form-urlencode id and secret, then base64 (RFC 7617) of "id:secret":
+    the value of the Basic header, as secret as the secret itself."""
     pair = f"{quote_plus(client_id)}:{quote_plus(secret)}"
-    return "Basic " + base64.b64encode(pair.encode("ascii")).decode("ascii")
+    return base64.b64encode(pair.encode("ascii")).decode("ascii")
 
 
 def _secrets_to_try(client: Client) -> tuple[str | None, ...]:
@@ -982,7 +987,7 @@ def _build_request(
     fields = {key: value for key, value in params.items() if key not in _CREDENTIAL_PARAMS}
     headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
     if placement == "basic" and secret is not None:
-        headers["Authorization"] = _basic_authorization(client.client_id, secret)
+        headers["Authorization"] = "Basic " + basic_credentials(client.client_id, secret)
     else:
         fields["client_id"] = client.client_id
         if secret is not None:
