@@ -3,9 +3,10 @@ address, and in production never a loopback or private one unless the operator a
 network, however the host is spelt (legacy numeric forms, Unicode digits) and whatever a host
 name resolves to.
 
-Checked twice: when an operator saves a URL (a clear 400), and when a worker connects, in the
-socket factory of its HTTP connector, which sees every address it is about to connect to, names'
-and IP literals' alike (a host whose DNS changes later still cannot reach the metadata service).
+Checked twice: when an operator saves a URL (a clear 400), and when authbroker connects: every
+request to a provider goes through `provider_session`, whose connector's socket factory sees
+every address it is about to connect to, names' and IP literals' alike (a host whose DNS changes
+later still cannot reach the metadata service).
 AUTHBROKER_ALLOW_LINK_LOCAL=1 lifts the link-local rule for the rare provider that really lives
 there; AUTHBROKER_ALLOWED_NETWORKS lets production reach the private networks it lists.
 """
@@ -19,6 +20,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import aiohttp
 from aiohappyeyeballs import AddrInfoType
 from yarl import URL
 
@@ -127,12 +129,12 @@ async def resolved_reason(host: str, rules: Rules) -> str | None:
     return None
 
 
-class Refused(OSError):
+class ForbiddenAddress(OSError):
     """A connection the outbound rules forbid; nothing was sent."""
 
 
 def socket_factory(rules: Rules) -> Callable[[AddrInfoType], socket.socket]:
-    """For aiohttp's connector: a socket for each address it connects to, refusing (`Refused`,
+    """For aiohttp's connector: a socket for each address it connects to, refusing (`ForbiddenAddress`,
     which fails the request before anything is sent) those the rules forbid."""
 
     def create(addr_info: AddrInfoType) -> socket.socket:
@@ -140,7 +142,26 @@ def socket_factory(rules: Rules) -> Callable[[AddrInfoType], socket.socket]:
         address = literal_address(str(sockaddr[0]))
         reason = rules.refusal(address) if address is not None else None
         if reason:
-            raise Refused(f"refusing to connect to {sockaddr[0]}: it {reason}")
+            raise ForbiddenAddress(f"refusing to connect to {sockaddr[0]}: it {reason}")
         return socket.socket(family=family, type=type_, proto=proto)
 
     return create
+
+
+def provider_session(rules: Rules | None = None, *, per_host: int = 20) -> aiohttp.ClientSession:
+    """One HTTP session for all provider calls of a process: pooled connections, no cookies
+    (a provider's cookies must not leak from one connection's request into another's), and
+    sockets only to addresses the outbound `rules` allow (by default: no metadata or link-local
+    address), whether a name resolved to it or a URL wrote it. `per_host` should cover the
+    refreshes a worker runs at once: a request waiting for a pooled connection is waiting to
+    connect."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=max(100, per_host),
+            limit_per_host=per_host,
+            ttl_dns_cache=300,
+            socket_factory=socket_factory(rules or Rules()),
+        ),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"User-Agent": "authbroker"},
+    )

@@ -551,7 +551,8 @@ async def _send(
     except aiohttp.InvalidURL:
         raise ProviderMalformed("invalid_url", "the endpoint URL is not a valid URL") from None
     except aiohttp.ClientConnectorError as exc:
-        if isinstance(exc.os_error, netguard.Refused):  # the outbound rules, not the provider
+        # The outbound rules refused the address, not the provider: nothing was sent.
+        if isinstance(exc.os_error, netguard.ForbiddenAddress):
             raise ProviderUnavailable("address_refused", str(exc.os_error)) from None
         raise ProviderUnavailable(
             "connection_error", f"{type(exc).__name__} connecting to {host}"

@@ -43,11 +43,11 @@ def json_flaw(value: Any, *, max_depth: int = MAX_DEPTH) -> tuple[str, str] | No
         elif isinstance(item, float) and not math.isfinite(item):
             return where, "must be a finite number (NaN and Infinity are not JSON)"
         elif isinstance(item, dict):
-            for key, inner in reversed(item.items()):
+            for key in item:
                 why = flaw(key)
                 if why:
                     return ".".join((*path, repr(key))), f"has a key that {why}"
-                pending.append((inner, (*path, key)))
+            pending.extend((inner, (*path, key)) for key, inner in reversed(item.items()))
         elif isinstance(item, list):
             pending.extend((inner, (*path, str(i))) for i, inner in reversed(list(enumerate(item))))
     return None

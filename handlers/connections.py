@@ -108,7 +108,7 @@ async def list_connections(request: web.Request) -> web.Response:
     if status is not None and status not in STATUSES:
         fail(400, "invalid_status", f"status must be one of {', '.join(STATUSES)}")
     try:
-        limit = int(query_value(request, "limit", "100") or "100")
+        limit = int(query_value(request, "limit", "100"))
     except ValueError:
         fail(400, "invalid_limit", "limit must be an integer between 1 and 1000")
     if not 1 <= limit <= 1000:

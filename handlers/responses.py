@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, overload
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -118,6 +118,10 @@ def path_value(request: web.Request, name: str) -> str:
     return _checked(name, request.match_info[name])
 
 
+@overload
+def query_value(request: web.Request, name: str, default: str) -> str: ...
+@overload
+def query_value(request: web.Request, name: str, default: None = None) -> str | None: ...
 def query_value(request: web.Request, name: str, default: str | None = None) -> str | None:
     """A query parameter (the first if repeated), or 400 naming it when storage could not keep
     it."""

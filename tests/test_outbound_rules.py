@@ -150,7 +150,7 @@ async def test_production_refuses_private_targets_when_connecting(provider, host
     url = provider.url("/x").replace("127.0.0.1", host)
     with pytest.raises(aiohttp.ClientConnectorError) as info:
         await fetch(PRODUCTION, url)
-    assert isinstance(info.value.os_error, netguard.Refused)
+    assert isinstance(info.value.os_error, netguard.ForbiddenAddress)
     assert provider.hits["/x"] == 0
     loopback = netguard.Rules(
         refuse_private=True, allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),)
@@ -165,7 +165,7 @@ async def test_a_link_local_literal_is_refused_when_connecting_without_a_packet_
     for url in ("http://169.254.169.254/latest/meta-data", "http://[fe80::1]:9/"):
         with pytest.raises(aiohttp.ClientConnectorError) as info:
             await fetch(netguard.Rules(), url)
-        assert isinstance(info.value.os_error, netguard.Refused), url
+        assert isinstance(info.value.os_error, netguard.ForbiddenAddress), url
 
 
 async def test_ipv6_loopback_keeps_working_in_development():
