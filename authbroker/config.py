@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from authbroker import oauth
+    from authbroker import netguard, oauth
 
 Environment = Literal["development", "production", "test"]
 LogFormat = Literal["json", "console"]
 T = TypeVar("T", int, float)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SettingsError(ValueError):
@@ -42,6 +43,8 @@ class Settings:
     log_level: str = "info"
     allow_http: bool = False
     allow_link_local: bool = False
+    # Loopback and private networks production may still reach (a provider inside the VPC).
+    allowed_networks: tuple[Network, ...] = ()
     # Seconds to wait for a provider's answer once a request is sent (the answer to a refresh
     # holds the only copy of a rotated refresh token: wait long), and to get a connection.
     provider_timeout: float = 60.0
@@ -59,9 +62,20 @@ class Settings:
         return self.database_url is None or self.redis_url is None
 
     @property
-    def validation_context(self) -> dict[str, bool]:
+    def outbound(self) -> netguard.Rules:
+        """Which provider addresses this deployment may reach."""
+        from authbroker import netguard
+
+        return netguard.Rules(
+            allow_link_local=self.allow_link_local,
+            refuse_private=self.production,
+            allowed_networks=self.allowed_networks,
+        )
+
+    @property
+    def validation_context(self) -> dict[str, object]:
         """What URL validation needs to know about this deployment's policy."""
-        return {"allow_http": self.allow_http, "allow_link_local": self.allow_link_local}
+        return {"allow_http": self.allow_http, "rules": self.outbound}
 
     @property
     def provider_timeouts(self) -> oauth.Timeouts:
@@ -154,6 +168,23 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     return value
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[Network, ...]:
+    """Comma-separated CIDR networks (`10.0.0.0/8,fd00::/8`); a bare address is its own /32."""
+    value = _text(env, name)
+    found: list[Network] = []
+    for part in (value or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            found.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise SettingsError(
+                f"AUTHBROKER_{name}: {part.strip()!r} is not a network such as 10.0.0.0/8 or "
+                "fd00::/8"
+            ) from None
+    return tuple(found)
+
+
 def is_loopback(host: str | None) -> bool:
     if not host:
         return False
@@ -218,6 +249,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error")) or "info",
         allow_http=_bool(env, "ALLOW_HTTP"),
         allow_link_local=_bool(env, "ALLOW_LINK_LOCAL"),
+        allowed_networks=_networks(env, "ALLOWED_NETWORKS"),
         provider_timeout=_number(env, "PROVIDER_TIMEOUT", 60.0, 1, 600),
         provider_connect_timeout=_number(env, "PROVIDER_CONNECT_TIMEOUT", 10.0, 0.5, 120),
         worker_concurrency=_integer(env, "WORKER_CONCURRENCY", 20, 1, 1000),
@@ -237,6 +269,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise SettingsError(
                 f"AUTHBROKER_ENV=production needs {', '.join(missing)}: production never starts "
                 "embedded servers or generates encryption keys"
+            )
+        if settings.allow_http:
+            raise SettingsError(
+                "AUTHBROKER_ALLOW_HTTP: production never sends client secrets, codes or refresh "
+                "tokens over plain http; remove it (or set it to 0)"
             )
         if urlsplit(public_url).scheme != "https" and not is_loopback(
             urlsplit(public_url).hostname

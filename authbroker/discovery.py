@@ -9,6 +9,9 @@ an app from nothing but the issuer URL. It is strict where being lenient would b
   and the whole exchange has a timeout: the issuer URL comes from an operator, but what answers
   it does not.
 - Endpoint URLs pass the same checks as an app's URLs (https, or http for loopback hosts).
+- The issuer becomes the app's `issuer`, so that callbacks naming another are refused (RFC 9207
+  mix-up defence); a server whose metadata says `authorization_response_iss_parameter_supported`
+  always names it, so the app also gets `require_iss`.
 """
 
 from __future__ import annotations
@@ -60,9 +63,9 @@ async def discover(
     has_signing_key: bool = False,
 ) -> dict[str, Any]:
     """The app fields an issuer's metadata gives: authorization_url, token_url, revoke_url,
-    client_auth, pkce and scopes (always [], scopes are the operator's choice), plus
-    `_scopes_supported` and `_metadata_url` for display. `has_signing_key`: the app has a
-    private key, so private_key_jwt is preferred where the server takes it. Raises
+    client_auth, pkce, issuer, require_iss and scopes (always [], scopes are the operator's
+    choice), plus `_scopes_supported` and `_metadata_url` for display. `has_signing_key`: the
+    app has a private key, so private_key_jwt is preferred where the server takes it. Raises
     DiscoveryError.
     """
     _check_issuer(issuer)
@@ -154,6 +157,8 @@ def _app_fields(
             metadata.get("token_endpoint_auth_methods_supported"), url, has_signing_key
         ),
         "pkce": _pkce(metadata.get("code_challenge_methods_supported")),
+        "issuer": issuer,
+        "require_iss": metadata.get("authorization_response_iss_parameter_supported") is True,
         "scopes": [],
         "_scopes_supported": _strings(metadata.get("scopes_supported")),
         "_metadata_url": url,

@@ -2,11 +2,15 @@
 
 Redaction is a processor rather than a habit: whatever a caller binds, a value under a key that
 names a token, secret, password, code, verifier or authorization header is replaced before any
-renderer sees it, however deep in dicts and lists it sits.
+renderer sees it, however deep in dicts and lists it sits; so are secrets quoted inside text
+(`client_secret=…`, `Bearer …`, a URL's password) and the Basic credentials authbroker builds,
+even without their `Basic ` prefix.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import logging
 import re
@@ -64,6 +68,20 @@ _SECRET_IN_TEXT = re.compile(
 )
 
 
+# The Basic credentials authbroker builds (RFC 6749 §2.3.1: base64 of form-urlencoded
+# "id:secret"), without their "Basic " prefix: known by what they decode to, wherever they stand.
+_BASE64_WORD = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{8,}={0,2}(?![A-Za-z0-9+/=])")
+_FORM_PAIR = re.compile(r"[A-Za-z0-9._~%+-]+:[A-Za-z0-9._~%+-]+")
+
+
+def _is_basic_credentials(word: str) -> bool:
+    try:
+        decoded = base64.b64decode(word.rstrip("=") + "=" * (-len(word.rstrip("=")) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return decoded.isascii() and _FORM_PAIR.fullmatch(decoded.decode("ascii")) is not None
+
+
 def _scrub_text(text: str) -> str:
     def replace(match: re.Match[str]) -> str:
         if match.group(1):
@@ -72,7 +90,20 @@ def _scrub_text(text: str) -> str:
             return f"{match.group(2)} {REDACTED}"
         return f"{match.group(3)}{REDACTED}{match.group(4)}"
 
-    return _SECRET_IN_TEXT.sub(replace, text)
+    def basic(match: re.Match[str]) -> str:
+        return REDACTED if _is_basic_credentials(match.group(0)) else match.group(0)
+
+    return _BASE64_WORD.sub(basic, _SECRET_IN_TEXT.sub(replace, text))
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _scrub_text(value)
+    if isinstance(value, Mapping):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple) and not hasattr(value, "_fields"):
+        return type(value)(_scrub(v) for v in value)
+    return value
 
 
 _HARMLESS = frozenset(
@@ -124,8 +155,8 @@ def redact_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> di
 
 
 def scrub_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """Last before rendering: secrets quoted inside text, tracebacks included."""
-    return {k: _scrub_text(v) if isinstance(v, str) else v for k, v in event_dict.items()}
+    """Last before rendering: secrets quoted inside text at any depth, tracebacks included."""
+    return {k: _scrub(v) for k, v in event_dict.items()}
 
 
 def configure_logging(fmt: str | None = None, level: str = "info") -> None:

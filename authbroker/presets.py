@@ -55,6 +55,7 @@ APP_FIELDS = (
     "pkce",
     "default_token_lifetime",
     "refresh_token_lifetime",
+    "issuer",
 )
 """The keys a preset may set on an app: a subset of AppCreate's fields."""
 
@@ -375,7 +376,7 @@ def _fill_placeholders(preset: Preset, given: dict[str, str]) -> dict[str, str]:
                 f"preset {preset.name} needs {placeholder}: "
                 f"pass placeholders={{'{placeholder}': ...}}"
             )
-        if not _PLACEHOLDER_VALUE.match(value):
+        if not isinstance(value, str) or not _PLACEHOLDER_VALUE.match(value):
             raise ValueError(
                 f"preset {preset.name}: {placeholder} {value!r} must be a name such as "
                 "'contoso' or 'example.okta.com' (letters, digits, dots and hyphens)"

@@ -37,6 +37,9 @@ class Problem(StrEnum):
     # The app's token endpoint is failing for every connection (timeouts, 5xx, 429): refreshes
     # wait for it to answer again.
     PROVIDER_UNAVAILABLE = "provider_unavailable"
+    # The callback came from another authorization server than the app's (RFC 9207): its `iss`
+    # is not the app's issuer, or is missing where the provider promises it.
+    ISSUER_MISMATCH = "issuer_mismatch"
 
     @property
     def remedy(self) -> str:
@@ -116,6 +119,12 @@ REMEDIES: dict[Problem, str] = {
         "The provider's token endpoint is failing (timeouts, server errors or rate limits). "
         "authbroker probes it and refreshes every waiting connection as soon as it answers; "
         "nothing needs doing unless it lasts."
+    ),
+    Problem.ISSUER_MISMATCH: (
+        "The sign-in came back naming another authorization server than the app's (its iss is "
+        "not the app's issuer, or is missing though the provider always sends it): a mix-up "
+        "attack, or a wrong issuer setting. The code was not used. Check the app's issuer against "
+        "the provider's metadata, then start the authorization again."
     ),
     Problem.PROVIDER_ERROR: (
         "The provider answered with something that is not a valid token response. Check the "

@@ -75,10 +75,10 @@ class Setting:
     required: bool = False
 
 
-def check_url(value: str, *, allow_http: bool, allow_link_local: bool = False) -> str:
+def check_url(value: str, *, allow_http: bool, rules: netguard.Rules | None = None) -> str:
     """An absolute https URL (http only for loopback hosts or with AUTHBROKER_ALLOW_HTTP=1),
-    never a metadata or link-local address however spelt (names are resolved by the caller:
-    see `netguard.resolved_reason`)."""
+    never an address the outbound `rules` forbid however spelt (by default: metadata and
+    link-local ones; names are resolved by the caller: see `netguard.resolved_reason`)."""
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError("must be an absolute https:// URL")
@@ -94,22 +94,21 @@ def check_url(value: str, *, allow_http: bool, allow_link_local: bool = False) -
     host = netguard.normalized_host(value)
     if host is None:
         raise ValueError("has a host that cannot be read")
-    reason = None if allow_link_local else netguard.host_reason(host)
+    reason = netguard.host_reason(host, rules or netguard.Rules())
     if reason:
         raise ValueError(f"host {host} {reason}")
     return value
 
 
 def _checked_url(value: str | None, info: ValidationInfo) -> str | None:
-    """`check_url` under the deployment's policy, given as validation context."""
+    """`check_url` under the deployment's policy, given as validation context (an issuer may
+    carry no query, RFC 8414 §2)."""
     if value is None:
         return None
     context = info.context or {}
-    return check_url(
-        value,
-        allow_http=bool(context.get("allow_http")),
-        allow_link_local=bool(context.get("allow_link_local")),
-    )
+    if info.field_name == "issuer" and urlsplit(value).query:
+        raise ValueError("must not have a query (RFC 8414 §2)")
+    return check_url(value, allow_http=bool(context.get("allow_http")), rules=context.get("rules"))
 
 
 class _AppFields(BaseModel):
@@ -120,6 +119,7 @@ class _AppFields(BaseModel):
         "token_url",
         "revoke_url",
         "probe_url",
+        "issuer",
         mode="after",
         check_fields=False,
     )
@@ -233,6 +233,19 @@ class AppCreate(_AppFields):
     probe_interval: Annotated[int | None, Setting("number", "S", "seconds between probes")] = Field(
         default=None, ge=60, le=7 * 86_400
     )
+    # RFC 9207: a callback carrying `iss` must name this issuer (compared as strings).
+    issuer: Annotated[
+        str | None,
+        Setting("text", "URL", "the authorization server's issuer: a callback's iss must equal it"),
+    ] = Field(default=None, max_length=2048)
+    require_iss: Annotated[
+        bool,
+        Setting(
+            "check",
+            help="refuse callbacks without iss (the provider's metadata says it always sends "
+            "it: authorization_response_iss_parameter_supported)",
+        ),
+    ] = False
     # The provider preset the definition started from (informational once applied).
     preset: str | None = Field(default=None, max_length=64)
 

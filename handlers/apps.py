@@ -11,7 +11,7 @@ from authbroker.schemas import NAME_PATTERN, AppCreate, AppUpdate
 from handlers import models
 from handlers.context import resources
 from handlers.operations import Answer, operation, path_param, query_param
-from handlers.responses import ok, read_json, read_model, validate
+from handlers.responses import ok, path_value, query_value, read_json, read_model, validate
 from services import apps as service
 from storage import apps
 from storage.apps import App
@@ -37,7 +37,7 @@ class AppCreateFromPreset(AppCreate):
 
 
 async def load_app(request: web.Request) -> App:
-    return await service.get(resources(request), request.match_info["name"])
+    return await service.get(resources(request), path_value(request, "name"))
 
 
 @routes.post("/v1/apps")
@@ -132,7 +132,7 @@ async def delete_app(request: web.Request) -> web.Response:
     """Delete an OAuth application."""
     res = resources(request)
     app = await load_app(request)
-    cascade = request.query.get("cascade", "false").lower() in {"1", "true", "yes"}
+    cascade = (query_value(request, "cascade") or "false").lower() in {"1", "true", "yes"}
     pending = await service.delete(res, app, cascade=cascade)
     if pending:
         return ok(

@@ -8,6 +8,7 @@ import uuid
 
 from aiohttp import web
 
+from authbroker import text
 from authbroker.logs import get_logger
 from handlers.context import resources
 from handlers.models import CallbackOutcome, Error
@@ -49,9 +50,9 @@ class BadCallback(Exception):
 
 
 def _params(request: web.Request) -> dict[str, str]:
-    """The callback's parameters, refusing repeated or oversized ones (RFC 6749 §3.1). Besides
-    the protocol's, a provider may add its own (QuickBooks' `realmId`): the use case keeps
-    those its preset names."""
+    """The callback's parameters, refusing repeated or oversized ones (RFC 6749 §3.1) and any
+    that could not be kept (`authbroker.text`). Besides the protocol's, a provider may add its
+    own (QuickBooks' `realmId`): the use case keeps those its preset names."""
     if len(request.query_string) > 4 * MAX_PARAM:
         raise BadCallback("invalid_request", "The address is too long to be a real callback.")
     params: dict[str, str] = {}
@@ -60,8 +61,12 @@ def _params(request: web.Request) -> dict[str, str]:
             raise BadCallback("invalid_request", f"The parameter '{key}' appears more than once.")
         if len(value) > MAX_PARAM:
             raise BadCallback("invalid_request", f"The parameter '{key}' is too long.")
-        if key in EXPECTED or len(params) < MAX_EXTRA_PARAMS + len(EXPECTED):
-            params[key] = value
+        if key not in EXPECTED and len(params) >= MAX_EXTRA_PARAMS + len(EXPECTED):
+            continue
+        why = text.flaw(value)
+        if why:
+            raise BadCallback("invalid_request", f"The parameter '{key}' {why}.")
+        params[key] = value
     return params
 
 

@@ -13,7 +13,7 @@ from handlers import models
 from handlers.apps import APP_NAME, APP_NOT_FOUND, load_app
 from handlers.context import resources
 from handlers.operations import NO_STORE, RETRY_AFTER, Answer, operation, path_param, query_param
-from handlers.responses import fail, ok, read_model
+from handlers.responses import fail, ok, path_value, query_value, read_model
 from services import authorizations, revocation
 from services import connections as service
 from storage import connections
@@ -43,7 +43,7 @@ UNAVAILABLE = Answer(
 
 
 async def load_connection(request: web.Request) -> Connection:
-    return await service.get(resources(request), request.match_info["connection_id"])
+    return await service.get(resources(request), path_value(request, "connection_id"))
 
 
 @routes.post("/v1/apps/{name}/connections")
@@ -105,20 +105,20 @@ async def start_authorization(request: web.Request) -> web.Response:
 async def list_connections(request: web.Request) -> web.Response:
     """List connections, a page at a time (by id)."""
     res = resources(request)
-    status = request.query.get("status")
+    status = query_value(request, "status")
     if status is not None and status not in STATUSES:
         fail(400, "invalid_status", f"status must be one of {', '.join(STATUSES)}")
     try:
-        limit = int(request.query.get("limit", "100"))
+        limit = int(query_value(request, "limit", "100"))
     except ValueError:
         fail(400, "invalid_limit", "limit must be an integer between 1 and 1000")
     if not 1 <= limit <= 1000:
         fail(400, "invalid_limit", "limit must be an integer between 1 and 1000")
     found = await connections.page(
         res.pool,
-        app=request.query.get("app"),
+        app=query_value(request, "app"),
         status=status,
-        after=request.query.get("after"),
+        after=query_value(request, "after"),
         limit=limit + 1,
     )
     more = len(found) > limit

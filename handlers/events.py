@@ -28,7 +28,7 @@ from authbroker.logs import get_logger
 from handlers import sse
 from handlers.context import resources
 from handlers.operations import STRING, Answer, header_param, operation, query_param
-from handlers.responses import fail
+from handlers.responses import fail, query_value, query_values
 
 routes = web.RouteTableDef()
 log = get_logger("authbroker.events")
@@ -45,7 +45,7 @@ close_streams = sse.close_streams
 def _filters(request: web.Request, name: str) -> list[str]:
     values = [
         part.strip()
-        for raw in request.query.getall(name, [])
+        for raw in query_values(request, name)
         for part in raw.split(",")
         if part.strip()
     ]
@@ -105,9 +105,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     res = resources(request)
     types = _filters(request, "type")
     apps = _filters(request, "app")
-    from_start = request.query.get("from_start", "").lower() in TRUE
+    from_start = (query_value(request, "from_start") or "").lower() in TRUE
     last_id = (
-        request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or ""
+        request.headers.get("Last-Event-ID") or query_value(request, "last_event_id") or ""
     ).strip()
     if last_id and not sse.STREAM_ID.fullmatch(last_id):
         fail(400, "invalid_last_event_id", "Last-Event-ID must be a stream id such as 1718-0")

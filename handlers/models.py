@@ -129,6 +129,11 @@ class App(Body):
     refresh_token_lifetime: int | None
     probe_url: Url | None
     probe_interval: int | None
+    issuer: Url | None = Field(
+        description="The authorization server's issuer (RFC 9207): a callback whose `iss` "
+        "differs fails with `issuer_mismatch`."
+    )
+    require_iss: bool = Field(description="A callback without `iss` fails too.")
     preset: str | None
     paused: bool
     paused_problem: Problem | None
@@ -166,6 +171,8 @@ class App(Body):
             refresh_token_lifetime=app.refresh_token_lifetime,
             probe_url=app.probe_url,
             probe_interval=app.probe_interval,
+            issuer=app.issuer,
+            require_iss=app.require_iss,
             preset=app.preset,
             paused=app.paused_at is not None,
             paused_problem=app.paused_problem,

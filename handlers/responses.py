@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, overload
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from authbroker import text
 from authbroker.schemas import field_errors
 from handlers.models import Error
 from services.errors import DomainError
@@ -80,8 +81,19 @@ def fail(
     raise ApiError(http_status, Error(error=error, message=message, **extra), headers)
 
 
+def refuse_field(field: str, message: str) -> NoReturn:
+    """Answer 400 naming one bad field, as validation errors do."""
+    fail(
+        400,
+        "invalid_request",
+        f"invalid fields: {field}",
+        fields=[{"field": field, "message": message}],
+    )
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object, or 400/413 saying what is wrong with it."""
+    """The request's JSON object, or 400/413 saying what is wrong with it. Nothing in it may be
+    what storage cannot keep (`authbroker.text`): that is refused here, naming the field."""
     if request.content_length and request.content_length > MAX_BODY:
         fail(413, "body_too_large", f"request body over {MAX_BODY // 1024} KiB")
     raw = await request.read()
@@ -91,9 +103,42 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         data = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError):
         fail(400, "invalid_json", "request body is not valid JSON")
+    except RecursionError:
+        fail(400, "invalid_json", f"request body is nested more than {text.MAX_DEPTH} levels deep")
     if not isinstance(data, dict):
         fail(400, "invalid_json", "request body must be a JSON object")
+    found = text.json_flaw(data)
+    if found:
+        refuse_field(*found)
     return data
+
+
+def path_value(request: web.Request, name: str) -> str:
+    """A path parameter, or 400 naming it when storage could not keep it."""
+    return _checked(name, request.match_info[name])
+
+
+@overload
+def query_value(request: web.Request, name: str, default: str) -> str: ...
+@overload
+def query_value(request: web.Request, name: str, default: None = None) -> str | None: ...
+def query_value(request: web.Request, name: str, default: str | None = None) -> str | None:
+    """A query parameter (the first if repeated), or 400 naming it when storage could not keep
+    it."""
+    value = request.query.get(name)
+    return default if value is None else _checked(name, value)
+
+
+def query_values(request: web.Request, name: str) -> list[str]:
+    """Every value of a repeatable query parameter, each checked like `query_value`."""
+    return [_checked(name, value) for value in request.query.getall(name, [])]
+
+
+def _checked(name: str, value: str) -> str:
+    why = text.flaw(value)
+    if why:
+        refuse_field(name, why)
+    return value
 
 
 def validate(model: type[Model], data: dict[str, Any], **context: Any) -> Model:

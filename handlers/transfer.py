@@ -24,7 +24,7 @@ from authbroker.schemas import AppCreate, field_errors
 from handlers import models
 from handlers.context import resources
 from handlers.operations import NO_STORE, Answer, operation, query_param
-from handlers.responses import fail, ok, read_model
+from handlers.responses import fail, ok, query_value, query_values, read_model
 from services import apps as apps_service
 from storage import apps
 from storage.apps import App
@@ -99,7 +99,7 @@ async def export_apps(request: web.Request) -> web.Response:
     Every app (or those named with `name`), apps being deleted left out.
     """
     res = resources(request)
-    wanted = [n for raw in request.query.getall("name", []) for n in raw.split(",") if n]
+    wanted = [n for raw in query_values(request, "name") for n in raw.split(",") if n]
     found = [a for a in await apps.list_all(res.pool) if not a.deleting]
     if wanted:
         missing = sorted(set(wanted) - {a.name for a in found})
@@ -193,7 +193,7 @@ async def import_apps(request: web.Request) -> web.Response:
     nothing. New apps wait for their secret (`awaiting_secret`).
     """
     res = resources(request)
-    replace = request.query.get("replace", "").lower() in TRUE
+    replace = (query_value(request, "replace") or "").lower() in TRUE
     document = await read_model(request, AppExport)
     checked = _check(document, res.settings.validation_context)
     for model in checked:

@@ -57,15 +57,13 @@ def with_preset(data: dict[str, Any]) -> dict[str, Any]:
 
 
 async def forbidden_hosts(values: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
-    """The URL fields whose host resolves to a link-local or metadata address (validation has
-    already refused such addresses written literally), as `[{field, message}]`."""
-    if settings.allow_link_local:
-        return []
+    """The URL fields whose host resolves to an address the deployment's outbound rules forbid
+    (validation has already refused such addresses written literally), as `[{field, message}]`."""
     errors = []
     for field in URL_FIELDS:
         url = values.get(field)
         host = netguard.normalized_host(url) if url else None
-        reason = await netguard.resolved_reason(host) if host else None
+        reason = await netguard.resolved_reason(host, settings.outbound) if host else None
         if reason:
             errors.append({"field": field, "message": f"host {host} {reason}"})
     return errors

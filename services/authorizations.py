@@ -185,7 +185,21 @@ async def receive(res: Resources, params: dict[str, str]) -> Authorization:
             raise Invalid("state_used", "This sign-in link was already used.")
         if authorization.expires_at <= datetime.now(UTC):
             raise Invalid("state_expired", "This sign-in took too long and its link has expired.")
-        if has_error:
+        app = await apps.get_by_id(conn, authorization.app_id)
+        assert app is not None  # authorizations are deleted with their app
+        mixed_up = oauth.issuer_mismatch(
+            app.issuer, required=app.require_iss, received=params.get("iss")
+        )
+        if mixed_up:
+            # RFC 9207: whatever it says, the response is another server's; its code is not used.
+            await _fail(
+                conn,
+                authorization,
+                Problem.ISSUER_MISMATCH,
+                AuthorizationFailed(provider_error=params.get("error", "")[:100] or None),
+                {"stage": "authorize", "error": "issuer_mismatch", "description": mixed_up},
+            )
+        elif has_error:
             error = params["error"][:100]
             description = params.get("error_description", "")[:300] or None
             await _fail(
@@ -208,9 +222,9 @@ async def receive(res: Resources, params: dict[str, str]) -> Authorization:
         "callback_accepted",
         app=authorization.app,
         connection_id=authorization.connection_id,
-        outcome="error" if has_error else "code",
+        outcome="issuer_mismatch" if mixed_up else "error" if has_error else "code",
     )
-    if has_code:
+    if has_code and not mixed_up:
         try:
             await queue.enqueue_exchange(res, authorization.id)
         except Exception as exc:  # Redis down: the code is stored; the sweep enqueues it

@@ -64,10 +64,10 @@ async def answer_of(
     sent: a provider answers such a request with an error page, or a 404 where it has no
     endpoint."""
     try:
-        check_url(url, allow_http=settings.allow_http, allow_link_local=settings.allow_link_local)
+        check_url(url, allow_http=settings.allow_http, rules=settings.outbound)
     except ValueError as exc:
         return EndpointAnswer(url, error="not_allowed", detail=str(exc))
-    async with netguard.provider_session(settings.allow_link_local, per_host=1) as http:
+    async with netguard.provider_session(settings.outbound, per_host=1) as http:
         try:
             async with http.get(
                 url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout)

@@ -22,12 +22,12 @@ log = get_logger("authbroker.webhooks")
 
 
 async def check_host(url: str | None, settings: Settings) -> None:
-    """`Invalid` naming `url` when its host resolves to a link-local or metadata address
+    """`Invalid` naming `url` when its host resolves to an address the outbound rules refuse
     (validation has already refused such addresses written literally)."""
     host = netguard.normalized_host(url) if url else None
-    if host is None or settings.allow_link_local:
+    if host is None:
         return
-    reason = await netguard.resolved_reason(host)
+    reason = await netguard.resolved_reason(host, settings.outbound)
     if reason:
         message = f"host {host} {reason}"
         raise Invalid(

@@ -17,9 +17,9 @@ from storage.sealing import KeyRing, aad
 COLUMNS = """id, name, client_id, client_secret, client_secrets_previous, authorization_url,
     token_url, revoke_url, scopes, scope_separator, client_auth, client_auth_detected,
     authorize_params, token_params, pkce, refresh_margin, default_token_lifetime,
-    refresh_token_lifetime, probe_url, probe_interval, preset, paused_at, paused_problem, deleting,
-    awaiting_secret, client_keys, jwks, jwks_public, client_assertion_audience,
-    token_request_format, created_at, updated_at"""
+    refresh_token_lifetime, probe_url, probe_interval, issuer, require_iss, preset, paused_at,
+    paused_problem, deleting, awaiting_secret, client_keys, jwks, jwks_public,
+    client_assertion_audience, token_request_format, created_at, updated_at"""
 
 SECRET_COLUMNS = ("client_secret", "client_secrets_previous", "client_keys")
 KEYS_KEPT = 2
@@ -48,6 +48,8 @@ class App:
     refresh_token_lifetime: int | None
     probe_url: str | None
     probe_interval: int | None
+    issuer: str | None
+    require_iss: bool
     preset: str | None
     paused_at: datetime | None
     paused_problem: str | None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from authbroker import oauth
@@ -61,6 +63,18 @@ async def publish(redis, settings, event: dict[str, Any]) -> str:
         settings.events_stream,
         {"type": event["type"], "event": json.dumps(event, separators=(",", ":"))},
     )
+
+
+def resolve_as(monkeypatch: pytest.MonkeyPatch, name: str, address: str) -> None:
+    """Make `name` resolve to `address` in this process (the DNS answer a hostile name gives)."""
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.rstrip(".") == name:
+            return real(address, *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
 
 
 async def insert_app(res: Resources, name: str, token_url: str, **values: Any) -> apps.App:

@@ -102,6 +102,8 @@ def test_values_are_read() -> None:
         ("AUTHBROKER_PROVIDER_TIMEOUT", "0"),
         ("AUTHBROKER_WORKER_CONCURRENCY", "many"),
         ("AUTHBROKER_REDIS_PREFIX", "has space"),
+        ("AUTHBROKER_ALLOWED_NETWORKS", "10.0.0.0/33"),
+        ("AUTHBROKER_ALLOWED_NETWORKS", "10.0.0.0/8,intranet"),
     ],
 )
 def test_bad_value_names_the_variable(name: str, value: str) -> None:
@@ -154,6 +156,26 @@ def test_production_refuses_an_http_public_url() -> None:
         load_settings(env)
     assert "AUTHBROKER_PUBLIC_URL" in str(info.value)
     assert "https" in str(info.value)
+
+
+def test_production_refuses_allow_http() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({**PRODUCTION_OK, "AUTHBROKER_ALLOW_HTTP": "1"})
+    assert "AUTHBROKER_ALLOW_HTTP" in str(info.value)
+    assert load_settings({"AUTHBROKER_ALLOW_HTTP": "1"}).allow_http  # development may
+
+
+def test_allowed_networks_are_read_and_make_the_outbound_rules() -> None:
+    s = load_settings(
+        {**PRODUCTION_OK, "AUTHBROKER_ALLOWED_NETWORKS": " 10.20.0.0/16, fd00:1::/64,192.168.7.7"}
+    )
+    assert [str(n) for n in s.allowed_networks] == [
+        "10.20.0.0/16",
+        "fd00:1::/64",
+        "192.168.7.7/32",
+    ]
+    assert s.outbound.refuse_private and s.outbound.allowed_networks == s.allowed_networks
+    assert not load_settings({}).outbound.refuse_private  # private targets: production only
 
 
 def test_development_accepts_an_http_public_url() -> None:

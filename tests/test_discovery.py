@@ -83,10 +83,31 @@ async def test_rfc8414_with_basic_and_post_prefers_basic(session: aiohttp.Client
         "revoke_url": f"{origin}/revoke",
         "client_auth": "basic",
         "pkce": True,
+        "issuer": origin,
+        "require_iss": False,
         "scopes": [],
         "_scopes_supported": ["openid", "email"],
         "_metadata_url": f"{origin}{RFC8414}",
     }
+
+
+async def test_the_issuer_and_its_promise_of_iss_become_app_settings(
+    session: aiohttp.ClientSession,
+) -> None:
+    """RFC 9207: the issuer is what callbacks must name; a server whose metadata promises `iss`
+    on every authorization response makes a callback without one a mix-up."""
+    routes = {
+        "/tenant" + OIDC: document("/tenant", authorization_response_iss_parameter_supported=True)
+    }
+    async with metadata_server(routes) as origin:
+        found = await discover(session, f"{origin}/tenant")
+    assert found["issuer"] == f"{origin}/tenant"
+    assert found["require_iss"] is True
+    for promise in (False, "true", None):
+        routes = {RFC8414: document(authorization_response_iss_parameter_supported=promise)}
+        async with metadata_server(routes) as origin:
+            found = await discover(session, origin)
+        assert found["require_iss"] is False, promise
 
 
 async def test_only_post_means_body(session: aiohttp.ClientSession) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -33,7 +32,7 @@ from services.refresh import refresh_one
 from storage import api_keys, apps, authorizations, connections
 from storage.resources import Resources
 from tests.chaos_helpers import FakeProvider, open_stack, private_database, stack_settings
-from tests.helpers import create_oauth_app, follow_callback, start_connection
+from tests.helpers import create_oauth_app, follow_callback, resolve_as, start_connection
 from worker import jobs as sweep
 from worker.context import CTX_KEY, WorkerContext, provider_session
 
@@ -625,14 +624,7 @@ async def test_unicode_spellings_of_the_metadata_address_are_refused(api, resour
 async def test_a_host_resolving_to_the_metadata_address_is_refused(
     api, resources, unique, monkeypatch
 ):
-    real = socket.getaddrinfo
-
-    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and host.rstrip(".") == "metadata.hostile.test":
-            return real("169.254.169.254", *args, **kwargs)
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    resolve_as(monkeypatch, "metadata.hostile.test", "169.254.169.254")
     name = unique("url-dns")
     status, body = await send_json_or_raw(
         api,

@@ -21,6 +21,7 @@ import pytest
 import structlog
 
 from authbroker.logs import REDACTED, configure_logging, get_logger, is_secret_key, redact
+from authbroker.oauth import basic_credentials
 
 SECRET_KEYS = [
     "access_token",
@@ -218,6 +219,29 @@ def test_bound_context_is_redacted_too(captured_logs: Callable[..., io.StringIO]
     assert line["request_id"] == "req-1"
     assert line["cookie"] == REDACTED
     assert "tok-SECRET-1" not in buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_the_basic_credentials_authbroker_builds_are_redacted_without_their_prefix(
+    captured_logs: Callable[..., io.StringIO], fmt: str
+) -> None:
+    """`base64(urlencode(id):urlencode(secret))`, however it got into a line: quoted in an
+    error, under a harmless key, deep in a structure, with or without its padding."""
+    value = basic_credentials("client id", "tok-SECRET/+=1")
+    buffer = captured_logs(fmt)
+    get_logger().warning(
+        "echoed",
+        detail=f"provider said: header {value} refused",
+        seen=[{"header_value": value.rstrip("=")}],
+        query=f"auth={value}&x=1",
+        request_id="3adabf09aed15116",
+        note="connection_refreshed authorized abcdefghijkl",
+    )
+    output = buffer.getvalue()
+    assert value not in output and value.rstrip("=") not in output
+    assert output.count(REDACTED) >= 3
+    for kept in ("3adabf09aed15116", "connection_refreshed authorized abcdefghijkl", "&x=1"):
+        assert kept in output
 
 
 def test_console_format_redacts_too(captured_logs: Callable[..., io.StringIO]) -> None:

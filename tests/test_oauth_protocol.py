@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, quote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 import aiohttp
 import pytest
@@ -38,6 +38,7 @@ from authbroker.oauth import (
     ProviderRejected,
     ProviderUnavailable,
     TokenResponse,
+    basic_credentials,
     build_authorize_url,
     callback_problem,
     classify,
@@ -1045,6 +1046,26 @@ async def test_echoed_secrets_are_redacted_from_errors(session, mock, encode) ->
     assert exc.description.startswith("bad request")
 
 
+async def test_echoed_basic_credentials_are_redacted_from_errors(session, mock) -> None:
+    """A provider quoting the Authorization header it got, for the secret and the previous one
+    (tried on invalid_client): the base64 of `id:secret` is as secret as the secret."""
+    app = client(client_secret=CLIENT_SECRET, previous_secrets=(OLD_SECRET,), client_auth="basic")
+    sent = [basic_credentials(CLIENT_ID, secret) for secret in (CLIENT_SECRET, OLD_SECRET)]
+    for value in sent:
+        respond(
+            mock,
+            status=401,
+            payload={"error": "invalid_client", "error_description": f"bad header {value}"},
+        )
+    with pytest.raises(ProviderRejected) as caught:
+        await exchange(session, app)
+    exc = caught.value
+    for text in (str(exc), repr(exc), exc.description, *map(str, exc.args)):
+        for value in sent:
+            assert value not in text and quote(value, safe="") not in text
+    assert exc.description == "bad header [redacted]"
+
+
 async def test_echoed_refresh_token_is_redacted(session, mock) -> None:
     respond(
         mock,
@@ -1055,6 +1076,19 @@ async def test_echoed_refresh_token_is_redacted(session, mock) -> None:
         await refresh_token(session, client(), refresh_token=REFRESH)
     assert REFRESH not in str(caught.value)
     assert REFRESH not in caught.value.error
+
+
+async def test_descriptions_are_made_storable(session, mock) -> None:
+    """NUL and lone surrogates in a provider's JSON would fail the write that keeps them."""
+    respond(
+        mock,
+        status=400,
+        payload={"error": "invalid_grant\u0000", "error_description": "bad \ud800 nul\u0000 x"},
+    )
+    with pytest.raises(ProviderRejected) as caught:
+        await exchange(session, client())
+    assert caught.value.error == "invalid_grant"
+    assert caught.value.description == "bad ? nul  x"
 
 
 async def test_descriptions_are_truncated_and_single_line(session, mock) -> None:

@@ -3,7 +3,8 @@ on-demand and reported refresh, a refused grant, a code kept through a Redis out
 and Basic credentials, with every log line at debug level and every event captured (the Redis
 stream, the pub/sub channel and the outbox rows). No client secret, previous secret, password,
 access or refresh token, code, PKCE verifier, state or API key may appear in any of them, nor
-in any column of the tables that hold them (checked while each secret is stored)."""
+in any column of the tables that hold them (checked while each secret is stored); nor may the
+Basic form of a client secret (base64 of `id:secret`), even from a provider that echoes it."""
 
 from __future__ import annotations
 
@@ -23,15 +24,18 @@ from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 import aiohttp
 import pytest
 import structlog
+from aiohttp import web
 from redis.asyncio import Redis
 
 from authbroker.events import EventType, make_event
 from authbroker.logs import configure_logging
+from authbroker.oauth import basic_credentials
 from handlers import callback
 from services import queue
 from services.queue import enqueue_exchange
 from storage import authorizations, connections
 from storage.resources import Resources
+from tests.chaos_helpers import FakeProvider
 from tests.helpers import create_oauth_app, follow_callback, start_connection
 from tests.oauth_server import basic_auth_header
 
@@ -48,6 +52,11 @@ class Secrets:
         assert value, f"{label}: nothing captured"
         assert len(value) >= 12, f"{label}: too short to search for safely"
         self.values[label] = value
+
+    def add_client_secret(self, label: str, client_id: str, secret: str) -> None:
+        """A client secret and its Basic form, the Authorization header authbroker builds."""
+        self.add(label, secret)
+        self.add(f"{label}, Basic form", basic_credentials(client_id, secret))
 
     def forms(self) -> Iterator[tuple[str, str]]:
         for label, value in self.values.items():
@@ -153,13 +162,12 @@ async def test_no_secret_in_logs_events_or_plaintext_columns(
     found.add("api key", admin_key)
     app = unique("hygiene")
     client_id, client_secret = oauth_server.create_application(settings.redirect_url, name=app)
-    found.add("client secret", client_secret)
+    found.add_client_secret("client secret", client_id, client_secret)
     previous = f"previous-{secrets.token_urlsafe(24)}"
-    found.add("previous client secret", previous)
+    found.add_client_secret("previous client secret", client_id, previous)
     basic_name, login, password = unique("basic"), "svc-hygiene", secrets.token_urlsafe(24)
     found.add("basic password", password)
     found.add("basic header", base64.b64encode(f"{login}:{password}".encode()).decode())
-    found.add("client basic header", basic_auth_header(client_id, client_secret).split()[1])
     tables_checked: list[dict[str, list[str]]] = []
 
     with debug_logs() as logs:
@@ -424,3 +432,65 @@ async def test_webhook_secrets_stay_out_of_logs_events_and_columns(
     assert found.find_in(history) == [], "secrets in the attempts"
     assert found.find_in(json.dumps(await redis.xrange(settings.events_stream))) == []
     assert found.find_in_bytes(received[0]) == [], "a secret in a delivery's body"
+
+
+async def test_a_provider_echoing_the_basic_header_leaks_it_nowhere(
+    api, anonymous, worker, resources, settings, redis, events, unique
+):
+    """The token endpoint refuses each secret (current, then previous) and quotes the
+    Authorization header it got, bare and with its scheme: neither secret nor its Basic form
+    reaches a log line, an event or a column."""
+    provider = await FakeProvider().start()
+
+    async def echo(request: web.Request) -> web.Response:
+        header = request.headers.get("Authorization", "")
+        return web.json_response(
+            {
+                "error": "invalid_client",
+                "error_description": f"refused {header.removeprefix('Basic ')} ({header})",
+            },
+            status=401,
+        )
+
+    provider.handlers["/token"] = echo
+    found = Secrets()
+    app, client_id = unique("hygiene-echo"), f"client {uuid.uuid4().hex[:6]}"
+    secret, previous = f"now-{secrets.token_urlsafe(24)}", f"old-{secrets.token_urlsafe(24)}"
+    found.add_client_secret("client secret", client_id, secret)
+    found.add_client_secret("previous client secret", client_id, previous)
+    try:
+        with debug_logs() as logs:
+            async with api.post(
+                "/v1/apps",
+                json={
+                    "name": app,
+                    "client_id": client_id,
+                    "client_secret": secret,
+                    "client_secrets_previous": [previous],
+                    "client_auth": "basic",
+                    "authorization_url": provider.url("/authorize"),
+                    "token_url": provider.url("/token"),
+                },
+            ) as response:
+                assert response.status == 201, await response.text()
+            started = await start_connection(api, app)
+            state = parse_qs(urlsplit(started["authorize_url"]).query)["state"][0]
+            _, outcome = await follow_callback(
+                anonymous, f"/oauth/callback?code=c0de&state={state}"
+            )
+            assert outcome["problem"] == "invalid_settings", outcome
+            await events.wait_for(
+                lambda e: (
+                    e["type"] == "connection.authorization_failed"
+                    and e["connection_id"] == started["connection_id"]
+                )
+            )
+        assert provider.hits["/token"] == 2  # the secret, then the previous one
+        failed = await connections.get(resources.pool, started["connection_id"])
+        assert failed is not None and "[redacted]" in failed.last_error["description"]
+        assert found.find_in(logs.getvalue()) == [], "secrets in the logs"
+        stream = json.dumps(await redis.xrange(settings.events_stream))
+        assert found.find_in(stream) == [], "secrets in the event stream"
+        assert await plaintext_in_tables(resources, found) == {}
+    finally:
+        await provider.stop()

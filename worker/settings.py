@@ -59,7 +59,7 @@ def build_worker(
 
     async def startup(ctx: dict[str, Any]) -> None:
         resources = await Resources.open(settings, ring, pool_max=concurrency_ + 4)
-        http = provider_session(settings.allow_link_local, per_host=concurrency_)
+        http = provider_session(settings.outbound, per_host=concurrency_)
         wc = WorkerContext(resources=resources, http=http)
         ctx[CTX_KEY] = wc
         if periodic:
@@ -75,7 +75,7 @@ def build_worker(
                 channel=settings.events_channel,
             )
             wc.tasks.append(asyncio.create_task(ctx["relay"].run(), name="relay"))
-            webhooks = WebhookDispatcher(resources, allow_link_local=settings.allow_link_local)
+            webhooks = WebhookDispatcher(resources, rules=settings.outbound)
             wc.tasks.append(asyncio.create_task(webhooks.run(), name="webhooks"))
         if settings.metrics_port:
             if not _metrics_served:

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from authbroker import netguard
 from authbroker.logs import get_logger
 from services import webhook_delivery as delivery
 from storage import outbox
@@ -44,13 +45,13 @@ class WebhookDispatcher:
         self,
         resources: Resources,
         *,
-        allow_link_local: bool = False,
+        rules: netguard.Rules | None = None,
         concurrency: int = CONCURRENCY,
         per_webhook: int = PER_WEBHOOK,
         poll_interval: float = 1.0,
     ):
         self.resources = resources
-        self.allow_link_local = allow_link_local
+        self.rules = rules
         self.concurrency = concurrency
         self.per_webhook = per_webhook
         self.poll_interval = poll_interval
@@ -75,7 +76,7 @@ class WebhookDispatcher:
         pool = await create_pool(dsn, min_size=1, max_size=POOL_SIZE)
         # The use cases get this pool: deliveries never wait for the refreshes' connections.
         res = dataclasses.replace(self.resources, pool=pool)
-        http = provider_session(self.allow_link_local, per_host=self.per_webhook)
+        http = provider_session(self.rules, per_host=self.per_webhook)
         listener = asyncio.create_task(
             listen(dsn, (outbox.NOTIFY_CHANNEL, stored.NOTIFY_CHANNEL), self._notified),
             name="webhooks-listen",

@@ -66,6 +66,8 @@ def _show_app(app: dict[str, Any]) -> None:
                 ("refresh token lifetime", app.get("refresh_token_lifetime")),
                 ("probe url", app.get("probe_url")),
                 ("probe interval", app.get("probe_interval")),
+                ("issuer", app.get("issuer")),
+                ("require iss", app.get("require_iss")),
                 ("redirect url", app.get("redirect_url")),
                 ("created", when(app.get("created_at"))),
                 ("updated", when(app.get("updated_at"))),

@@ -31,12 +31,14 @@ Rules this package keeps:
 from authbroker.oauth.authorization import (
     build_authorize_url,
     code_challenge,
+    issuer_mismatch,
     new_code_verifier,
     new_state,
     parse_scopes,
     state_digest,
 )
 from authbroker.oauth.bearer import BearerChallenge, parse_bearer_challenge
+from authbroker.oauth.client_auth import basic_credentials
 from authbroker.oauth.errors import (
     CLIENT_CREDENTIAL_ERRORS,
     OAuthError,
@@ -83,11 +85,13 @@ __all__ = [
     "TokenRequestFormat",
     "TokenResponse",
     "TokenShape",
+    "basic_credentials",
     "build_authorize_url",
     "callback_problem",
     "classify",
     "code_challenge",
     "exchange_code",
+    "issuer_mismatch",
     "new_code_verifier",
     "new_state",
     "parse_bearer_challenge",

@@ -15,6 +15,7 @@ from authbroker.oauth.model import Client
 __all__ = [
     "build_authorize_url",
     "code_challenge",
+    "issuer_mismatch",
     "new_code_verifier",
     "new_state",
     "parse_scopes",
@@ -116,3 +117,18 @@ def parse_scopes(raw: str | Sequence[str] | None) -> list[str] | None:
         if scope:
             seen.setdefault(scope, None)
     return list(seen)
+
+
+def issuer_mismatch(expected: str | None, *, required: bool, received: str | None) -> str | None:
+    """Why an authorization response did not come from the expected authorization server
+    (RFC 9207 §2.4), or None. `iss` is compared as a plain string, no normalising: a server
+    spelling its issuer differently is not the one the app knows. Without an expected issuer
+    there is nothing to compare with; `required` (the server's metadata promises `iss` on every
+    response) makes a missing one a mismatch too."""
+    if received is None and required:
+        return "the callback names no issuer (iss), though the provider always sends one"
+    if received is None:
+        return None
+    if expected is not None and received != expected:
+        return f"the callback names issuer {received[:300]!r}, not the app's {expected!r}"
+    return None

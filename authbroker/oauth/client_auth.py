@@ -61,10 +61,11 @@ class Outcome(Generic[T]):
     authenticated: Authenticated
 
 
-def _basic_authorization(client_id: str, secret: str) -> str:
-    """RFC 6749 §2.3.1: form-urlencode id and secret, then Basic (RFC 7617) over "id:secret"."""
+def basic_credentials(client_id: str, secret: str) -> str:
+    """RFC 6749 §2.3.1: form-urlencode id and secret, then base64 (RFC 7617) of "id:secret":
+    the value of the Basic header, as secret as the secret itself."""
     pair = f"{quote_plus(client_id)}:{quote_plus(secret)}"
-    return "Basic " + base64.b64encode(pair.encode("ascii")).decode("ascii")
+    return base64.b64encode(pair.encode("ascii")).decode("ascii")
 
 
 def _credentials(client: Client) -> tuple[Credential, ...]:
@@ -195,7 +196,7 @@ def build_request(
         fields["client_assertion"] = assertion
         made = (assertion,)
     elif placement == "basic" and isinstance(credential, str):
-        headers["Authorization"] = _basic_authorization(client.client_id, credential)
+        headers["Authorization"] = "Basic " + basic_credentials(client.client_id, credential)
     else:
         fields["client_id"] = client.client_id
         if isinstance(credential, str):

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus
 
+from authbroker.oauth.client_auth import basic_credentials
 from authbroker.oauth.model import Client
 
 __all__ = ["SECRET_PARAMS", "Redactor"]
@@ -39,7 +40,8 @@ class Redactor:
 
     @classmethod
     def for_request(cls, client: Client, params: Mapping[str, str]) -> Redactor:
-        values = [client.client_secret or "", *client.previous_secrets]
+        sent = [s for s in (client.client_secret, *client.previous_secrets) if s]
+        values = [*sent, *(basic_credentials(client.client_id, s) for s in sent)]
         values += [value for key, value in params.items() if key in SECRET_PARAMS]
         return cls(()).including(values)
 
@@ -50,8 +52,11 @@ class Redactor:
         return Redactor(tuple(sorted(forms, key=len, reverse=True)))
 
     def clean(self, text: str, limit: int) -> str:
+        """Also storable: control characters (NUL among them) become spaces, lone surrogates
+        (a JSON `\\ud800`) question marks."""
         for secret in self.secrets:
             text = text.replace(secret, _REDACTED)
+        text = text.encode("utf-8", "replace").decode("utf-8")
         text = _CONTROL_CHARS.sub(" ", text).strip()
         return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -21,6 +21,7 @@ from typing import Literal
 import aiohttp
 from yarl import URL
 
+from authbroker import netguard
 from authbroker.oauth.errors import ProviderMalformed, ProviderUnavailable
 
 __all__ = ["Reply", "Request", "Timeouts", "retry_after_seconds", "send"]
@@ -103,6 +104,9 @@ async def send(
     except aiohttp.InvalidURL:
         raise ProviderMalformed("invalid_url", "the endpoint URL is not a valid URL") from None
     except aiohttp.ClientConnectorError as exc:
+        # The outbound rules refused the address, not the provider: nothing was sent.
+        if isinstance(exc.os_error, netguard.ForbiddenAddress):
+            raise ProviderUnavailable("address_refused", str(exc.os_error)) from None
         raise ProviderUnavailable(
             "connection_error", f"{type(exc).__name__} connecting to {host}"
         ) from None

@@ -10,6 +10,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
+from authbroker import text
 from authbroker.schemas import APP_SETTINGS, AppCreate, FormKind, default_of, field_errors
 
 SECRET_FIELDS = frozenset({"client_secret", "password", "key"})
@@ -28,6 +29,19 @@ FRIENDLY = {
     "Field required": "Required.",
 }
 NAME_HINT = "Use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit."
+
+
+def form_flaw(form: Mapping[str, Any]) -> str | None:
+    """What is wrong with a posted form that no field's validation would say: a name or a
+    value storage could not keep (`authbroker.text`), named for the page."""
+    for key, value in form.items():
+        why = text.flaw(str(key))
+        if why:
+            return f"A field name {why}."
+        why = text.flaw(value) if isinstance(value, str) else None
+        if why:
+            return f"The field {key!r} {why}."
+    return None
 
 
 def raw(form: Mapping[str, Any]) -> dict[str, str]:

@@ -17,7 +17,9 @@ from aiohttp import web
 from authbroker.logs import get_logger
 from authbroker.oauth import TokenRequestFormat
 from handlers.console import session as sessions
+from handlers.console.forms import form_flaw
 from handlers.responses import ApiError
+from services.errors import DomainError
 
 log = get_logger("authbroker.console")
 HERE = Path(__file__).resolve().parent
@@ -154,6 +156,11 @@ def error_page(request: web.Request, status: int, title: str, message: str) -> w
     return render(request, "error.html", {"title": title, "message": message}, status=status)
 
 
+def refused_form(request: web.Request, why: str) -> web.Response:
+    """A posted form holding what storage could not keep (`forms.form_flaw`)."""
+    return error_page(request, 400, "Refused", f"{why} Nothing changed.")
+
+
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """`on_response_prepare`: every console answer, pages, redirects and files alike."""
     if request.path == PREFIX or request.path.startswith(PREFIX + "/"):
@@ -173,6 +180,8 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
         # The API's refusals (409 app being deleted, …) as a console page, not JSON.
         message = str(exc.body.get("message") or exc.body.get("error") or "refused")
         return error_page(request, exc.status, "That did not work", message)
+    except DomainError as exc:
+        return error_page(request, exc.http_status, "That did not work", exc.message)
     except web.HTTPNotFound:
         return error_page(request, 404, "Not found", "There is nothing at this address.")
     except (web.HTTPException, asyncio.CancelledError):
@@ -232,6 +241,9 @@ def action(handler: Handler) -> Handler:
                 "This form is missing its security token or the token is stale. Reload the "
                 "page and try again. Nothing changed.",
             )
+        flawed = form_flaw(form)
+        if flawed:
+            return refused_form(request, flawed)
         request[FORM] = form
         return await _guarded(request, handler)
 

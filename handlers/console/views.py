@@ -40,6 +40,7 @@ from handlers.console.render import (
     error_page,
     page,
     redirect,
+    refused_form,
     render,
     see_other,
 )
@@ -155,6 +156,9 @@ async def login(request: web.Request) -> web.StreamResponse:
             "Refused",
             "This sign-in form is stale or came from another site. Open the sign-in page again.",
         )
+    flawed = forms.form_flaw(form)
+    if flawed:
+        return refused_form(request, flawed)
     key = str(form.get("key", "")).strip()
     found = None
     if key and len(key) <= 200:
