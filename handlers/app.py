@@ -30,7 +30,7 @@ from handlers import (
 from handlers.auth import api_key_middleware
 from handlers.context import RESOURCES
 from handlers.models import Error
-from handlers.responses import ApiError, ok, translate
+from handlers.responses import ApiError, check_path, ok, translate
 from services.errors import DomainError
 from storage.resources import Resources
 
@@ -55,6 +55,7 @@ async def context_middleware(request: web.Request, handler: web.Handler) -> web.
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
     try:
+        check_path(request)
         response = await handler(request)
     except ApiError as exc:
         response = exc.response()

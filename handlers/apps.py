@@ -11,7 +11,7 @@ from authbroker.schemas import NAME_PATTERN, AppCreate, AppUpdate
 from handlers import models
 from handlers.context import resources
 from handlers.operations import Answer, operation, path_param, query_param
-from handlers.responses import ok, path_value, query_value, read_json, read_model, validate
+from handlers.responses import ok, query_value, read_json, read_model, validate
 from services import apps as service
 from storage import apps
 from storage.apps import App
@@ -37,7 +37,7 @@ class AppCreateFromPreset(AppCreate):
 
 
 async def load_app(request: web.Request) -> App:
-    return await service.get(resources(request), path_value(request, "name"))
+    return await service.get(resources(request), request.match_info["name"])
 
 
 @routes.post("/v1/apps")

@@ -13,7 +13,7 @@ from handlers import models
 from handlers.apps import APP_NAME, APP_NOT_FOUND, load_app
 from handlers.context import resources
 from handlers.operations import NO_STORE, RETRY_AFTER, Answer, operation, path_param, query_param
-from handlers.responses import fail, ok, path_value, query_value, read_model
+from handlers.responses import fail, ok, query_value, read_model
 from services import authorizations, revocation
 from services import connections as service
 from storage import connections
@@ -43,7 +43,7 @@ UNAVAILABLE = Answer(
 
 
 async def load_connection(request: web.Request) -> Connection:
-    return await service.get(resources(request), path_value(request, "connection_id"))
+    return await service.get(resources(request), request.match_info["connection_id"])
 
 
 @routes.post("/v1/apps/{name}/connections")

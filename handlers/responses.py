@@ -113,9 +113,11 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def path_value(request: web.Request, name: str) -> str:
-    """A path parameter, or 400 naming it when storage could not keep it."""
-    return _checked(name, request.match_info[name])
+def check_path(request: web.Request) -> None:
+    """400 naming the first path parameter storage could not keep (a NUL, a lone surrogate),
+    for every route at once: no handler can forget it."""
+    for name, value in request.match_info.items():
+        _checked(name, value)
 
 
 @overload

@@ -215,6 +215,18 @@ CONSOLE: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/console/basic/{name}/delete"): {},
     ("POST", "/console/basic/{name}/delete"): {},
     ("GET", "/console/events"): {"query": ("type", "app", "since")},
+    ("GET", "/console/webhooks"): {},
+    ("POST", "/console/webhooks"): {
+        "fields": ("url", "types", "apps", "description"),
+        "base": lambda: {"url": f"https://hooks.example.com/{fresh('fuzz')}"},
+    },
+    ("POST", "/console/webhooks/{webhook_id}/disable"): {},
+    ("POST", "/console/webhooks/{webhook_id}/enable"): {},
+    ("POST", "/console/webhooks/{webhook_id}/rotate"): {},
+    ("POST", "/console/webhooks/{webhook_id}/deliveries/{delivery_id}/replay"): {},
+    ("GET", "/console/webhooks/{webhook_id}/delete"): {},
+    ("POST", "/console/webhooks/{webhook_id}/delete"): {},
+    ("POST", "/console/apps/{name}/keys"): {"fields": ("alg",)},
     ("GET", "/console/static/{filename}"): {},
 }
 # Browser pages outside the API and the console.

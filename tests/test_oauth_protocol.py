@@ -1051,7 +1051,8 @@ async def test_echoed_basic_credentials_are_redacted_from_errors(session, mock) 
     (tried on invalid_client): the base64 of `id:secret` is as secret as the secret."""
     app = client(client_secret=CLIENT_SECRET, previous_secrets=(OLD_SECRET,), client_auth="basic")
     sent = [basic_credentials(CLIENT_ID, secret) for secret in (CLIENT_SECRET, OLD_SECRET)]
-    for value in sent:
+    # Each secret in the Basic header, then (a placement that corrects itself) in the body.
+    for value in [*sent, *sent]:
         respond(
             mock,
             status=401,
@@ -1063,7 +1064,7 @@ async def test_echoed_basic_credentials_are_redacted_from_errors(session, mock) 
     for text in (str(exc), repr(exc), exc.description, *map(str, exc.args)):
         for value in sent:
             assert value not in text and quote(value, safe="") not in text
-    assert exc.description == "bad header [redacted]"
+    assert exc.description is not None and "bad header [redacted]" in exc.description
 
 
 async def test_echoed_refresh_token_is_redacted(session, mock) -> None:

@@ -485,7 +485,7 @@ async def test_a_provider_echoing_the_basic_header_leaks_it_nowhere(
                     and e["connection_id"] == started["connection_id"]
                 )
             )
-        assert provider.hits["/token"] == 2  # the secret, then the previous one
+        assert provider.hits["/token"] == 4  # each secret in the header, then in the body
         failed = await connections.get(resources.pool, started["connection_id"])
         assert failed is not None and "[redacted]" in failed.last_error["description"]
         assert found.find_in(logs.getvalue()) == [], "secrets in the logs"
