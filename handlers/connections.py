@@ -6,14 +6,15 @@ from aiohttp import web
 
 from authbroker.logs import get_logger
 from authbroker.problems import Problem
+from authbroker.roles import Permission
 from authbroker.schemas import CONNECTION_ID_PATTERN, ConnectionStart, Report
 from authbroker.states import Status
 from handlers import models
 from handlers.apps import APP_NAME, APP_NOT_FOUND, load_app
-from handlers.context import resources
+from handlers.context import AUDIT, caller, resources
 from handlers.operations import NO_STORE, RETRY_AFTER, Answer, operation, path_param, query_param
 from handlers.responses import fail, ok, read_model
-from services import authorizations, revocation
+from services import access, authorizations, revocation
 from services import connections as service
 from storage import connections
 from storage.connections import Connection
@@ -42,7 +43,10 @@ UNAVAILABLE = Answer(
 
 
 async def load_connection(request: web.Request) -> Connection:
-    return await service.get(resources(request), request.match_info["connection_id"])
+    """The connection the path names, if the caller reaches its app."""
+    found = await service.get(resources(request), request.match_info["connection_id"])
+    access.require_app(caller(request), found.app, what="connection's app")
+    return found
 
 
 @routes.post("/v1/apps/{name}/connections")
@@ -59,6 +63,7 @@ async def load_connection(request: web.Request) -> Connection:
     parameters=[APP_NAME],
     body=ConnectionStart,
     body_required=False,
+    permission=Permission.CONNECTIONS_WRITE,
 )
 async def start_authorization(request: web.Request) -> web.Response:
     """Start an authorization: get the URL to send the user to.
@@ -100,6 +105,7 @@ async def start_authorization(request: web.Request) -> web.Response:
         ),
         query_param("after", "The `next` of the previous page.", {"type": "string"}),
     ],
+    permission=Permission.CONNECTIONS_READ,
 )
 async def list_connections(request: web.Request) -> web.Response:
     """List connections, a page at a time (by id)."""
@@ -113,9 +119,10 @@ async def list_connections(request: web.Request) -> web.Response:
         fail(400, "invalid_limit", "limit must be an integer between 1 and 1000")
     if not 1 <= limit <= 1000:
         fail(400, "invalid_limit", "limit must be an integer between 1 and 1000")
+    app = request.query.get("app")
     found = await connections.page(
         res.pool,
-        app=request.query.get("app"),
+        apps=caller(request).limited_to([app] if app is not None else []),
         status=status,
         after=request.query.get("after"),
         limit=limit + 1,
@@ -135,6 +142,7 @@ async def list_connections(request: web.Request) -> web.Response:
     "connections",
     {200: Answer("The connection.", models.Connection), 404: CONNECTION_NOT_FOUND},
     parameters=[CONNECTION_ID],
+    permission=Permission.CONNECTIONS_READ,
 )
 async def show_connection(request: web.Request) -> web.Response:
     """Show a connection (never its tokens).
@@ -172,6 +180,7 @@ def _credentials(res: Resources, found: Connection) -> web.Response:
         503: UNAVAILABLE,
     },
     parameters=[CONNECTION_ID],
+    permission=Permission.CREDENTIALS_READ,
 )
 async def connection_credentials(request: web.Request) -> web.Response:
     """A valid access token and a ready Authorization value.
@@ -181,6 +190,7 @@ async def connection_credentials(request: web.Request) -> web.Response:
     """
     res = resources(request)
     found = await service.credentials(res, await load_connection(request))
+    request.app[AUDIT].count(caller(request).key_id, "connection", found.id)
     return _credentials(res, found)
 
 
@@ -200,6 +210,7 @@ async def connection_credentials(request: web.Request) -> web.Response:
         ),
     },
     parameters=[CONNECTION_ID],
+    permission=Permission.CONNECTIONS_REFRESH,
 )
 async def force_refresh(request: web.Request) -> web.Response:
     """Refresh now and tell what happened.
@@ -226,6 +237,7 @@ async def force_refresh(request: web.Request) -> web.Response:
     },
     parameters=[CONNECTION_ID],
     body=Report,
+    permission=Permission.CONNECTIONS_REFRESH,
 )
 async def report(request: web.Request) -> web.Response:
     """Tell what the web service answered (401/403 and its WWW-Authenticate).
@@ -268,6 +280,7 @@ async def report(request: web.Request) -> web.Response:
         404: CONNECTION_NOT_FOUND,
     },
     parameters=[CONNECTION_ID],
+    permission=Permission.CONNECTIONS_WRITE,
 )
 async def delete_connection(request: web.Request) -> web.Response:
     """Revoke the grant at the provider, then forget the tokens.

@@ -16,7 +16,9 @@ from aiohttp import web
 
 from authbroker.logs import get_logger
 from handlers.console import session as sessions
+from handlers.context import CALLER
 from handlers.responses import ApiError
+from services.errors import DomainError
 
 log = get_logger("authbroker.console")
 HERE = Path(__file__).resolve().parent
@@ -170,6 +172,8 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
         # The API's refusals (409 app being deleted, …) as a console page, not JSON.
         message = str(exc.body.get("message") or exc.body.get("error") or "refused")
         return error_page(request, exc.status, "That did not work", message)
+    except DomainError as exc:
+        return error_page(request, exc.http_status, "That did not work", exc.message)
     except web.HTTPNotFound:
         return error_page(request, 404, "Not found", "There is nothing at this address.")
     except (web.HTTPException, asyncio.CancelledError):
@@ -193,6 +197,7 @@ def page(handler: Handler) -> Handler:
         if found is None:
             return redirect(_login_location(request))
         request[SESSION] = found
+        request[CALLER] = found.caller
         return await _guarded(request, handler)
 
     return wrapper
@@ -230,6 +235,7 @@ def action(handler: Handler) -> Handler:
                 "page and try again. Nothing changed.",
             )
         request[FORM] = form
+        request[CALLER] = found.caller
         return await _guarded(request, handler)
 
     return wrapper
