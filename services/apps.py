@@ -125,19 +125,19 @@ def guard_destinations(
     moved = moved_destinations(app, changes)
     if not moved:
         return changes
-    if confirmed and not caller.is_admin:
-        raise Forbidden(
-            "forbidden",
-            f"{label}{caller.label} may not confirm a new secret destination: admin keys only; "
-            "send client_secret in the same request instead",
-        )
     if changes.get("client_secret"):
         if "client_secrets_previous" not in changes and app.client_secrets_previous is not None:
             # The caller gave the secret that goes there, not the older ones.
             return {**changes, "client_secrets_previous": []}
         return changes
-    if confirmed:
+    if confirmed and caller.is_admin:
         return changes
+    if confirmed:
+        raise Forbidden(
+            "forbidden",
+            f"{label}{caller.label} may not confirm a new secret destination: admin keys only; "
+            "send client_secret in the same request instead",
+        )
     names = ", ".join(moved)
     message = (
         f"{label}changing {names} changes where the client secret and tokens are sent: send "

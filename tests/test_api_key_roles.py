@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from authbroker.embedded import free_port
+from authbroker.events import EventType, make_event
 from authbroker.roles import GRANTS, Permission, Role, roles_allowed
 from handlers import sse
 from handlers.app import create_app
@@ -330,6 +331,11 @@ async def test_every_read_of_credentials_is_counted_per_key_and_connection(
 # ------------------------------------------------------------------------------ events
 
 
+def refreshed(app: str) -> dict[str, Any]:
+    """An event as the relay appends them (other tests read the same stream)."""
+    return make_event(EventType.REFRESHED, app=app, connection_id=f"{app}-c", status="active")
+
+
 async def open_stream(session: aiohttp.ClientSession, **params: str) -> aiohttp.ClientResponse:
     response = await session.get(
         "/v1/events",
@@ -359,11 +365,7 @@ async def test_a_limited_key_follows_only_its_apps_events(api, web_server, redis
         response = await open_stream(runtime)
         try:
             for app in (theirs, mine, theirs, mine):
-                await publish(
-                    redis,
-                    settings,
-                    {"type": "connection.refreshed", "app": app, "connection_id": f"{app}-c"},
-                )
+                await publish(redis, settings, refreshed(app))
             got = await data_lines(response, 2)
         finally:
             response.close()
@@ -379,12 +381,12 @@ async def test_a_revoked_keys_event_stream_ends(
     async with as_key(web_server, key) as runtime:
         response = await open_stream(runtime)
         try:
-            await publish(redis, settings, {"type": "connection.refreshed", "app": "a"})
+            await publish(redis, settings, refreshed(unique("revoked")))
             assert await data_lines(response, 1)
             status, _ = await call(api, "DELETE", f"/v1/api-keys/{key_id}")
             assert status == 204
             # Wake the stream's read; at its next check the server ends the stream.
-            await publish(redis, settings, {"type": "connection.refreshed", "app": "a"})
+            await publish(redis, settings, refreshed(unique("revoked")))
             await asyncio.wait_for(response.content.read(), 60)
             assert response.content.at_eof()
         finally:
