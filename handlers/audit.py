@@ -23,8 +23,8 @@ MAX_ITEMS = 1000
     "api-keys",
     {
         200: Answer("Reads per key, subject and day, newest first.", models.CredentialReadList),
-        400: "Invalid `days` or `limit`, or both `connection` and `basic` (`invalid_days`, "
-        "`invalid_limit`, `invalid_request`).",
+        400: "Invalid `days`, `limit` or filter, or both `connection` and `basic` "
+        "(`invalid_days`, `invalid_limit`, `invalid_filter`, `invalid_request`).",
     },
     parameters=[
         query_param("key", "Only this key's reads (its id).", {"type": "string"}),

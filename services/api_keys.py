@@ -6,6 +6,7 @@ side's resources.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import asyncpg
@@ -20,6 +21,8 @@ from storage.credential_reads import Total
 log = get_logger("authbroker.api_keys")
 
 Database = asyncpg.Connection | asyncpg.Pool
+# What a key's id may look like (`ab_<id>_…`); anything else names no key.
+KEY_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ async def list_all(db: Database) -> list[ApiKey]:
 
 
 async def get(db: Database, key_id: str) -> ApiKey:
-    key = await api_keys.get(db, key_id) if len(key_id) <= 64 else None
+    key = await api_keys.get(db, key_id) if KEY_ID.fullmatch(key_id) else None
     if key is None:
         raise NotFound("api_key_not_found", f"no API key with id {key_id!r}")
     return key

@@ -107,6 +107,9 @@ async def find(
     Basic credential, or all of them."""
     if connection_id is not None and basic is not None:
         raise Invalid("invalid_request", "give connection or basic, not both")
+    for name, value in (("key", key_id), ("connection", connection_id), ("basic", basic)):
+        if value is not None and not (len(value) <= 200 and value.isprintable()):
+            raise Invalid("invalid_filter", f"{name} must be at most 200 printable characters")
     if not 1 <= days <= MAX_DAYS:
         raise Invalid("invalid_days", f"days must be between 1 and {MAX_DAYS}")
     kind, subject = None, None

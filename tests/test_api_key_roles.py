@@ -473,3 +473,16 @@ async def test_invalid_keys_are_throttled_per_address_and_valid_keys_still_pass(
         # A key this process accepted before is not slowed down.
         async with http.get("/v1/apps", headers=good) as response:
             assert response.status == 200
+
+
+async def test_hostile_ids_and_filters_are_refused_not_failed(api):
+    for path in ("/v1/api-keys/a%00b", "/v1/api-keys/" + "a" * 300, "/v1/api-keys/a%20b"):
+        status, body = await call(api, "GET", path)
+        assert status == 404 and body["error"] == "api_key_not_found", (path, body)
+    for params in ({"connection": "a\x00b"}, {"key": "k" * 300}, {"basic": "x\ny"}):
+        status, body = await call(api, "GET", "/v1/credential-reads", params=params)
+        assert status == 400 and body["error"] == "invalid_filter", (params, body)
+    status, body = await call(
+        api, "GET", "/v1/credential-reads", params={"connection": "a", "basic": "b"}
+    )
+    assert status == 400 and body["error"] == "invalid_request"
