@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handlers.console import keys, render, session, views
+from handlers.console import api_keys, render, session, views
 from handlers.context import RESOURCES
 from handlers.throttle import SIGN_IN_FAILURES, sign_in_limiter
 
@@ -25,7 +25,7 @@ def setup(app: web.Application) -> None:
     app[session.SECRET] = session.derive_secret(app[RESOURCES])
     app[SIGN_IN_FAILURES] = sign_in_limiter()
     app.add_routes(views.routes)
-    app.add_routes(keys.routes)
+    app.add_routes(api_keys.routes)
     app.router.add_static(render.PREFIX + "/static", STATIC, name="console_static")
     app.on_response_prepare.append(render.add_security_headers)
 
