@@ -51,6 +51,9 @@ class Settings:
     provider_connect_timeout: float = 10.0
     worker_concurrency: int = 20
     metrics_port: int | None = None
+    # (host, port) of a listener of its own for the web server's /metrics; the public port then
+    # serves only the callback, the API and the console.
+    metrics_listen: tuple[str, int] | None = None
 
     @property
     def production(self) -> bool:
@@ -185,6 +188,34 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[Network, ...]:
     return tuple(found)
 
 
+def _listen(env: Mapping[str, str], name: str, default_host: str) -> tuple[str, int] | None:
+    """`host:port`, `[v6]:port`, or a port alone (on AUTHBROKER_HOST)."""
+    value = _text(env, name)
+    if value is None:
+        return None
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        host, port_text = default_host, value
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    problem = None
+    if not host or "[" in host or "]" in host:
+        problem = "a host"
+    elif ":" in host and not bracketed:
+        problem = "an IPv6 address in brackets, e.g. [::1]:9100"
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if problem is None and not 1 <= port <= 65535:
+        problem = "a port between 1 and 65535"
+    if problem is not None:
+        raise SettingsError(
+            f"AUTHBROKER_{name}={value!r}: expected host:port or a port ({problem})"
+        )
+    return host, port
+
+
 def is_loopback(host: str | None) -> bool:
     if not host:
         return False
@@ -254,6 +285,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider_connect_timeout=_number(env, "PROVIDER_CONNECT_TIMEOUT", 10.0, 0.5, 120),
         worker_concurrency=_integer(env, "WORKER_CONCURRENCY", 20, 1, 1000),
         metrics_port=_integer(env, "METRICS_PORT", 0, 0, 65535) or None,
+        metrics_listen=_listen(env, "METRICS_LISTEN", host),
     )
     if settings.production:
         missing = [

@@ -28,6 +28,7 @@ from pydantic.fields import FieldInfo
 from authbroker import netguard, webhooks
 from authbroker.config import is_loopback
 from authbroker.oauth import ClientAuth, KeyAlgorithm, TokenRequestFormat
+from authbroker.roles import APP_LIMITED, Role
 
 FormKind = Literal[
     "text", "number", "scopes", "separator", "choice", "params", "check", "secret", "secrets"
@@ -283,8 +284,20 @@ def _refuse_null(cls: type[BaseModel], value: Any) -> Any:
 
 
 class _AppChanges(_AppFields):
+    # Not a setting: an admin's confirmation that the changed URLs may receive the app's secrets
+    # (services/apps.py, the `secret_destination` rule).
+    confirm_secret_destination: bool = Field(
+        default=False,
+        description="Admin keys: send the stored client secret and tokens to the changed URLs "
+        "without giving the secret again.",
+    )
+
     def changes(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.model_fields_set}
+        return {
+            name: getattr(self, name)
+            for name in self.model_fields_set
+            if name != "confirm_secret_destination"
+        }
 
 
 def _null_refused(not_null: list[str]) -> Callable[[dict[str, Any]], None]:
@@ -481,6 +494,26 @@ class SecretRotation(BaseModel):
         description="Seconds the previous secret keeps signing beside the new one (0: drop it "
         "now).",
     )
+
+
+class ApiKeyCreate(BaseModel):
+    """A new API key: who uses it, its role, and for runtime keys the apps it is limited to
+    (app or Basic credential names; none: every app)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+    role: Role
+    apps: list[Name] | None = Field(default=None, max_length=100)
+
+    @field_validator("apps")
+    @classmethod
+    def _apps(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        role = info.data.get("role")
+        if value and role is not None and role not in APP_LIMITED:
+            limited = ", ".join(sorted(APP_LIMITED))
+            raise ValueError(f"only {limited} keys are limited to apps; {role} keys reach all")
+        return sorted(set(value)) if value else None
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, str]]:

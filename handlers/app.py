@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import AsyncIterator
 
 import asyncpg
 import redis.exceptions
@@ -13,7 +14,9 @@ from aiohttp import web
 from authbroker.logs import get_logger
 from authbroker.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from handlers import (
+    api_keys,
     apps,
+    audit,
     basic,
     callback,
     client_keys,
@@ -28,9 +31,11 @@ from handlers import (
     webhooks,
 )
 from handlers.auth import api_key_middleware
-from handlers.context import RESOURCES
+from handlers.context import AUDIT, RESOURCES
 from handlers.models import Error
 from handlers.responses import ApiError, check_path, ok, translate
+from handlers.throttle import API_FAILURES, api_limiter
+from services.audit import CredentialReads
 from services.errors import DomainError
 from storage.resources import Resources
 
@@ -108,15 +113,27 @@ async def _listen_for_news(app: web.Application) -> None:
     app[RESOURCES].notifications.start()
 
 
+async def _count_reads(app: web.Application) -> AsyncIterator[None]:
+    """Reads of credentials are stored every few seconds while serving, and once more at the
+    end (services/audit.py)."""
+    app[AUDIT].start()
+    yield
+    await app[AUDIT].close()
+
+
 def create_app(resources: Resources) -> web.Application:
     app = web.Application(
         middlewares=[context_middleware, api_key_middleware], client_max_size=256 * 1024
     )
     app[RESOURCES] = resources
+    app[API_FAILURES] = api_limiter()
+    app[AUDIT] = CredentialReads(resources.pool)
+    # With a metrics listener of its own (AUTHBROKER_METRICS_LISTEN), /metrics is not public.
+    public_metrics = (metrics,) if resources.settings.metrics_listen is None else ()
     # transfer before apps: /v1/apps/export must not be read as an app named "export".
     modules = (
         health,
-        metrics,
+        *public_metrics,
         transfer,
         events,
         apps,
@@ -126,10 +143,23 @@ def create_app(resources: Resources) -> web.Application:
         callback,
         diagnosis,
         webhooks,
+        api_keys,
+        audit,
     )
     for module in (*modules, openapi):
         app.add_routes(module.routes)
     app.on_startup.append(_listen_for_news)
+    app.cleanup_ctx.append(_count_reads)
     app.on_shutdown.append(events.close_streams)  # end open event streams at shutdown
     console.setup(app)
+    return app
+
+
+def create_metrics_app(resources: Resources) -> web.Application:
+    """`/metrics` alone, for a listener of its own (AUTHBROKER_METRICS_LISTEN): scrapers reach
+    it on an internal address while the public port shows only the callback, the API and the
+    console."""
+    app = web.Application()
+    app[RESOURCES] = resources
+    app.add_routes(metrics.routes)
     return app

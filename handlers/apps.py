@@ -7,11 +7,13 @@ from pydantic import Field
 
 from authbroker import presets
 from authbroker.logs import get_logger
+from authbroker.roles import Permission
 from authbroker.schemas import NAME_PATTERN, AppCreate, AppUpdate
 from handlers import models
-from handlers.context import resources
+from handlers.context import caller, resources
 from handlers.operations import Answer, operation, path_param, query_param
 from handlers.responses import ok, query_value, read_json, read_model, validate
+from services import access
 from services import apps as service
 from storage import apps
 from storage.apps import App
@@ -37,7 +39,10 @@ class AppCreateFromPreset(AppCreate):
 
 
 async def load_app(request: web.Request) -> App:
-    return await service.get(resources(request), request.match_info["name"])
+    """The app the path names, if the caller reaches it."""
+    name = request.match_info["name"]
+    access.require_app(caller(request), name)
+    return await service.get(resources(request), name)
 
 
 @routes.post("/v1/apps")
@@ -49,6 +54,7 @@ async def load_app(request: web.Request) -> App:
         409: "An app of that name exists (`app_exists`).",
     },
     body=(AppCreate, AppCreateFromPreset),
+    permission=Permission.APPS_WRITE,
 )
 async def create_app(request: web.Request) -> web.Response:
     """Register an OAuth application.
@@ -65,7 +71,12 @@ async def create_app(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/apps")
-@operation("listApps", "apps", {200: Answer("Every app, by name.", models.AppList)})
+@operation(
+    "listApps",
+    "apps",
+    {200: Answer("Every app, by name.", models.AppList)},
+    permission=Permission.APPS_READ,
+)
 async def list_apps(request: web.Request) -> web.Response:
     """List OAuth applications."""
     res = resources(request)
@@ -79,6 +90,7 @@ async def list_apps(request: web.Request) -> web.Response:
     "apps",
     {200: Answer("The app.", models.App), 404: APP_NOT_FOUND},
     parameters=[APP_NAME],
+    permission=Permission.APPS_READ,
 )
 async def show_app(request: web.Request) -> web.Response:
     """Show an OAuth application."""
@@ -89,20 +101,35 @@ async def show_app(request: web.Request) -> web.Response:
 @operation(
     "updateApp",
     "apps",
-    {200: Answer("The updated app.", models.App), 404: APP_NOT_FOUND},
+    {
+        200: Answer("The updated app.", models.App),
+        404: APP_NOT_FOUND,
+        409: "A URL that receives secrets changed without `client_secret` in the same request "
+        "or an admin's `confirm_secret_destination` (`secret_destination`, with `fields`).",
+    },
     parameters=[APP_NAME],
     body=AppUpdate,
+    permission=Permission.APPS_WRITE,
 )
 async def update_app(request: web.Request) -> web.Response:
     """Change an OAuth application.
 
     Only the fields given change; null clears the optional ones. Any change resumes an app
-    paused for refused settings.
+    paused for refused settings. Changing `token_url`, `revoke_url`, `probe_url` or
+    `authorization_url` changes where the app's secrets and tokens go: it needs `client_secret`
+    in the same request (the previous secrets are dropped unless given too), or an admin key
+    with `"confirm_secret_destination": true`.
     """
     res = resources(request)
     app = await load_app(request)
     body = await read_model(request, AppUpdate, **res.settings.validation_context)
-    updated = await service.update(res, app, body.changes())
+    updated = await service.update(
+        res,
+        app,
+        body.changes(),
+        caller=caller(request),
+        confirmed=body.confirm_secret_destination,  # type: ignore[attr-defined]
+    )
     return ok(models.App.of(updated, res.settings.redirect_url))
 
 
@@ -127,6 +154,7 @@ async def update_app(request: web.Request) -> web.Response:
             {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]},
         ),
     ],
+    permission=Permission.APPS_WRITE,
 )
 async def delete_app(request: web.Request) -> web.Response:
     """Delete an OAuth application."""

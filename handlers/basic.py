@@ -7,11 +7,13 @@ import base64
 from aiohttp import web
 
 from authbroker.logs import get_logger
+from authbroker.roles import Permission
 from authbroker.schemas import NAME_PATTERN, BasicCredentialIn, is_valid_name
 from handlers import models
-from handlers.context import resources
+from handlers.context import AUDIT, caller, resources
 from handlers.operations import NO_STORE, Answer, operation, path_param
 from handlers.responses import fail, ok, read_model
+from services import access
 from storage import basic
 
 routes = web.RouteTableDef()
@@ -39,6 +41,7 @@ def _name(request: web.Request) -> str:
     {200: Answer("Replaced.", models.Basic), 201: Answer("Created.", models.Basic)},
     parameters=[BASIC_NAME],
     body=BasicCredentialIn,
+    permission=Permission.BASIC_WRITE,
 )
 async def put_basic(request: web.Request) -> web.Response:
     """Create or replace a Basic credential.
@@ -55,7 +58,10 @@ async def put_basic(request: web.Request) -> web.Response:
 
 @routes.get("/v1/basic")
 @operation(
-    "listBasic", "basic", {200: Answer("Every Basic credential, by name.", models.BasicList)}
+    "listBasic",
+    "basic",
+    {200: Answer("Every Basic credential, by name.", models.BasicList)},
+    permission=Permission.BASIC_READ,
 )
 async def list_basic(request: web.Request) -> web.Response:
     """List Basic credentials (never their passwords)."""
@@ -73,14 +79,17 @@ async def list_basic(request: web.Request) -> web.Response:
         404: BASIC_NOT_FOUND,
     },
     parameters=[BASIC_NAME],
+    permission=Permission.CREDENTIALS_READ,
 )
 async def basic_credentials(request: web.Request) -> web.Response:
     """The login, password and ready Authorization value."""
     res = resources(request)
     name = _name(request)
+    access.require_app(caller(request), name, what="Basic credential")
     credential = await basic.get(res.pool, name)
     if credential is None:
         fail(404, "basic_not_found", f"no Basic credential named {name!r}")
+    request.app[AUDIT].count(caller(request).key_id, "basic", name)
     password = credential.open_password(res.ring)
     token = base64.b64encode(f"{credential.login}:{password}".encode()).decode()
     return ok(
@@ -97,6 +106,7 @@ async def basic_credentials(request: web.Request) -> web.Response:
     "basic",
     {204: Answer("Deleted."), 400: INVALID_NAME, 404: BASIC_NOT_FOUND},
     parameters=[BASIC_NAME],
+    permission=Permission.BASIC_WRITE,
 )
 async def delete_basic(request: web.Request) -> web.Response:
     """Delete a Basic credential."""

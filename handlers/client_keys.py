@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from authbroker.roles import Permission
 from authbroker.schemas import NAME_PATTERN, KeyCreate
 from handlers import models
 from handlers.context import resources
@@ -33,6 +34,7 @@ CACHE = {"Cache-Control": {"description": "`max-age=300`.", "schema": {"type": "
     parameters=[APP_NAME],
     body=KeyCreate,
     body_required=False,
+    permission=Permission.APPS_WRITE,
 )
 async def add_key(request: web.Request) -> web.Response:
     """Give the app a new signing key for private_key_jwt.
@@ -62,6 +64,7 @@ async def add_key(request: web.Request) -> web.Response:
     "apps",
     {200: Answer("The app's public keys (empty without keys).", models.Jwks), 404: APP_NOT_FOUND},
     parameters=[APP_NAME],
+    permission=Permission.APPS_READ,
 )
 async def app_jwks(request: web.Request) -> web.Response:
     """The app's public keys as a JWK Set, to register at the provider."""

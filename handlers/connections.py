@@ -7,14 +7,15 @@ from aiohttp import web
 from authbroker import provider_data
 from authbroker.logs import get_logger
 from authbroker.problems import Problem
+from authbroker.roles import Permission
 from authbroker.schemas import CONNECTION_ID_PATTERN, ConnectionStart, Report
 from authbroker.states import Status
 from handlers import models
 from handlers.apps import APP_NAME, APP_NOT_FOUND, load_app
-from handlers.context import resources
+from handlers.context import AUDIT, caller, resources
 from handlers.operations import NO_STORE, RETRY_AFTER, Answer, operation, path_param, query_param
 from handlers.responses import fail, ok, query_value, read_model
-from services import authorizations, revocation
+from services import access, authorizations, revocation
 from services import connections as service
 from storage import connections
 from storage.connections import Connection
@@ -43,7 +44,10 @@ UNAVAILABLE = Answer(
 
 
 async def load_connection(request: web.Request) -> Connection:
-    return await service.get(resources(request), request.match_info["connection_id"])
+    """The connection the path names, if the caller reaches its app."""
+    found = await service.get(resources(request), request.match_info["connection_id"])
+    access.require_app(caller(request), found.app, what="connection's app")
+    return found
 
 
 @routes.post("/v1/apps/{name}/connections")
@@ -60,6 +64,7 @@ async def load_connection(request: web.Request) -> Connection:
     parameters=[APP_NAME],
     body=ConnectionStart,
     body_required=False,
+    permission=Permission.CONNECTIONS_WRITE,
 )
 async def start_authorization(request: web.Request) -> web.Response:
     """Start an authorization: get the URL to send the user to.
@@ -101,6 +106,7 @@ async def start_authorization(request: web.Request) -> web.Response:
         ),
         query_param("after", "The `next` of the previous page.", {"type": "string"}),
     ],
+    permission=Permission.CONNECTIONS_READ,
 )
 async def list_connections(request: web.Request) -> web.Response:
     """List connections, a page at a time (by id)."""
@@ -114,9 +120,10 @@ async def list_connections(request: web.Request) -> web.Response:
         fail(400, "invalid_limit", "limit must be an integer between 1 and 1000")
     if not 1 <= limit <= 1000:
         fail(400, "invalid_limit", "limit must be an integer between 1 and 1000")
+    app = query_value(request, "app")
     found = await connections.page(
         res.pool,
-        app=query_value(request, "app"),
+        apps=caller(request).limited_to([app] if app is not None else []),
         status=status,
         after=query_value(request, "after"),
         limit=limit + 1,
@@ -137,6 +144,7 @@ async def list_connections(request: web.Request) -> web.Response:
     "connections",
     {200: Answer("The connection.", models.Connection), 404: CONNECTION_NOT_FOUND},
     parameters=[CONNECTION_ID],
+    permission=Permission.CONNECTIONS_READ,
 )
 async def show_connection(request: web.Request) -> web.Response:
     """Show a connection (never its tokens).
@@ -175,6 +183,7 @@ def _credentials(res: Resources, found: Connection) -> web.Response:
         503: UNAVAILABLE,
     },
     parameters=[CONNECTION_ID],
+    permission=Permission.CREDENTIALS_READ,
 )
 async def connection_credentials(request: web.Request) -> web.Response:
     """A valid access token and a ready Authorization value.
@@ -184,6 +193,7 @@ async def connection_credentials(request: web.Request) -> web.Response:
     """
     res = resources(request)
     found = await service.credentials(res, await load_connection(request))
+    request.app[AUDIT].count(caller(request).key_id, "connection", found.id)
     return _credentials(res, found)
 
 
@@ -203,6 +213,7 @@ async def connection_credentials(request: web.Request) -> web.Response:
         ),
     },
     parameters=[CONNECTION_ID],
+    permission=Permission.CONNECTIONS_REFRESH,
 )
 async def force_refresh(request: web.Request) -> web.Response:
     """Refresh now and tell what happened.
@@ -230,6 +241,7 @@ async def force_refresh(request: web.Request) -> web.Response:
     },
     parameters=[CONNECTION_ID],
     body=Report,
+    permission=Permission.CONNECTIONS_REFRESH,
 )
 async def report(request: web.Request) -> web.Response:
     """Tell what the web service answered (401/403 and its WWW-Authenticate).
@@ -272,6 +284,7 @@ async def report(request: web.Request) -> web.Response:
         404: CONNECTION_NOT_FOUND,
     },
     parameters=[CONNECTION_ID],
+    permission=Permission.CONNECTIONS_WRITE,
 )
 async def delete_connection(request: web.Request) -> web.Response:
     """Revoke the grant at the provider, then forget the tokens.

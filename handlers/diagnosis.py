@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from authbroker import diagnosis
+from authbroker.roles import Permission
 from handlers import models
 from handlers.apps import APP_NAME, APP_NOT_FOUND, load_app
 from handlers.connections import CONNECTION_ID, CONNECTION_NOT_FOUND, load_connection
@@ -37,6 +38,7 @@ def _verdict(checks: list[diagnosis.Check]) -> dict[str, Any]:
         404: CONNECTION_NOT_FOUND,
     },
     parameters=[CONNECTION_ID],
+    permission=Permission.DIAGNOSIS,
 )
 async def diagnose_connection(request: web.Request) -> web.Response:
     """Walk the common failures of OAuth integrations for this connection.
@@ -71,6 +73,7 @@ def app_status(app: App) -> str:
     "apps",
     {200: Answer("The checks, worst first in `summary`.", models.AppDiagnosis), 404: APP_NOT_FOUND},
     parameters=[APP_NAME],
+    permission=Permission.DIAGNOSIS,
 )
 async def diagnose_app(request: web.Request) -> web.Response:
     """Check an application's settings against what its connections met.

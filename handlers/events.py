@@ -12,7 +12,8 @@ reconnect), so reconnecting loses nothing the stream still holds.
     data: {"id":"…","type":"connection.refreshed","app":"google",…}
 
 `type` matches a prefix (`connection.` for every connection event) and may be repeated, as may
-`app` (exact names). A `: keepalive` comment goes out after 15 s without data so proxies keep
+`app` (exact names). A key limited to some apps sees only their events (asking for another app
+is refused), and a stream ends within a minute of its key being revoked. A `: keepalive` comment goes out after 15 s without data so proxies keep
 the connection open and clients notice a dead server. A client that goes away is noticed within
 one read (at most 5 s) and its Redis read ends with it.
 """
@@ -25,10 +26,12 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from authbroker.logs import get_logger
+from authbroker.roles import Permission
 from handlers import sse
-from handlers.context import resources
+from handlers.context import caller, resources
 from handlers.operations import STRING, Answer, header_param, operation, query_param
 from handlers.responses import fail, query_value, query_values
+from storage import api_keys
 
 routes = web.RouteTableDef()
 log = get_logger("authbroker.events")
@@ -95,6 +98,7 @@ def matches(event_type: str, payload: str | bytes, types: list[str], apps: list[
             "Last-Event-ID", "Resume after this stream id (sent by EventSource).", STREAM_ID_SCHEMA
         ),
     ],
+    permission=Permission.EVENTS,
 )
 async def events(request: web.Request) -> web.StreamResponse:
     """Auth events as server-sent events.
@@ -104,7 +108,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     """
     res = resources(request)
     types = _filters(request, "type")
-    apps = _filters(request, "app")
+    key = caller(request)
+    apps = key.limited_to(_filters(request, "app")) or []
     from_start = (query_value(request, "from_start") or "").lower() in TRUE
     last_id = (
         request.headers.get("Last-Event-ID") or query_value(request, "last_event_id") or ""
@@ -121,4 +126,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     def select(event_type: str, data: bytes) -> bytes | None:
         return data if matches(event_type, data, types, apps) else None
 
-    return await sse.serve(request, res, cursor=cursor, select=select)
+    async def allowed() -> bool:
+        return await api_keys.get_active(res.pool, key.key_id) is not None
+
+    return await sse.serve(request, res, cursor=cursor, select=select, allowed=allowed)

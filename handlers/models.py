@@ -11,7 +11,7 @@ webhook signing secret answer (creation and rotation), whose purpose is to hand 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
@@ -21,15 +21,19 @@ from authbroker.diagnosis import Status as CheckStatus
 from authbroker.events import ConnectionStatus
 from authbroker.oauth import ClientAuth, KeyAlgorithm, Placement, TokenRequestFormat
 from authbroker.problems import Problem
+from authbroker.roles import Role
 from authbroker.schemas import without_default
 
 if TYPE_CHECKING:
     from authbroker import diagnosis
     from services import authorizations
+    from services.api_keys import Shown
+    from storage.api_keys import ApiKey as ApiKeyRow
     from storage.apps import App as AppRow
     from storage.authorizations import Authorization
     from storage.basic import BasicCredential
     from storage.connections import Connection as ConnectionRow
+    from storage.credential_reads import Found
     from storage.sealing import KeyRing
     from storage.webhooks import Attempt as AttemptRow
     from storage.webhooks import Delivery as DeliveryRow
@@ -540,6 +544,105 @@ class AppDiagnosis(Body):
     status: Literal["active", "paused", "deleting"]
     checks: list[Check]
     summary: CheckStatus
+
+
+# ------------------------------------------------------------------------------ API keys
+
+
+class ApiKey(Body):
+    """An API key; never its secret (shown once, when it is created)."""
+
+    id: str
+    name: str
+    role: Role
+    apps: list[str] | None = Field(
+        description="The apps (and Basic credentials) a runtime key is limited to; null: all."
+    )
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="To the minute.")
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKeyRow) -> ApiKey:
+        return cls(
+            id=key.id,
+            name=key.name,
+            role=Role(key.role),
+            apps=key.apps,
+            created_at=key.created_at,
+            last_used_at=key.last_used_at,
+            revoked_at=key.revoked_at,
+        )
+
+
+class ApiKeyCreated(ApiKey):
+    key: str = Field(description="The key itself: shown only in this answer, never stored.")
+
+
+class ApiKeyList(Body):
+    items: list[ApiKey]
+
+
+class ReadTotal(Body):
+    """Every read of one subject by the key, over the days the audit keeps."""
+
+    kind: Literal["connection", "basic"]
+    subject: str = Field(description="The connection's id, or the Basic credential's name.")
+    count: int
+    days: int = Field(description="Days with at least one read.")
+    first_at: datetime
+    last_at: datetime
+
+
+class ApiKeyShown(ApiKey):
+    reads: list[ReadTotal] = Field(description="What the key read, the most recent first.")
+
+    @classmethod
+    def shown(cls, found: Shown) -> ApiKeyShown:
+        return cls(
+            **ApiKey.of(found.key).model_dump(),
+            reads=[
+                ReadTotal(
+                    kind=r.kind,  # type: ignore[arg-type]
+                    subject=r.subject,
+                    count=r.count,
+                    days=r.days,
+                    first_at=r.first_at,
+                    last_at=r.last_at,
+                )
+                for r in found.reads
+            ],
+        )
+
+
+class CredentialRead(Body):
+    """Reads of one subject by one key on one day (UTC)."""
+
+    key_id: str
+    key_name: str
+    kind: Literal["connection", "basic"]
+    subject: str
+    day: date
+    count: int
+    first_at: datetime
+    last_at: datetime
+
+    @classmethod
+    def of(cls, read: Found) -> CredentialRead:
+        return cls(
+            key_id=read.key_id,
+            key_name=read.key_name,
+            kind=read.kind,  # type: ignore[arg-type]
+            subject=read.subject,
+            day=read.day,
+            count=read.count,
+            first_at=read.first_at,
+            last_at=read.last_at,
+        )
+
+
+class CredentialReadList(Body):
+    items: list[CredentialRead]
 
 
 # ------------------------------------------------------------------------------ the browser's side

@@ -18,10 +18,11 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from authbroker.events import Event
+from authbroker.roles import Permission, Role, roles_allowed
 from handlers.auth import PROTECTED_PREFIX
 from handlers.context import resources
 from handlers.models import Error
-from handlers.operations import STRING, Answer, Operation, described, operation
+from handlers.operations import RETRY_AFTER, STRING, Answer, Operation, described, operation
 
 routes = web.RouteTableDef()
 
@@ -47,7 +48,20 @@ API_ERRORS = {
             "WWW-Authenticate": {"description": 'Bearer realm="authbroker"', "schema": STRING}
         },
     ),
+    429: Answer(
+        "Too many requests with invalid API keys from this address (`too_many_failures`).",
+        Error,
+        headers=RETRY_AFTER,
+    ),
     500: Answer("Internal error; the body carries the `request_id` of the logs.", Error),
+}
+ROLES_EXTENSION = "x-authbroker-roles"
+# Operations whose subject a runtime key limited to some apps may be refused.
+APP_LIMITED_PERMISSIONS = {
+    Permission.CONNECTIONS_READ,
+    Permission.CONNECTIONS_REFRESH,
+    Permission.CREDENTIALS_READ,
+    Permission.EVENTS,
 }
 TAGS = {
     "apps": "OAuth applications.",
@@ -55,6 +69,7 @@ TAGS = {
     "basic": "Basic credentials.",
     "events": "Changes of auth status, live.",
     "webhooks": "Events delivered over HTTPS, signed (Standard Webhooks).",
+    "api-keys": "API keys, their roles, and the audit of the credentials they read.",
     "browser": "Pages a user's browser lands on.",
     "providers": "What providers fetch from authbroker.",
     "health": "Liveness and readiness.",
@@ -112,10 +127,21 @@ def operation_object(path: str, op: Operation) -> dict[str, Any]:
         answers = {**BODY_ERRORS, **answers}
     protected = path.startswith(PROTECTED_PREFIX)
     if protected:
-        answers = {**answers, **API_ERRORS}
+        roles = [str(r) for r in roles_allowed(op.permission)] if op.permission else ["admin"]
+        answers = {**answers, **API_ERRORS, 403: _forbidden(op.permission, roles)}
+        out[ROLES_EXTENSION] = roles
     out["security"] = [{SECURITY_SCHEME: []}] if protected else []
     out["responses"] = {str(status): answer_object(answers[status]) for status in sorted(answers)}
     return out
+
+
+def _forbidden(permission: Permission | None, roles: list[str]) -> Answer:
+    """The 403 of a protected operation: which roles may call it, and for runtime keys limited
+    to some apps, that the subject must be one of theirs."""
+    text = f"The key's role may not call this (`forbidden`); roles allowed: {', '.join(roles)}."
+    if permission in APP_LIMITED_PERMISSIONS and Role.RUNTIME in roles:
+        text += " A runtime key limited to some apps is refused anything of another app."
+    return Answer(text, Error)
 
 
 def models_of(operations: Iterable[Operation]) -> Iterator[type[BaseModel]]:
@@ -141,7 +167,9 @@ def document(app: web.Application, server_url: str | None = None) -> dict[str, A
             "credentials, refreshed, watched and revoked.",
             "description": (
                 "Every `/v1` request needs an API key: `Authorization: Bearer <key>` (create one "
-                "with `authbroker api-keys create`). Errors are JSON `{error, message}`; "
+                "with `authbroker api-keys create NAME --role ROLE`). A key's role decides what "
+                "it may call: each operation lists its roles in `x-authbroker-roles` and answers "
+                "403 `forbidden` to the others. Errors are JSON `{error, message}`; "
                 "validation errors add `fields: [{field, message}]`. Times are RFC 3339 UTC. "
                 "Changes of auth status are published as `Event`s on Redis and POSTed to "
                 "webhook subscriptions (see components.schemas.Event)."

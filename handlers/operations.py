@@ -2,9 +2,10 @@
 
 The handler's docstring gives the summary (its first paragraph) and the description (the rest);
 `operation` adds what a docstring cannot: the operation id, the tag, the parameters, the request
-body model and the answers with their models. handlers/openapi.py reads these from the routes the
-application registers, so a route is described exactly when it is served, and next to the code
-that answers it.
+body model, the answers with their models, and for `/v1` the permission a key's role needs
+(`authbroker.roles`; none declared: admin keys only). handlers/openapi.py reads these from the
+routes the application registers, so a route is described exactly when it is served, and next to
+the code that answers it; the API's middleware (handlers/auth.py) enforces the permission.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from authbroker.roles import Permission
 from handlers.models import Error
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
@@ -44,6 +46,8 @@ class Operation:
     # The request body: one model, or several the body may match (`anyOf`).
     body: Sequence[type[BaseModel]] = ()
     body_required: bool = True
+    # What a key's role must be granted to call it (`/v1` only); None: admin keys only.
+    permission: Permission | None = None
 
 
 def operation(
@@ -54,6 +58,7 @@ def operation(
     parameters: Sequence[dict[str, Any]] = (),
     body: type[BaseModel] | Sequence[type[BaseModel]] = (),
     body_required: bool = True,
+    permission: Permission | None = None,
 ) -> Callable[[Handler], Handler]:
     """Describe the decorated handler; an answer given as text is an error answer (`Error`)."""
 
@@ -77,6 +82,7 @@ def operation(
                 parameters=tuple(parameters),
                 body=(body,) if isinstance(body, type) else tuple(body),
                 body_required=body_required,
+                permission=permission,
             ),
         )
         return handler

@@ -20,9 +20,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator
 
 from authbroker.logs import get_logger
+from authbroker.roles import Permission
 from authbroker.schemas import AppCreate, field_errors
 from handlers import models
-from handlers.context import resources
+from handlers.context import caller, resources
 from handlers.operations import NO_STORE, Answer, operation, query_param
 from handlers.responses import fail, ok, query_value, query_values, read_model
 from services import apps as apps_service
@@ -36,6 +37,7 @@ EXPORT_VERSION = 1
 MAX_APPS = 1000
 SECRET_FIELDS = frozenset({"client_secret", "client_secrets_previous"})
 TRUE = {"1", "true", "yes", "on"}
+FLAGS = ["true", "false", "1", "0", "yes", "no", "on", "off"]
 DEFAULT_SEPARATOR = AppCreate.model_fields["scope_separator"].default
 
 
@@ -92,6 +94,7 @@ def definition(app: App) -> dict[str, Any]:
             repeatable=True,
         )
     ],
+    permission=Permission.APPS_READ,
 )
 async def export_apps(request: web.Request) -> web.Response:
     """Application definitions, without their secrets.
@@ -175,25 +178,37 @@ def _changes(existing: App, model: AppCreate) -> dict[str, Any]:
     "apps",
     {
         200: Answer("What happened to each app.", models.AppImportResult),
-        409: "Another request created one of these apps meanwhile (`app_exists`).",
+        409: "Another request created one of these apps meanwhile (`app_exists`), or a "
+        "replaced app's URL that receives secrets changes without its `client_secret` in the "
+        "document or an admin's confirmation (`secret_destination`).",
     },
     parameters=[
         query_param(
             "replace",
             "Update existing apps' settings (their secrets stay).",
-            {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"]},
-        )
+            {"type": "string", "enum": FLAGS},
+        ),
+        query_param(
+            "confirm_secret_destination",
+            "Admin keys: replaced apps may send their stored secrets to changed URLs.",
+            {"type": "string", "enum": FLAGS},
+        ),
     ],
     body=AppExport,
+    permission=Permission.APPS_WRITE,
 )
 async def import_apps(request: web.Request) -> web.Response:
     """Create (or with replace, update) apps from an export.
 
     Checked whole, then applied in one transaction: one bad app refuses the import and changes
-    nothing. New apps wait for their secret (`awaiting_secret`).
+    nothing. New apps wait for their secret (`awaiting_secret`). Replacing an app's URLs that
+    receive secrets follows the rule of `PATCH /v1/apps/{name}`: its `client_secret` in the
+    document, or an admin key with `confirm_secret_destination=true`.
     """
     res = resources(request)
+    key = caller(request)
     replace = (query_value(request, "replace") or "").lower() in TRUE
+    confirmed = (query_value(request, "confirm_secret_destination") or "").lower() in TRUE
     document = await read_model(request, AppExport)
     checked = _check(document, res.settings.validation_context)
     for model in checked:
@@ -223,6 +238,9 @@ async def import_apps(request: web.Request) -> web.Response:
                 if not changes:
                     unchanged.append(model.name)
                     continue
+                changes = apps_service.guard_destinations(
+                    existing, changes, key, confirmed=confirmed, label=f"app {model.name}: "
+                )
                 await apps_service.apply_update(conn, res, existing, changes)
                 updated.append(model.name)
     except asyncpg.UniqueViolationError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from authbroker.roles import Permission
 from authbroker.schemas import SecretRotation, WebhookCreate, WebhookUpdate
 from handlers import models
 from handlers.context import resources
@@ -37,6 +38,7 @@ async def load_webhook(request: web.Request) -> Webhook:
     "webhooks",
     {201: Answer("Created, with its signing secret.", models.WebhookWithSecret, headers=NO_STORE)},
     body=WebhookCreate,
+    permission=Permission.WEBHOOKS,
 )
 async def create_webhook(request: web.Request) -> web.Response:
     """Subscribe a URL to events.
@@ -53,7 +55,12 @@ async def create_webhook(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/webhooks")
-@operation("listWebhooks", "webhooks", {200: Answer("Every subscription.", models.WebhookList)})
+@operation(
+    "listWebhooks",
+    "webhooks",
+    {200: Answer("Every subscription.", models.WebhookList)},
+    permission=Permission.WEBHOOKS,
+)
 async def list_webhooks(request: web.Request) -> web.Response:
     """List webhook subscriptions (never their secrets)."""
     found = await service.list_all(resources(request))
@@ -66,6 +73,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
     "webhooks",
     {200: Answer("The subscription.", models.Webhook), 404: WEBHOOK_NOT_FOUND},
     parameters=[WEBHOOK_ID],
+    permission=Permission.WEBHOOKS,
 )
 async def show_webhook(request: web.Request) -> web.Response:
     """Show a webhook subscription (never its secret)."""
@@ -79,6 +87,7 @@ async def show_webhook(request: web.Request) -> web.Response:
     {200: Answer("The updated subscription.", models.Webhook), 404: WEBHOOK_NOT_FOUND},
     parameters=[WEBHOOK_ID],
     body=WebhookUpdate,
+    permission=Permission.WEBHOOKS,
 )
 async def update_webhook(request: web.Request) -> web.Response:
     """Change a webhook subscription.
@@ -98,6 +107,7 @@ async def update_webhook(request: web.Request) -> web.Response:
     "webhooks",
     {204: Answer("Deleted, with its deliveries."), 404: WEBHOOK_NOT_FOUND},
     parameters=[WEBHOOK_ID],
+    permission=Permission.WEBHOOKS,
 )
 async def delete_webhook(request: web.Request) -> web.Response:
     """Delete a webhook subscription."""
@@ -120,6 +130,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
     parameters=[WEBHOOK_ID],
     body=SecretRotation,
     body_required=False,
+    permission=Permission.WEBHOOKS,
 )
 async def rotate_webhook_secret(request: web.Request) -> web.Response:
     """Give a webhook subscription a new signing secret.
@@ -152,6 +163,7 @@ async def rotate_webhook_secret(request: web.Request) -> web.Response:
         ),
         query_param("after", "The `next` of the previous page.", {"type": "integer"}),
     ],
+    permission=Permission.WEBHOOKS,
 )
 async def list_webhook_deliveries(request: web.Request) -> web.Response:
     """List a subscription's delivery attempts.
@@ -178,6 +190,7 @@ async def list_webhook_deliveries(request: web.Request) -> web.Response:
         409: "The subscription is disabled (`webhook_disabled`).",
     },
     parameters=[WEBHOOK_ID, DELIVERY_ID],
+    permission=Permission.WEBHOOKS,
 )
 async def replay_webhook_delivery(request: web.Request) -> web.Response:
     """Send a delivery again.

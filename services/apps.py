@@ -1,7 +1,15 @@
 """OAuth applications: creating, changing and deleting them, whichever edge asks (the API, the
 console, an import). Definitions arrive validated by the models of `authbroker.schemas`; what
 validation cannot know is checked here: where URLs really lead, names already taken, live
-connections in the way of a delete.
+connections in the way of a delete, and who may move where the app's secrets go.
+
+Secrets are write-only, and that must hold against anyone who may change an app: pointing the
+token URL (or the revoke, probe or authorization URL) elsewhere would send the stored client
+secret, the refresh tokens and the access tokens to a server of the caller's choosing. So a
+change of any of them needs the client secret in the same request (whoever knows it can send
+it anywhere already; the previous secrets stay behind unless that request gives them too), or
+an admin key that confirms it (`confirm_secret_destination`): otherwise 409
+`secret_destination`.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ from authbroker.config import Settings
 from authbroker.events import EventType, RefreshesResumed, make_event
 from authbroker.logs import get_logger
 from services import queue, revocation
-from services.errors import Conflict, Invalid, NotFound
+from services.access import Caller
+from services.errors import Conflict, Forbidden, Invalid, NotFound
 from storage import apps, connections, outbox
 from storage.apps import App
 from storage.resources import Resources
@@ -24,6 +33,8 @@ from storage.resources import Resources
 log = get_logger("authbroker.apps")
 
 URL_FIELDS = ("authorization_url", "token_url", "revoke_url", "probe_url")
+# Where the client secret, the tokens or the user's browser go: changing one moves secrets.
+SECRET_DESTINATIONS = URL_FIELDS
 
 
 async def get(res: Resources, name: str) -> App:
@@ -92,9 +103,72 @@ async def create(res: Resources, values: dict[str, Any], *, via: str = "api") ->
     return app
 
 
-async def update(res: Resources, app: App, changes: dict[str, Any], *, via: str = "api") -> App:
-    """Apply validated changes (`AppUpdate.changes()`). Any change resumes an app paused for
-    refused settings: the operator has looked at it."""
+def moved_destinations(app: App, changes: dict[str, Any]) -> list[str]:
+    """The URL fields whose change sends secrets somewhere new (clearing one sends nothing)."""
+    return [
+        field
+        for field in SECRET_DESTINATIONS
+        if changes.get(field) is not None and changes[field] != getattr(app, field)
+    ]
+
+
+def guard_destinations(
+    app: App,
+    changes: dict[str, Any],
+    caller: Caller,
+    *,
+    confirmed: bool = False,
+    label: str = "",
+) -> dict[str, Any]:
+    """The changes as they may be applied, or the refusal of the `secret_destination` rule
+    (see the module's docstring). `label` starts each message (an import names the app)."""
+    moved = moved_destinations(app, changes)
+    if not moved:
+        return changes
+    if changes.get("client_secret"):
+        if "client_secrets_previous" not in changes and app.client_secrets_previous is not None:
+            # The caller gave the secret that goes there, not the older ones.
+            return {**changes, "client_secrets_previous": []}
+        return changes
+    if confirmed and caller.is_admin:
+        return changes
+    if confirmed:
+        raise Forbidden(
+            "forbidden",
+            f"{label}{caller.label} may not confirm a new secret destination: admin keys only; "
+            "send client_secret in the same request instead",
+        )
+    names = ", ".join(moved)
+    message = (
+        f"{label}changing {names} changes where the client secret and tokens are sent: send "
+        "client_secret in the same request, or (admin keys) confirm_secret_destination: true"
+    )
+    raise Conflict(
+        "secret_destination",
+        message,
+        fields=[
+            {
+                "field": field,
+                "message": f"{label}moves where secrets go: send client_secret with it, or "
+                "confirm the new destination (admin keys)",
+            }
+            for field in moved
+        ],
+    )
+
+
+async def update(
+    res: Resources,
+    app: App,
+    changes: dict[str, Any],
+    *,
+    caller: Caller,
+    confirmed: bool = False,
+    via: str = "api",
+) -> App:
+    """Apply validated changes (`AppUpdate.changes()`) under the secret-destination rule.
+    Any change resumes an app paused for refused settings: the operator has looked at it."""
+    changes = guard_destinations(app, changes, caller, confirmed=confirmed)
     await check_hosts(changes, res.settings)
     async with res.pool.acquire() as conn, conn.transaction():
         updated = await apply_update(conn, res, app, changes)
@@ -103,6 +177,8 @@ async def update(res: Resources, app: App, changes: dict[str, Any], *, via: str 
         app=app.name,
         fields=sorted(changes),
         resumed=app.paused_at is not None,
+        moved=moved_destinations(app, changes) or None,
+        key_id=caller.key_id,
         via=via,
     )
     return updated

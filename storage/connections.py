@@ -105,19 +105,20 @@ async def get(db: asyncpg.Connection | asyncpg.Pool, connection_id: str) -> Conn
 async def page(
     db: asyncpg.Connection | asyncpg.Pool,
     *,
-    app: str | None,
+    apps: list[str] | None,
     status: str | None,
     after: str | None,
     limit: int,
 ) -> list[Connection]:
-    """Keyset pagination by id: stable under inserts, cheap at any depth."""
+    """Keyset pagination by id: stable under inserts, cheap at any depth. `apps`: only these
+    apps' connections (None: every app's)."""
     rows = await db.fetch(
         f"""{select_from("connections")}
-            WHERE ($1::text IS NULL OR a.name = $1)
+            WHERE ($1::text[] IS NULL OR a.name = ANY($1::text[]))
               AND ($2::text IS NULL OR c.status = $2)
               AND ($3::text IS NULL OR c.id > $3)
             ORDER BY c.id LIMIT $4""",
-        app,
+        apps,
         status,
         after,
         limit,

@@ -29,6 +29,7 @@ from authbroker.config import Settings
 from authbroker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from authbroker.logs import configure_logging
 from handlers.app import create_app
+from handlers.throttle import API_FAILURES, SIGN_IN_FAILURES, FailureLimiter
 from storage import api_keys
 from storage.resources import Resources
 from storage.sealing import KeyRing
@@ -132,7 +133,12 @@ async def resources(settings: Settings, ring: KeyRing, redis: Redis) -> AsyncIte
 
 @pytest.fixture(scope="session")
 async def web_server(resources: Resources, settings: Settings) -> AsyncIterator[str]:
-    runner = web.AppRunner(create_app(resources), access_log=None)
+    app = create_app(resources)
+    # Every test sends from one address: a test's invalid keys must not throttle the next
+    # test's. Throttling itself is tested on servers of its own, with the real limits.
+    app[API_FAILURES] = FailureLimiter(burst=1_000_000, every=0.001)
+    app[SIGN_IN_FAILURES] = FailureLimiter(burst=1_000_000, every=0.001)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     yield settings.public_url

@@ -290,7 +290,9 @@ async def test_patch_changes_given_fields_only(api, unique):
     name = unique("app")
     created = await create(api, app_body(name, "s"))
     patch = {"token_url": "https://auth.example.com/v2/token", "scopes": ["email", "profile"]}
-    async with api.patch(f"/v1/apps/{name}", json=patch) as response:
+    # A new token URL receives the secret: an admin key confirms it (test_api_key_roles.py).
+    confirmed = {**patch, "confirm_secret_destination": True}
+    async with api.patch(f"/v1/apps/{name}", json=confirmed) as response:
         assert response.status == 200
         updated = await response.json()
     assert updated["token_url"] == patch["token_url"]

@@ -28,7 +28,7 @@ from authbroker.cli import cli as root
 from authbroker.cli import main
 from authbroker.embedded import free_port
 from authbroker.oauth import jwt
-from tests.helpers import follow_callback
+from tests.helpers import follow_callback, insert_app, insert_connection
 from tests.operator_app import OperatorServer, operator_server  # noqa: F401
 
 
@@ -799,6 +799,94 @@ async def test_add_from_discovery(cli_env, ops, unique, metadata_server):
         "--no-client-secret",
     )
     assert failed.code == 1 and "discovery at" in failed.err and "--token-url" in failed.err
+
+
+# ------------------------------------------------------------------------------ API keys
+
+
+async def test_api_keys_on_the_database_without_a_key(cli_env, monkeypatch, settings, unique):
+    """How the first admin key is made: no API key given, so on the database itself."""
+    monkeypatch.delenv("AUTHBROKER_API_KEY")
+    monkeypatch.setenv("AUTHBROKER_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("AUTHBROKER_REDIS_URL", settings.redis_url)
+    name = unique("first")
+    made = await cli("api-keys", "create", name, "--role", "admin", "--json")
+    assert made.code == 0, made
+    key = made.json()
+    assert key["role"] == "admin" and key["apps"] is None and key["key"].startswith("ab_")
+    runtime = await cli(
+        "api-keys", "create", unique("rt"), "--role", "runtime", "--app", "google", "--local"
+    )
+    assert runtime.code == 0 and "role runtime, apps google" in runtime.out
+    assert "shown only now" in runtime.out
+    listed = await cli("api-keys", "list")
+    assert listed.code == 0 and name in listed.out and "ROLE" in listed.out
+    assert key["key"] not in listed.out
+    line = next(line for line in listed.out.splitlines() if name in line)
+    assert " admin " in line and " all " in line and "active" in line
+    bad = await cli("api-keys", "create", "x", "--role", "operator", "--app", "google")
+    assert bad.code == 1 and "--app" in bad.err and "only runtime keys" in bad.err
+    missing = await cli("api-keys", "create", "x")
+    assert missing.code == 2 and "--role" in missing.err
+    revoked = await cli("api-keys", "revoke", key["id"])
+    assert revoked.code == 0 and key["id"] in revoked.out
+    again = await cli("api-keys", "show", key["id"], "--json")
+    assert again.code == 0 and again.json()["revoked_at"] is not None
+    unknown = await cli("api-keys", "show", "nope")
+    assert unknown.code == 1 and "no API key with id 'nope'" in unknown.err
+    both = await cli("api-keys", "list", "--local", "--url", "http://127.0.0.1:1")
+    assert both.code == 2
+
+
+async def test_api_keys_through_the_api_show_what_a_key_read(cli_env, resources, unique):
+    made = await cli(
+        "api-keys", "create", unique("rt"), "--role", "runtime", "--app", "reads", "--json"
+    )
+    assert made.code == 0, made
+    key = made.json()
+    assert key["apps"] == ["reads"]
+    app = await insert_app(resources, unique("reads-app"), "https://provider.example/token")
+    connection = unique("reads-c")
+    await insert_connection(resources, app, connection, "rt")
+    # Limited to the app "reads": this one is refused, and that is no read.
+    async with aiohttp.ClientSession(
+        base_url=cli_env.url, headers={"Authorization": f"Bearer {key['key']}"}
+    ) as runtime:
+        async with runtime.get(f"/v1/connections/{connection}/credentials") as response:
+            assert response.status == 403
+        async with runtime.get("/v1/basic/reads/credentials") as response:
+            assert response.status == 404
+    made = await cli("api-keys", "create", unique("rt2"), "--role", "runtime", "--json")
+    other = made.json()
+    async with aiohttp.ClientSession(
+        base_url=cli_env.url, headers={"Authorization": f"Bearer {other['key']}"}
+    ) as runtime:
+        for _ in range(2):
+            async with runtime.get(f"/v1/connections/{connection}/credentials") as response:
+                assert response.status == 200
+    deadline = time.monotonic() + 60
+    while True:
+        shown = await cli("api-keys", "show", other["id"], "--json")
+        assert shown.code == 0, shown
+        reads = shown.json()["reads"]
+        if reads:
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    assert [(r["kind"], r["subject"], r["count"]) for r in reads] == [("connection", connection, 2)]
+    text = await cli("api-keys", "show", other["id"])
+    assert "credentials read:" in text.out and connection in text.out
+    assert (await cli("api-keys", "show", key["id"])).out.count("(none)") == 1
+
+
+async def test_a_runtime_key_is_told_it_may_not_manage_keys(cli_env, monkeypatch, unique):
+    made = (await cli("api-keys", "create", unique("rt"), "--role", "runtime", "--json")).json()
+    monkeypatch.setenv("AUTHBROKER_API_KEY", made["key"])
+    refused = await cli("api-keys", "list")
+    assert refused.code == 1
+    assert "runtime role" in refused.err and "manage API keys" in refused.err
+    moved = await cli("apps", "list")
+    assert moved.code == 1 and "may not read apps" in moved.err
 
 
 # ------------------------------------------------------------------------------ events

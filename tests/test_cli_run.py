@@ -141,9 +141,9 @@ class Process:
     readers: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, setup: Setup) -> Process:
+    async def start(cls, setup: Setup, **settings: str) -> Process:
         port = free_port()
-        env = {**setup.env, "AUTHBROKER_PORT": str(port)}
+        env = {**setup.env, **settings, "AUTHBROKER_PORT": str(port)}
         proc = await asyncio.create_subprocess_exec(
             str(AUTHBROKER),
             "run",
@@ -297,3 +297,26 @@ async def test_run_serves_stops_cleanly_and_restarts_on_the_same_data(
     finally:
         for process in processes:
             await process.kill()
+
+
+async def test_metrics_move_to_a_listener_of_their_own(run_setup: Setup) -> None:
+    """AUTHBROKER_METRICS_LISTEN: /metrics leaves the public port for its own address."""
+    metrics_port = free_port()
+    process = await Process.start(run_setup, AUTHBROKER_METRICS_LISTEN=f"127.0.0.1:{metrics_port}")
+    try:
+        async with aiohttp.ClientSession() as session:
+            await process.wait_ready(session)
+            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+            assert process.banner_value("metrics") == metrics_url
+            async with session.get(metrics_url) as response:
+                assert response.status == 200
+                assert "authbroker_http_requests_total" in await response.text()
+            async with session.get(f"{process.base_url}/metrics") as response:
+                assert response.status == 404
+            async with session.get(f"{process.base_url}/openapi.json") as response:
+                assert "/metrics" not in (await response.json())["paths"]
+            async with session.get(f"http://127.0.0.1:{metrics_port}/v1/apps") as response:
+                assert response.status == 404  # the metrics listener serves nothing else
+        assert await process.interrupt() == 0, process.output()
+    finally:
+        await process.kill()

@@ -104,12 +104,31 @@ def test_values_are_read() -> None:
         ("AUTHBROKER_REDIS_PREFIX", "has space"),
         ("AUTHBROKER_ALLOWED_NETWORKS", "10.0.0.0/33"),
         ("AUTHBROKER_ALLOWED_NETWORKS", "10.0.0.0/8,intranet"),
+        ("AUTHBROKER_METRICS_LISTEN", "0.0.0.0"),
+        ("AUTHBROKER_METRICS_LISTEN", ":9100"),
+        ("AUTHBROKER_METRICS_LISTEN", "::1:9100"),
+        ("AUTHBROKER_METRICS_LISTEN", "host:70000"),
     ],
 )
 def test_bad_value_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError) as info:
         load_settings({name: value})
     assert name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "listen"),
+    [
+        ("9100", ("10.0.0.5", 9100)),
+        ("0.0.0.0:9100", ("0.0.0.0", 9100)),
+        ("[::1]:9100", ("::1", 9100)),
+        ("metrics.internal:9100", ("metrics.internal", 9100)),
+    ],
+)
+def test_metrics_listen_is_host_and_port_or_a_port(given: str, listen: tuple[str, int]) -> None:
+    env = {"AUTHBROKER_METRICS_LISTEN": given, "AUTHBROKER_HOST": "10.0.0.5"}
+    assert load_settings(env).metrics_listen == listen
+    assert load_settings({}).metrics_listen is None
 
 
 def test_non_integer_port_is_refused() -> None:

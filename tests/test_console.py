@@ -26,7 +26,7 @@ from handlers.console import views
 from storage import api_keys, apps, basic, connections
 from storage.resources import Resources
 from tests import browser
-from tests.helpers import follow_callback
+from tests.helpers import follow_callback, serving
 from tests.oauth_server import OAuthTestServer
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -292,6 +292,109 @@ async def test_a_revoked_keys_session_is_refused(
     assert status == 403
     assert "session has ended" in text
     assert await basic.get(resources.pool, "x") is None
+
+
+async def test_only_admin_keys_sign_in(browserless: Console, resources: Resources, unique):
+    for role in ("runtime", "operator"):
+        _, key = await api_keys.create(resources.pool, unique(role), role=role)
+        await browserless.get("/console/login")
+        status, text, _ = await browserless.post("/console/login", {"key": key})
+        assert status == 401 and "not a valid admin API key" in text
+        status, _, _ = await browserless.get("/console")
+        assert status == 303
+
+
+async def test_failed_sign_ins_are_throttled_per_address(resources: Resources, admin_key: str):
+    # A server of its own: its buckets start full whatever other tests sent.
+    async with serving(create_app(resources), free_port()) as base:
+        client = Console(base)
+        try:
+            await client.sign_in(admin_key)  # accepted once: it is not slowed down later
+            await client.post("/console/logout")
+            statuses = []
+            for attempt in range(20):
+                await client.get("/console/login")
+                status, text, response = await client.post(
+                    "/console/login", {"key": f"ab_wrong{attempt}_x"}
+                )
+                statuses.append(status)
+                if status == 429:
+                    break
+            assert statuses == [401] * 10 + [429], statuses
+            assert "Too many failed sign-ins" in text and int(response.headers["Retry-After"]) >= 1
+            await client.sign_in(admin_key)
+            status, _, _ = await client.get("/console")
+            assert status == 200
+        finally:
+            await client.close()
+
+
+# -------------------------------------------------------------------------------- API keys
+
+
+async def test_api_keys_are_created_shown_once_and_revoked(
+    signed_in: Console, resources: Resources, unique
+):
+    status, text, _ = await signed_in.get("/console/api-keys")
+    assert status == 200 and "Create a key" in text
+    name = unique("console-key")
+    status, text, _ = await signed_in.post(
+        "/console/api-keys", {"name": name, "role": "runtime", "apps": "crm google crm"}
+    )
+    assert status == 200, text
+    plaintext = re.search(r'id="created-key" type="text" readonly value="(ab_[^"]+)"', text)
+    assert plaintext is not None and "shown only on this page" in text
+    key = await api_keys.verify(resources.pool, html.unescape(plaintext.group(1)))
+    assert key is not None and key.role == "runtime" and key.apps == ["crm", "google"]
+    status, text, _ = await signed_in.get("/console/api-keys")
+    assert name in text and plaintext.group(1) not in text
+    status, text, _ = await signed_in.get(f"/console/api-keys/{key.id}")
+    assert status == 200 and "Revoke this key" in text and "No credentials read" in text
+
+    status, text, _ = await signed_in.post(
+        "/console/api-keys", {"name": unique("k"), "role": "operator", "apps": "crm"}
+    )
+    assert status == 400 and 'id="e-apps"' in text
+
+    status, _, response = await signed_in.post(f"/console/api-keys/{key.id}/revoke")
+    assert status == 303 and response.headers["Location"] == "/console/api-keys"
+    assert await api_keys.verify(resources.pool, html.unescape(plaintext.group(1))) is None
+    status, text, _ = await signed_in.get("/console/api-keys/nope")
+    assert status == 404
+
+
+async def test_moving_a_url_asks_for_the_secret_or_a_confirmation(
+    signed_in: Console, resources: Resources, unique
+):
+    name = unique("move")
+    await make_app(signed_in, name, "first-secret")
+    form = {
+        "client_id": "client-1",
+        "authorization_url": "https://provider.example/authorize",
+        "token_url": "https://elsewhere.example/token",
+        "scopes": "read write",
+        "scope_separator": " ",
+        "client_auth": "body",
+        "pkce": "on",
+        "refresh_margin": "300",
+    }
+    status, text, _ = await signed_in.post(f"/console/apps/{name}/edit", form)
+    assert status == 409
+    assert 'id="e-confirm_secret_destination"' in text and 'id="e-token_url"' in text
+    assert (await apps.get(resources.pool, name)).token_url == "https://provider.example/token"
+    status, _, _ = await signed_in.post(
+        f"/console/apps/{name}/edit", {**form, "confirm_secret_destination": "on"}
+    )
+    assert status == 303
+    assert (await apps.get(resources.pool, name)).token_url == "https://elsewhere.example/token"
+    status, _, _ = await signed_in.post(
+        f"/console/apps/{name}/edit",
+        {**form, "token_url": "https://third.example/token", "client_secret": "second"},
+    )
+    assert status == 303
+    moved = await apps.get(resources.pool, name)
+    assert moved.token_url == "https://third.example/token"
+    assert moved.client(resources.ring).client_secret == "second"
 
 
 # ----------------------------------------------------------------------------------- CSRF

@@ -270,8 +270,10 @@ async def test_a_revocation_the_provider_refused(
     assert "HTTP 404" in check["summary"]
     assert wrong in check["remedy"] and "client_auth" in check["remedy"]
 
-    async with api.patch(f"/v1/apps/{name}", json={"revoke_url": oauth_server.revoke_url}) as r:
-        assert r.status == 200
+    # A new revoke URL moves where secrets go: the client secret comes with it.
+    fixed = {"revoke_url": oauth_server.revoke_url, "client_secret": oauth_server.client_secret}
+    async with api.patch(f"/v1/apps/{name}", json=fixed) as r:
+        assert r.status == 200, await r.text()
     assert (await checks(api, f"/v1/apps/{name}/diagnosis"))["revocation"]["status"] == "warning"
 
 

@@ -227,6 +227,13 @@ CONSOLE: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/console/webhooks/{webhook_id}/delete"): {},
     ("POST", "/console/webhooks/{webhook_id}/delete"): {},
     ("POST", "/console/apps/{name}/keys"): {"fields": ("alg",)},
+    ("GET", "/console/api-keys"): {},
+    ("POST", "/console/api-keys"): {
+        "fields": ("name", "role", "apps"),
+        "base": lambda: {"name": fresh("fuzz"), "role": "runtime"},
+    },
+    ("GET", "/console/api-keys/{key_id}"): {},
+    ("POST", "/console/api-keys/{key_id}/revoke"): {},
     ("GET", "/console/static/{filename}"): {},
 }
 # Browser pages outside the API and the console.

@@ -49,6 +49,7 @@ EXPECTED_TABLES = {
     "authorizations",
     "outbox",
     "api_keys",
+    "credential_reads",
     "schema_migrations",
 }
 
@@ -206,3 +207,39 @@ async def test_scheduler_query_uses_the_partial_index(
         "UPDATE connections SET refresh_at = now() - interval '1 minute' WHERE id = 'active-7'"
     )
     assert [r["id"] for r in await conn.fetch(query)] == ["active-7"]
+
+
+async def test_keys_made_before_roles_become_admin_keys(
+    connect: Callable[[], Awaitable[asyncpg.Connection]],
+) -> None:
+    """0003 gives every existing key the role it had in effect (everything); new keys must name
+    theirs."""
+    conn = await connect()
+    await conn.execute(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+        "applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    for migration in available():
+        if migration.version >= 3:
+            break
+        await conn.execute(migration.sql)
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            migration.version,
+            migration.name,
+        )
+    await conn.execute(
+        "INSERT INTO api_keys (id, name, key_hash) VALUES ('old1', 'ops', '\\x00'::bytea)"
+    )
+    applied = await migrate(conn)
+    assert 3 in [m.version for m in applied]
+    row = await conn.fetchrow("SELECT role, apps FROM api_keys WHERE id = 'old1'")
+    assert row["role"] == "admin" and row["apps"] is None
+    with pytest.raises(asyncpg.NotNullViolationError):
+        await conn.execute(
+            "INSERT INTO api_keys (id, name, key_hash) VALUES ('new1', 'x', '\\x00'::bytea)"
+        )
+    with pytest.raises(asyncpg.CheckViolationError):
+        await conn.execute(
+            "INSERT INTO api_keys (id, name, key_hash, role) VALUES ('new2', 'x', '\\x00', 'root')"
+        )

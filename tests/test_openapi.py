@@ -737,6 +737,28 @@ async def test_every_answer_matches_the_document(api_doc: Api, resources, worker
         await exercise_webhooks(call, resources, receiver, unique("oashook"))
     finally:
         await receiver.stop()
+    # API keys, roles and the audit.
+    made = await call(
+        "POST",
+        "/v1/api-keys",
+        expect=201,
+        json={"name": f"{name}-runtime", "role": "runtime", "apps": [other]},
+    )
+    assert made["key"].startswith("ab_") and made["apps"] == [other]
+    runtime = {"auth": f"Bearer {made['key']}"}
+    await call("POST", "/v1/api-keys", expect=400, json={"name": "x", "role": "root"})
+    await call("GET", "/v1/apps", expect=403, **runtime)
+    await call("GET", "/v1/api-keys", expect=403, **runtime)
+    listed_keys = await call("GET", "/v1/api-keys", expect=200)
+    assert made["id"] in {k["id"] for k in listed_keys["items"]}
+    one_key = {"key_id": made["id"]}
+    shown_key = await call("GET", "/v1/api-keys/{key_id}", expect=200, params=one_key)
+    assert shown_key["role"] == "runtime" and shown_key["reads"] == []
+    await call("GET", "/v1/api-keys/{key_id}", expect=404, params={"key_id": "nope"})
+    await call("GET", "/v1/credential-reads", expect=200)
+    await call("GET", "/v1/credential-reads?days=0", expect=400)
+    await call("DELETE", "/v1/api-keys/{key_id}", expect=204, params=one_key)
+    await call("DELETE", "/v1/api-keys/{key_id}", expect=404, params={"key_id": "nope"})
 
     # Every documented operation was exercised, and checked.
     exercised = {(path, method) for path, method, _ in call.seen}

@@ -205,7 +205,9 @@ async def test_503_is_retried_as_retry_after_says(
     ):
         waiting = asyncio.create_task(patient.credentials(connection))
         await refused.wait()
-        async with api.patch(f"/v1/apps/{app}", json={"token_url": oauth_server.token_url}) as r:
+        # The admin moves the token URL back to the provider (and confirms the new destination).
+        fixed = {"token_url": oauth_server.token_url, "confirm_secret_destination": True}
+        async with api.patch(f"/v1/apps/{app}", json=fixed) as r:
             assert r.status == 200, await r.text()
         credentials = await waiting
     assert answered[0] == 503 and answered[-1] == 200

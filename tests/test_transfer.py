@@ -35,9 +35,11 @@ async def export(ops: aiohttp.ClientSession, *names: str) -> dict[str, Any]:
 
 
 async def import_(
-    ops: aiohttp.ClientSession, document: Any, *, replace: bool = False
+    ops: aiohttp.ClientSession, document: Any, *, replace: bool = False, confirm: bool = False
 ) -> tuple[int, Any]:
-    params = {"replace": "true"} if replace else None
+    params = {"replace": "true"} if replace else {}
+    if confirm:
+        params["confirm_secret_destination"] = "true"
     async with ops.post("/v1/apps/import", json=document, params=params) as response:
         return response.status, await response.json()
 
@@ -143,7 +145,14 @@ async def test_existing_apps_are_skipped_unless_replaced_and_keep_their_secret(
     _, app = await show(ops, name)
     assert app["scopes"] == ["read"]
 
+    # The new token URL would receive the stored secret: refused unless an admin confirms it.
     status, result = await import_(ops, document, replace=True)
+    assert status == 409 and result["error"] == "secret_destination", result
+    assert result["fields"][0]["field"] == "token_url" and name in result["message"]
+    _, app = await show(ops, name)
+    assert app["scopes"] == ["read"]
+
+    status, result = await import_(ops, document, replace=True, confirm=True)
     assert status == 200
     assert result["updated"] == [name]
     _, app = await show(ops, name)

@@ -1,8 +1,9 @@
 """The `authbroker` command: run the service, migrate, manage keys, and drive the HTTP API
-(apps, basic, connections, events) for a person at a terminal.
+(apps, basic, connections, events, webhooks, API keys) for a person at a terminal.
 
-One module per job: `serve` (run, web, worker, migrate), `admin` (keys and API keys, on the
-database itself), one per API subject (`apps`, `basic`, `connections`, `events`, `webhooks`).
+One module per job: `serve` (run, web, worker, migrate), `admin` (encryption keys, on the
+database itself), `api_keys` (through the API, or on the database for the first key), one per
+API subject (`apps`, `basic`, `connections`, `events`, `webhooks`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import click
 import structlog
 
 from authbroker import __version__
-from authbroker.cli import admin, apps, basic, connections, events, serve, webhooks
+from authbroker.cli import admin, api_keys, apps, basic, connections, events, serve, webhooks
 from authbroker.cli.api import CONNECTING
 from authbroker.cli.base import Call, CliError, Group
 from authbroker.config import SettingsError, load_settings
@@ -33,8 +34,8 @@ from authbroker.logs import configure_logging
     "authbroker connections connect google --wait\n"
     "authbroker events tail",
     epilog="The service reads its settings from AUTHBROKER_* environment variables (see "
-    "README).\nCommands that use the API (apps, basic, connections, events, webhooks) find it "
-    "this way:\n"
+    "README).\nCommands that use the API (apps, basic, connections, events, webhooks, api-keys) "
+    "find it this way:\n"
     + CONNECTING
     + "\n`authbroker COMMAND --help` shows each command's options and examples.",
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -52,7 +53,7 @@ for command in (
     serve.worker,
     serve.migrate_command,
     admin.keys,
-    admin.api_keys,
+    api_keys.api_keys,
     apps.apps,
     basic.basic,
     connections.connections,

@@ -1,6 +1,5 @@
-"""Local administration on the database itself: encryption keys (`keys`) and API keys
-(`api-keys`). These run where the database is reachable, not through the HTTP API: they are
-how the first API key comes to exist in production."""
+"""Local administration on the database itself: encryption keys (`keys`). These run where the
+database is reachable, not through the HTTP API. (API keys: `authbroker.cli.api_keys`.)"""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from typing import Any
 
 import click
 
-from authbroker.cli.base import CliError, Group, as_json, service
+from authbroker.cli.base import Group, as_json, service
 from authbroker.cli.services import with_pool
 from authbroker.config import Settings
 
@@ -59,67 +58,3 @@ async def rotate(settings: Settings, batch: int, as_json: bool) -> None:
         print(f"re-sealed under key {ring.current_kid!r}:")
         for table, count in counts.items():
             print(f"  {table:<18} {count}")
-
-
-api_keys = Group(
-    "api-keys",
-    short_help="API keys for the HTTP API",
-    examples="authbroker api-keys create runtime-eu1\nauthbroker api-keys list",
-)
-
-
-@api_keys.command(
-    short_help="create a key and print it once",
-    examples="authbroker api-keys create runtime-eu1\n"
-    "export AUTHBROKER_API_KEY=$(authbroker api-keys create ops --json | jq -r .key)",
-)
-@click.argument("name")
-@as_json
-@service
-async def create(settings: Settings, name: str, as_json: bool) -> None:
-    """Create a key and print it once. NAME says who or what uses the key, e.g. runtime-eu1."""
-    from storage import api_keys
-
-    async def work(pool: Any) -> None:
-        key, plaintext = await api_keys.create(pool, name)
-        if as_json:
-            print(json.dumps({"id": key.id, "name": key.name, "key": plaintext}))
-        else:
-            print(f"created API key {key.id} ({key.name}); it is shown only now:\n{plaintext}")
-
-    await with_pool(settings, work)
-
-
-@api_keys.command(
-    "list", short_help="list keys (never their secrets)", examples="authbroker api-keys list"
-)
-@as_json
-@service
-async def list_keys(settings: Settings, as_json: bool) -> None:
-    from storage import api_keys
-
-    async def work(pool: Any) -> None:
-        keys = await api_keys.list_all(pool)
-        if as_json:
-            print(json.dumps([k.__dict__ for k in keys], default=str))
-            return
-        print(f"{'ID':<14}{'NAME':<20}{'CREATED':<27}{'STATE'}")
-        for k in keys:
-            state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
-            print(f"{k.id:<14}{k.name:<20}{k.created_at:%Y-%m-%d %H:%M:%S %Z}    {state}")
-
-    await with_pool(settings, work)
-
-
-@api_keys.command(short_help="revoke a key by id", examples="authbroker api-keys revoke ak_1a2b3c")
-@click.argument("id")
-@service
-async def revoke(settings: Settings, id: str) -> None:
-    from storage import api_keys
-
-    async def work(pool: Any) -> None:
-        if not await api_keys.revoke(pool, id):
-            raise CliError(f"no active API key with id {id!r} (see: authbroker api-keys list)")
-        print(f"revoked API key {id}")
-
-    await with_pool(settings, work)

@@ -87,7 +87,7 @@ def _key_hint(source: str, settings: Settings) -> str:
         f"Set {API_KEY_ENV} (or pass --api-key-file FILE) to a valid key: `authbroker run` "
         "prints the admin key when it starts (in development it keeps it in "
         f"{Path(settings.data_dir) / ADMIN_KEY_FILE}); create another with "
-        "`authbroker api-keys create NAME` where the database is reachable."
+        "`authbroker api-keys create NAME --role ROLE` where the database is reachable."
     )
 
 
@@ -113,7 +113,7 @@ def describe_api_error(exc: ApiError, source: str, settings: Settings) -> str:
     return "\n".join(lines)
 
 
-async def _with_client(
+async def with_client(
     settings: Settings,
     url: str | None,
     key_file: str | None,
@@ -140,20 +140,33 @@ async def _with_client(
         ) from None
 
 
+def connection_options(callback: Callable[..., Call]) -> Callable[..., Call]:
+    """--url, --api-key-file and --timeout: where the API is, the key, and how long to wait."""
+    for option in reversed(
+        (
+            click.option("--url", metavar="URL", help=f"authbroker's base URL (${API_URL_ENV})"),
+            click.option(
+                "--api-key-file",
+                metavar="FILE",
+                help=f"read the API key from FILE (${API_KEY_ENV})",
+            ),
+            click.option(
+                "--timeout", type=float, default=30.0, metavar="S", help="seconds per request (30)"
+            ),
+        )
+    ):
+        callback = option(callback)
+    return callback
+
+
 def api_call(command: Callable[..., Awaitable[int | None]]) -> Callable[..., Call]:
     """A command that uses the API: `command(api, **params)`, with the connection options."""
 
-    @click.option("--url", metavar="URL", help=f"authbroker's base URL (${API_URL_ENV})")
-    @click.option(
-        "--api-key-file", metavar="FILE", help=f"read the API key from FILE (${API_KEY_ENV})"
-    )
-    @click.option(
-        "--timeout", type=float, default=30.0, metavar="S", help="seconds per request (30)"
-    )
+    @connection_options
     @functools.wraps(command)
     def callback(url: str | None, api_key_file: str | None, timeout: float, **params: Any) -> Call:
         async def run(settings: Settings) -> int | None:
-            return await _with_client(
+            return await with_client(
                 settings, url, api_key_file, timeout, lambda api: command(api, **params)
             )
 

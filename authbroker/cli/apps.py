@@ -227,7 +227,8 @@ async def show(api: AuthbrokerClient, name: str, as_json: bool) -> None:
 @apps.command(
     short_help="change an application's settings or secret",
     examples='printf %s "$NEW_SECRET" | authbroker apps update google --client-secret-stdin\n'
-    "authbroker apps update google --token-url https://oauth2.googleapis.com/token\n"
+    "authbroker apps update google --token-url https://oauth2.googleapis.com/token "
+    "--client-secret-prompt\n"
     "authbroker apps update crm --scope read --scope write --client-auth basic\n"
     "authbroker apps update crm --clear revoke_url",
 )
@@ -242,6 +243,11 @@ async def show(api: AuthbrokerClient, name: str, as_json: bool) -> None:
 )
 @click.option("--client-secret-stdin", is_flag=True, help="read the new secret from stdin")
 @click.option("--client-secret-prompt", is_flag=True, help="ask for the new secret")
+@click.option(
+    "--confirm-secret-destination",
+    is_flag=True,
+    help="admin keys: send the stored secret and tokens to the changed URLs",
+)
 @as_json
 @exclusive("--client-secret-stdin", "--client-secret-prompt")
 @api_call
@@ -251,12 +257,15 @@ async def update(
     clear: tuple[str, ...],
     client_secret_stdin: bool,
     client_secret_prompt: bool,
+    confirm_secret_destination: bool,
     as_json: bool,
     **settings: Any,
 ) -> None:
     """Change an application: only the settings given are sent. Setting the client secret
     (--client-secret-stdin, or --client-secret-prompt) ends an imported app's wait for it. Any
-    change resumes an app paused for refused settings."""
+    change resumes an app paused for refused settings. A new authorization, token, revoke or
+    probe URL changes where the app's secrets go: give the client secret with it, or (admin
+    keys) --confirm-secret-destination."""
     body = given_settings(settings)
     for field in clear:
         if field in body:
@@ -272,11 +281,13 @@ async def update(
         body["client_secret"] = secret
     if not body:
         raise CliError("nothing to update: give at least one setting (see --help)")
+    if confirm_secret_destination:
+        body["confirm_secret_destination"] = True
     app = await api.patch(f"/v1/apps/{segment(name)}", body)
     if as_json:
         emit(app)
         return
-    changed = sorted(k for k in body if k != "client_secret")
+    changed = sorted(k for k in body if k not in ("client_secret", "confirm_secret_destination"))
     if secret is not None:
         changed.append("client secret")
     print(f"updated app {app['name']}: {', '.join(changed)}")

@@ -113,13 +113,13 @@ async def _admin_key(settings: Settings, pool: Any) -> str | None:
     """Create the first admin API key on first start of a development or test install; its
     plaintext is kept in the data directory so the next start can print it again. Production
     never creates or prints one: stdout is a log stream there; an operator runs
-    `authbroker api-keys create NAME` instead."""
+    `authbroker api-keys create NAME --role admin` instead."""
     from storage import api_keys
 
     if settings.production:
         return None
     path = Path(settings.data_dir) / ADMIN_KEY_FILE
-    if await api_keys.count_active(pool):
+    if await api_keys.count_active(pool, role="admin"):
         return path.read_text().strip() if path.exists() else None
     _, key = await api_keys.create(pool, "admin")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ async def _serve(
     parent is gone, and ignore repeated signals while stopping (the parent enforces the end)."""
     from aiohttp import web as aioweb
 
-    from handlers.app import create_app
+    from handlers.app import create_app, create_metrics_app
     from storage.resources import Resources, load_key_ring
     from worker.settings import SupervisedWorker, build_worker
 
@@ -153,7 +153,7 @@ async def _serve(
             applied = await migrate(settings)
             if applied:
                 log.info("migrations_applied", versions=applied)
-        runner = supervised = worker_task = resources = None
+        runner = metrics_runner = supervised = worker_task = resources = None
         try:
             if web:
                 resources = await Resources.open(settings, ring)
@@ -167,6 +167,17 @@ async def _serve(
                 await aioweb.TCPSite(
                     runner, settings.host, settings.port, reuse_port=True if child else None
                 ).start()
+                if settings.metrics_listen is not None:
+                    # /metrics on a listener of its own (shared by `web --workers N`'s
+                    # processes like the public port: a scrape reaches one of them).
+                    metrics_runner = aioweb.AppRunner(
+                        create_metrics_app(resources), access_log=None
+                    )
+                    await metrics_runner.setup()
+                    host, port = settings.metrics_listen
+                    await aioweb.TCPSite(
+                        metrics_runner, host, port, reuse_port=True if child else None
+                    ).start()
                 if child:
                     log.info("web_process_started", pid=os.getpid(), port=settings.port)
                 else:
@@ -194,6 +205,8 @@ async def _serve(
         finally:
             if runner is not None:
                 await runner.cleanup()
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
             if supervised is not None:
                 await supervised.stop(grace=8.0 if web else 20.0)
             if resources is not None:
@@ -339,13 +352,21 @@ def _banner(
         f"  redirect URL:  {settings.redirect_url}   (register this at each provider)",
         f"  data dir:      {Path(settings.data_dir).resolve()}",
     ]
+    if settings.metrics_listen is not None:
+        host, port = settings.metrics_listen
+        lines.append(
+            f"  metrics:       http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+        )
     if admin_key:
         lines.append(f"  admin API key: {admin_key}")
     elif settings.production:
-        lines.append("  API keys:      create one with: authbroker api-keys create NAME")
+        lines.append(
+            "  API keys:      create one with: authbroker api-keys create NAME --role admin"
+        )
     else:
         lines.append(
-            "  admin API key: already created (create another: authbroker api-keys create)"
+            "  admin API key: already created (create another: authbroker api-keys create NAME "
+            "--role admin)"
         )
     lines.append("  stop:          Ctrl-C")
     print("\n".join(lines), flush=True)

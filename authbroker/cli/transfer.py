@@ -54,9 +54,16 @@ async def export(api: AuthbrokerClient, names: tuple[str, ...], output: str | No
 )
 @click.argument("file", metavar="FILE")
 @click.option("--replace", is_flag=True, help="update apps that already exist")
+@click.option(
+    "--confirm-secret-destination",
+    is_flag=True,
+    help="admin keys: replaced apps send their stored secrets to changed URLs",
+)
 @as_json
 @api_call
-async def import_(api: AuthbrokerClient, file: str, replace: bool, as_json: bool) -> None:
+async def import_(
+    api: AuthbrokerClient, file: str, replace: bool, confirm_secret_destination: bool, as_json: bool
+) -> None:
     """Create the apps of an export document (FILE, or '-' for stdin) that do not exist here;
     existing ones are skipped unless --replace (which updates their settings and keeps their
     secrets). Nothing is imported if any app is invalid. New apps wait for their client
@@ -66,9 +73,10 @@ async def import_(api: AuthbrokerClient, file: str, replace: bool, as_json: bool
         document = json.loads(raw)
     except ValueError as exc:
         raise CliError(f"{file} is not JSON: {exc}") from None
-    _, result = await api.post(
-        "/v1/apps/import", document, params={"replace": "true"} if replace else None
-    )
+    params = {"replace": "true"} if replace else {}
+    if confirm_secret_destination:
+        params["confirm_secret_destination"] = "true"
+    _, result = await api.post("/v1/apps/import", document, params=params or None)
     if as_json:
         emit(result)
         return

@@ -1,5 +1,5 @@
 """The operator console at `/console`: server-rendered pages for applications, connections,
-Basic credentials, webhooks and their health, signed in with an admin API key.
+Basic credentials, webhooks and their health, and API keys, signed in with an admin API key.
 
 Register it on the web application with `setup(app)` (after `app[RESOURCES]` is set). It needs
 no JavaScript except for the live event strip and the copy button.
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handlers.console import keys, render, session, views, webhooks
+from handlers.console import api_keys, keys, render, session, views, webhooks
 from handlers.context import RESOURCES
+from handlers.throttle import SIGN_IN_FAILURES, sign_in_limiter
 
 STATIC = render.HERE / "static"
 
@@ -22,9 +23,11 @@ def setup(app: web.Application) -> None:
         return
     app[render.ENV] = render.create_env()
     app[session.SECRET] = session.derive_secret(app[RESOURCES])
+    app[SIGN_IN_FAILURES] = sign_in_limiter()
     app.add_routes(views.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(keys.routes)
+    app.add_routes(api_keys.routes)
     app.router.add_static(render.PREFIX + "/static", STATIC, name="console_static")
     app.on_response_prepare.append(render.add_security_headers)
 

@@ -18,6 +18,7 @@ from authbroker.logs import get_logger
 from authbroker.oauth import TokenRequestFormat
 from handlers.console import session as sessions
 from handlers.console.forms import form_flaw
+from handlers.context import CALLER
 from handlers.responses import ApiError
 from services.errors import DomainError
 
@@ -205,6 +206,7 @@ def page(handler: Handler) -> Handler:
         if found is None:
             return redirect(_login_location(request))
         request[SESSION] = found
+        request[CALLER] = found.caller
         return await _guarded(request, handler)
 
     return wrapper
@@ -245,6 +247,7 @@ def action(handler: Handler) -> Handler:
         if flawed:
             return refused_form(request, flawed)
         request[FORM] = form
+        request[CALLER] = found.caller
         return await _guarded(request, handler)
 
     return wrapper

@@ -1,5 +1,6 @@
 """Console sessions: a signed cookie naming the admin API key that signed in, CSRF tokens
-derived from it, and one-shot flash messages.
+derived from it, and one-shot flash messages. Only admin keys sign in: the console can do
+everything.
 
 Nothing secret is in the cookie: the key id (not the key), a random nonce and the expiry, signed
 with HMAC-SHA256 under a secret derived (HKDF) from the first key of the encryption key ring, so
@@ -25,7 +26,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from authbroker.logs import get_logger
+from authbroker.roles import Role
 from handlers.context import resources
+from services.access import Caller
 from storage import api_keys
 from storage.resources import Resources
 
@@ -149,6 +152,7 @@ class Session:
     nonce: str
     expires_at: int
     csrf: str
+    caller: Caller
 
 
 def new_session_cookie(secret: bytes, key_id: str) -> tuple[str, str]:
@@ -181,7 +185,7 @@ async def load_session(request: web.Request) -> Session | None:
     except Exception as exc:  # Redis away: the key check below still applies
         log.warning("console_signout_check_failed", error=type(exc).__name__)
     key = await api_keys.get_active(res.pool, key_id)
-    if key is None:
+    if key is None or key.role != Role.ADMIN:
         return None
     await api_keys.touch(res.pool, key_id)  # at most one write a minute per key
     return Session(
@@ -190,6 +194,7 @@ async def load_session(request: web.Request) -> Session | None:
         nonce=nonce,
         expires_at=payload["exp"],
         csrf=token(secret, "csrf", nonce),
+        caller=Caller.of(key),
     )
 
 

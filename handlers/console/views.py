@@ -19,6 +19,7 @@ from aiohttp import web
 from authbroker import diagnosis, presets
 from authbroker.logs import get_logger
 from authbroker.problems import Problem
+from authbroker.roles import Role
 from authbroker.schemas import (
     AppCreate,
     AppUpdate,
@@ -44,7 +45,8 @@ from handlers.console.render import (
     render,
     see_other,
 )
-from handlers.context import resources
+from handlers.context import caller, resources
+from handlers.throttle import SIGN_IN_FAILURES, client_address
 from services import apps as apps_service
 from services import authorizations as authorizations_service
 from services import connections as connections_service
@@ -160,14 +162,28 @@ async def login(request: web.Request) -> web.StreamResponse:
     if flawed:
         return refused_form(request, flawed)
     key = str(form.get("key", "")).strip()
+    limiter = request.app[SIGN_IN_FAILURES]
+    address = client_address(request)
+    wait = limiter.refused(address, key)
+    if wait is not None:
+        log.info("console_sign_in_throttled")
+        response = _login_page(
+            request,
+            error=f"Too many failed sign-ins from this address. Try again in {wait} seconds.",
+            status=429,
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
     found = None
     if key and len(key) <= 200:
         found = await api_keys.verify(resources(request).pool, key)
-    if found is None:
-        log.info("console_sign_in_refused")
+    if found is None or found.role != Role.ADMIN:
+        limiter.failed(address)
+        log.info("console_sign_in_refused", key_id=found.id if found else None)
         return _login_page(
             request, error="That key is not a valid admin API key (or it was revoked).", status=401
         )
+    limiter.trust(key)
     await api_keys.touch(resources(request).pool, found.id)
     value, _ = sessions.new_session_cookie(request.app[sessions.SECRET], found.id)
     response = redirect(_next(str(form.get("next", ""))))
@@ -453,9 +469,18 @@ async def update_app(request: web.Request) -> web.StreamResponse:
     if not update and app.paused_at is None:
         return see_other(request, app_url(app.name), "Nothing changed.", "info")
     try:
-        await apps_service.update(res, app, update, via="console")
+        await apps_service.update(
+            res,
+            app,
+            update,
+            caller=caller(request),
+            confirmed=form.get("confirm_secret_destination") == "on",
+            via="console",
+        )
     except DomainError as exc:
         errors = _by_field(exc.details.get("fields", []))
+        if exc.code == "secret_destination":
+            errors["confirm_secret_destination"] = exc.message
         return _edit_page(request, app, shown, errors, status=exc.http_status)
     changed = ", ".join(sorted(update)) or "nothing"
     resumed = " Refreshes resume." if app.paused_at is not None else ""
@@ -530,7 +555,7 @@ async def _app_page(
 ) -> web.Response:
     res = resources(request)
     found = await connections.page(
-        res.pool, app=app.name, status=None, after=None, limit=CONNECTIONS_SHOWN
+        res.pool, apps=[app.name], status=None, after=None, limit=CONNECTIONS_SHOWN
     )
     found.sort(key=lambda c: (STATUS_ORDER.get(c.status, 9), c.id))
     state, tone = _app_state(app)
