@@ -327,11 +327,10 @@ def _update_model() -> type[_AppChanges]:
 AppUpdate = _update_model()
 
 
-class BasicCredentialIn(BaseModel):
+class _BasicLogin(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     login: str = Field(min_length=1, max_length=1024)
-    password: str = Field(min_length=1, max_length=4096, repr=False)
 
     @field_validator("login")
     @classmethod
@@ -340,6 +339,16 @@ class BasicCredentialIn(BaseModel):
         if ":" in value:
             raise ValueError("must not contain ':' (RFC 7617 Basic credentials)")
         return value
+
+
+class BasicCredentialIn(_BasicLogin):
+    password: str = Field(min_length=1, max_length=4096, repr=False)
+
+
+class BasicDefinition(_BasicLogin):
+    """A Basic credential as an export carries it: its name and login, never its password."""
+
+    name: Name
 
 
 class KeyCreate(BaseModel):

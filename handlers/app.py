@@ -15,6 +15,7 @@ from authbroker.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from handlers import (
     apps,
     basic,
+    basic_transfer,
     callback,
     client_keys,
     connections,
@@ -120,6 +121,7 @@ def create_app(resources: Resources) -> web.Application:
         events,
         apps,
         client_keys,
+        basic_transfer,
         basic,
         connections,
         callback,

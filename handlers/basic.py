@@ -12,6 +12,7 @@ from handlers import models
 from handlers.context import resources
 from handlers.operations import NO_STORE, Answer, operation, path_param
 from handlers.responses import fail, ok, read_model
+from services import basic as basic_service
 from storage import basic
 
 routes = web.RouteTableDef()
@@ -71,6 +72,7 @@ async def list_basic(request: web.Request) -> web.Response:
         200: Answer("The credential.", models.BasicCredentials, headers=NO_STORE),
         400: INVALID_NAME,
         404: BASIC_NOT_FOUND,
+        409: "Imported without its password (`awaiting_password`): set it with PUT.",
     },
     parameters=[BASIC_NAME],
 )
@@ -81,7 +83,7 @@ async def basic_credentials(request: web.Request) -> web.Response:
     credential = await basic.get(res.pool, name)
     if credential is None:
         fail(404, "basic_not_found", f"no Basic credential named {name!r}")
-    password = credential.open_password(res.ring)
+    password = basic_service.password_of(res, credential)
     token = base64.b64encode(f"{credential.login}:{password}".encode()).decode()
     return ok(
         models.BasicCredentials(

@@ -203,6 +203,10 @@ class AppImportResult(Body):
     skipped: list[str]
 
 
+class BasicImportResult(AppImportResult):
+    """What happened to each Basic credential: created ones wait for their password."""
+
+
 # ------------------------------------------------------------------------------ connections
 
 
@@ -361,6 +365,10 @@ class ReportOutcome(
 class Basic(Body):
     name: str
     login: str
+    awaiting_password: bool = Field(
+        description="Imported without its password: its credentials answer 409 until "
+        "PUT /v1/basic/{name} sets one."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -369,6 +377,7 @@ class Basic(Body):
         return cls(
             name=credential.name,
             login=credential.login,
+            awaiting_password=credential.password is None,
             created_at=credential.created_at,
             updated_at=credential.updated_at,
         )

@@ -137,6 +137,8 @@ async def test_every_command_has_help_with_an_example():
         "basic set",
         "basic list",
         "basic remove",
+        "basic export",
+        "basic import",
         "connections list",
         "connections show",
         "connections connect",
@@ -386,6 +388,41 @@ async def test_basic_set_list_remove(cli_env, ops, unique):
     again = await cli("basic", "remove", name)
     assert again.code == 1 and "no Basic credential" in again.err
     assert_secret_hidden(password, created, replaced, listed, listed_json, removed)
+
+
+async def test_basic_export_then_import_waits_for_the_password(cli_env, ops, unique, tmp_path):
+    source, target = unique("bsrc"), unique("bdst")
+    password = f"pw-{source}-secret"
+    await cli("basic", "set", source, "--login", "erin", "--password-stdin", stdin=password)
+    exported = await cli("basic", "export")
+    assert exported.code == 0, exported
+    assert_secret_hidden(password, exported)
+    document = exported.json()
+    document["credentials"] = [
+        {**c, "name": target} for c in document["credentials"] if c["name"] == source
+    ]
+    path = tmp_path / "basic.json"
+    path.write_text(json.dumps(document))
+
+    imported = await cli("basic", "import", str(path))
+    assert imported.code == 0, imported
+    assert f"created: {target}" in imported.out
+    assert f"authbroker basic set {target} --login LOGIN" in imported.out
+    listed = await cli("basic", "list")
+    row = next(line.split() for line in listed.out.splitlines() if line.startswith(target))
+    assert row[:3] == [target, "erin", "awaiting"]
+    status, answer = await get(ops, f"/v1/basic/{target}/credentials")
+    assert status == 409 and answer["error"] == "awaiting_password"
+    again = await cli("basic", "import", str(path), "--replace", "--json")
+    assert again.json()["unchanged"] == [target]
+
+    document["credentials"][0]["password"] = "nope"
+    path.write_text(json.dumps(document))
+    refused = await cli("basic", "import", str(path))
+    assert refused.code == 1 and "credentials.0.password" in refused.err
+    written = await cli("basic", "export", "-o", str(tmp_path / "out.json"))
+    assert written.code == 0 and written.out == "" and "without passwords" in written.err
+    assert password not in (tmp_path / "out.json").read_text()
 
 
 # ------------------------------------------------------------------------------ connections

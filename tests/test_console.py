@@ -1049,3 +1049,29 @@ async def test_a_button_makes_a_new_signing_key(signed_in: Console, resources: R
     assert "PRIVATE KEY" not in text
     status, _, _ = await signed_in.post(f"/console/apps/{name}/keys", {}, csrf=None)
     assert status == 403
+
+
+async def test_the_basic_page_shows_which_wait_for_a_password(
+    signed_in: Console, api: aiohttp.ClientSession, unique
+):
+    waiting, ready = unique("waits"), unique("ready")
+    document = {"version": 1, "credentials": [{"name": waiting, "login": "imported"}]}
+    async with api.post("/v1/basic/import", json=document) as response:
+        assert response.status == 200, await response.text()
+    async with api.put(f"/v1/basic/{ready}", json={"login": "l", "password": "p"}) as response:
+        assert response.status == 201
+    status, text, _ = await signed_in.get("/console/basic")
+    assert status == 200
+    rows = {
+        name: row for name, row in re.findall(r"<code>([^<]+)</code></th>(.*?)</tr>", text, re.S)
+    }
+    assert "awaiting password" in rows[waiting] and "awaiting password" not in rows[ready]
+    # Setting it from the page ends the wait.
+    await signed_in.post(
+        "/console/basic", {"name": waiting, "login": "imported", "password": "now-set"}
+    )
+    status, text, _ = await signed_in.get("/console/basic")
+    rows = {
+        name: row for name, row in re.findall(r"<code>([^<]+)</code></th>(.*?)</tr>", text, re.S)
+    }
+    assert "awaiting password" not in rows[waiting]

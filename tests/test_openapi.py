@@ -117,6 +117,7 @@ async def test_an_answer_off_the_document_is_caught(api_doc: Api):
     good = {
         "name": "svc",
         "login": "me",
+        "awaiting_password": False,
         "created_at": "2026-01-02T03:04:05Z",
         "updated_at": "2026-01-02T03:04:05.5+01:00",
     }
@@ -726,6 +727,18 @@ async def test_every_answer_matches_the_document(api_doc: Api, resources, worker
     secret = await call("GET", "/v1/basic/{name}/credentials", expect=200, params={"name": basic})
     assert secret["authorization"] == "Basic " + base64.b64encode(b"svc2:pw2").decode()
     await call("GET", "/v1/basic/{name}/credentials", expect=404, params={"name": "no-such"})
+    exported = await call("GET", "/v1/basic/export", expect=200)
+    assert {"name": basic, "login": "svc2"} in exported["credentials"]
+    waiting = unique("basicimport")
+    document = {"version": 1, "credentials": [{"name": waiting, "login": "svc"}]}
+    imported = await call("POST", "/v1/basic/import", expect=200, json=document)
+    assert imported["created"] == [waiting]
+    await call("POST", "/v1/basic/import?replace=true", expect=200, json=document)
+    await call("POST", "/v1/basic/import", expect=400, json={"version": 1, "credentials": [{}]})
+    awaiting = await call(
+        "GET", "/v1/basic/{name}/credentials", expect=409, params={"name": waiting}
+    )
+    assert awaiting["error"] == "awaiting_password"
     await call("GET", "/v1/basic/{name}/credentials", expect=400, params={"name": "bad name"})
     await call("DELETE", "/v1/basic/{name}", expect=204, params={"name": basic})
     await call("DELETE", "/v1/basic/{name}", expect=404, params={"name": basic})
