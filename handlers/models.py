@@ -25,7 +25,7 @@ from authbroker.schemas import without_default
 
 if TYPE_CHECKING:
     from authbroker import diagnosis
-    from services import authorizations
+    from services import authorizations, connect_links
     from storage.apps import App as AppRow
     from storage.authorizations import Authorization
     from storage.basic import BasicCredential
@@ -117,6 +117,10 @@ class App(Body):
     token_request_format: TokenRequestFormat
     client_assertion_audience: str | None
     jwks_public: bool
+    reconnect_links: bool = Field(
+        description="Events whose remedy is to authorize again carry a fresh connect link "
+        "(`data.reconnect_url`)."
+    )
     key_ids: list[str] = Field(
         description="The ids of the app's private keys (private_key_jwt), the signing key first; "
         "GET /v1/apps/{name}/jwks has their public halves."
@@ -162,6 +166,7 @@ class App(Body):
             token_request_format=app.token_request_format,
             client_assertion_audience=app.client_assertion_audience,
             jwks_public=app.jwks_public,
+            reconnect_links=app.reconnect_links,
             key_ids=[key["kid"] for key in app.jwks.get("keys", [])],
             authorize_params=app.authorize_params,
             token_params=app.token_params,
@@ -226,6 +231,21 @@ class AuthorizationStarted(Body):
             authorization_id=started.authorization_id,
             status_url=started.status_url,
         )
+
+
+class ConnectLink(Body):
+    """A single-use link that starts a fresh authorization of the connection when opened."""
+
+    url: Url = Field(
+        description="Give it to the person who must authorize (mail it, show it); it works "
+        "once, needs no API key, and grants nothing else."
+    )
+    expires_at: datetime
+    connection_id: str = Field(description="The connection it authorizes (made now if new).")
+
+    @classmethod
+    def of(cls, link: connect_links.Link) -> ConnectLink:
+        return cls(url=link.url, expires_at=link.expires_at, connection_id=link.connection_id)
 
 
 class ProviderError(BaseModel):

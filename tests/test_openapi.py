@@ -255,6 +255,10 @@ async def test_served_document_lists_exactly_the_routes(served, api_doc):
         "/v1/connections/{connection_id}/refresh",
         "/v1/connections/{connection_id}/report",
         "/v1/connections/{connection_id}/diagnosis",
+        "/v1/apps/{name}/connect-links",
+        "/connect/{token}",
+        "/v1/basic/export",
+        "/v1/basic/import",
         "/v1/webhooks",
         "/v1/webhooks/{webhook_id}",
         "/v1/webhooks/{webhook_id}/rotate-secret",
@@ -493,6 +497,40 @@ async def test_every_answer_matches_the_document(api_doc: Api, resources, worker
         expect=404,
         params={"connection_id": "nope"},
     )
+
+    # Connect links: made with the key, opened without one (not followed: on to the provider).
+    link = await call(
+        "POST",
+        "/v1/apps/{name}/connect-links",
+        expect=201,
+        params={"name": name},
+        json={"connection_id": cid, "scopes": ["read"], "expires_in": 3600},
+    )
+    assert link["connection_id"] == cid
+    fresh = await call("POST", "/v1/apps/{name}/connect-links", expect=201, params={"name": name})
+    assert fresh["connection_id"] != cid
+    await call(
+        "POST",
+        "/v1/apps/{name}/connect-links",
+        expect=400,
+        params={"name": name},
+        json={"expires_in": 1},
+    )
+    await call(
+        "POST",
+        "/v1/apps/{name}/connect-links",
+        expect=409,
+        params={"name": other},
+        json={"connection_id": cid},
+    )
+    await call("POST", "/v1/apps/{name}/connect-links", expect=404, params={"name": "no-such-app"})
+    token = {"token": urlsplit(link["url"]).path.rsplit("/", 1)[1]}
+    await call("GET", "/connect/{token}", expect=302, params=token, allow_redirects=False, **anon)
+    for accept in ("application/json", "text/html"):
+        await call("GET", "/connect/{token}", expect=410, params=token, accept=accept, **anon)
+        await call(
+            "GET", "/connect/{token}", expect=404, params={"token": "x" * 43}, accept=accept, **anon
+        )
 
     # A pending connection has no credentials, nothing to refresh.
     refused = await call(
