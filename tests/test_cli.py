@@ -142,6 +142,7 @@ async def test_every_command_has_help_with_an_example():
         "connections list",
         "connections show",
         "connections connect",
+        "connections link",
         "connections refresh",
         "connections delete",
         "connections diagnose",
@@ -451,6 +452,31 @@ async def test_connect_prints_the_authorize_url(cli_env, ops, unique):
     missing = await cli("connections", "connect", unique("nope"))
     assert missing.code == 1 and "no app named" in missing.err
     assert (await cli("apps", "remove", name, "--cascade")).code == 0
+
+
+async def test_link_prints_a_connect_link(cli_env, ops, anonymous, unique):
+    name = unique("link")
+    assert (
+        await cli("apps", "add", name, "--client-id", "cid", *provider_args(), "--no-client-secret")
+    ).code == 0
+    result = await cli(
+        "connections", "link", name, "--connection-id", f"{name}-c1", "--scope", "read"
+    )
+    assert result.code == 0, result
+    (url,) = result.out.splitlines()  # only the URL on stdout, for scripts and mail
+    assert "/connect/" in url and f"{name}-c1" in result.err
+    async with anonymous.get(url, allow_redirects=False) as response:
+        assert response.status == 302
+        query = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert query["scope"] == ["read"] and query["client_id"] == ["cid"]
+
+    made = (await cli("connections", "link", name, "--expires-in", "3600", "--json")).json()
+    assert set(made) == {"url", "expires_at", "connection_id"}
+    assert made["connection_id"].startswith("conn_")
+    too_short = await cli("connections", "link", name, "--expires-in", "10")
+    assert too_short.code == 2 and "--expires-in" in too_short.err
+    missing = await cli("connections", "link", unique("nope"))
+    assert missing.code == 1 and "no app named" in missing.err
 
 
 async def _add_real_app(oauth_server, name: str) -> Result:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handlers.console import keys, render, session, views, webhooks
+from handlers.console import keys, links, render, session, views, webhooks
 from handlers.context import RESOURCES
 
 STATIC = render.HERE / "static"
@@ -25,6 +25,7 @@ def setup(app: web.Application) -> None:
     app.add_routes(views.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(keys.routes)
+    app.add_routes(links.routes)
     app.router.add_static(render.PREFIX + "/static", STATIC, name="console_static")
     app.on_response_prepare.append(render.add_security_headers)
 
