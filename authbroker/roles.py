@@ -26,6 +26,7 @@ class Permission(StrEnum):
     CONNECTIONS_READ = "connections.read"
     CONNECTIONS_WRITE = "connections.write"
     CONNECTIONS_REFRESH = "connections.refresh"
+    CONNECT_LINKS = "connect_links"
     CREDENTIALS_READ = "credentials.read"
     BASIC_READ = "basic.read"
     BASIC_WRITE = "basic.write"
@@ -47,6 +48,7 @@ _DOING = {
     Permission.CONNECTIONS_READ: "read connections",
     Permission.CONNECTIONS_WRITE: "start authorizations or delete connections",
     Permission.CONNECTIONS_REFRESH: "refresh connections or report on their tokens",
+    Permission.CONNECT_LINKS: "make connect links",
     Permission.CREDENTIALS_READ: "read credentials (tokens and passwords)",
     Permission.BASIC_READ: "list Basic credentials",
     Permission.BASIC_WRITE: "set or delete Basic credentials",
@@ -64,6 +66,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
         {
             Permission.CONNECTIONS_READ,
             Permission.CONNECTIONS_REFRESH,
+            Permission.CONNECT_LINKS,
             Permission.CREDENTIALS_READ,
             Permission.EVENTS,
         }

@@ -29,6 +29,7 @@ from authbroker import netguard, webhooks
 from authbroker.config import is_loopback
 from authbroker.oauth import ClientAuth, KeyAlgorithm, TokenRequestFormat
 from authbroker.roles import APP_LIMITED, Role
+from authbroker.states import CONNECT_LINK_LIFETIME, CONNECT_LINK_MAX_LIFETIME
 
 FormKind = Literal[
     "text", "number", "scopes", "separator", "choice", "params", "check", "secret", "secrets"
@@ -247,6 +248,14 @@ class AppCreate(_AppFields):
             "it: authorization_response_iss_parameter_supported)",
         ),
     ] = False
+    reconnect_links: Annotated[
+        bool,
+        Setting(
+            "check",
+            help="put a fresh connect link (data.reconnect_url) in the events whose remedy is "
+            "to authorize again (default off)",
+        ),
+    ] = False
     # The provider preset the definition started from (informational once applied).
     preset: str | None = Field(default=None, max_length=64)
 
@@ -340,11 +349,10 @@ def _update_model() -> type[_AppChanges]:
 AppUpdate = _update_model()
 
 
-class BasicCredentialIn(BaseModel):
+class _BasicLogin(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     login: str = Field(min_length=1, max_length=1024)
-    password: str = Field(min_length=1, max_length=4096, repr=False)
 
     @field_validator("login")
     @classmethod
@@ -353,6 +361,16 @@ class BasicCredentialIn(BaseModel):
         if ":" in value:
             raise ValueError("must not contain ':' (RFC 7617 Basic credentials)")
         return value
+
+
+class BasicCredentialIn(_BasicLogin):
+    password: str = Field(min_length=1, max_length=4096, repr=False)
+
+
+class BasicDefinition(_BasicLogin):
+    """A Basic credential as an export carries it: its name and login, never its password."""
+
+    name: Name
 
 
 class KeyCreate(BaseModel):
@@ -393,6 +411,28 @@ class ConnectionStart(BaseModel):
         if len(repr(value)) > 8192:
             raise ValueError("must be smaller than 8 KiB")
         return value
+
+
+class ConnectLinkCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    connection_id: str | None = Field(
+        default=None,
+        pattern=CONNECTION_ID_PATTERN,
+        description="The connection the link authorizes (again, if it exists); absent: a new "
+        "connection id is made now and answered.",
+    )
+    scopes: list[Scope] | None = Field(
+        default=None,
+        max_length=100,
+        description="Absent: the scopes the connection asked for last, or the app's.",
+    )
+    expires_in: int = Field(
+        default=CONNECT_LINK_LIFETIME,
+        ge=60,
+        le=CONNECT_LINK_MAX_LIFETIME,
+        description="Seconds until the link expires (default 7 days, at most 30).",
+    )
 
 
 class Report(BaseModel):

@@ -27,3 +27,9 @@ LIVE = (Status.PENDING, Status.ACTIVE, Status.FAILED, Status.EXPIRED, Status.REV
 # Seconds a started authorization (its state and PKCE verifier) stays usable: the user has this
 # long to finish at the provider (RFC 6749 §10.12 wants a short-lived, single-use state).
 AUTHORIZATION_LIFETIME = 600
+
+# Seconds a connect link (`/connect/{token}`: a fresh authorization for the person who opens it)
+# stays usable by default, and at most: long enough for a mail to be read, short enough that an
+# old mail is not a standing way in.
+CONNECT_LINK_LIFETIME = 7 * 86_400
+CONNECT_LINK_MAX_LIFETIME = 30 * 86_400

@@ -14,6 +14,7 @@ from handlers.context import AUDIT, caller, resources
 from handlers.operations import NO_STORE, Answer, operation, path_param
 from handlers.responses import fail, ok, read_model
 from services import access
+from services import basic as basic_service
 from storage import basic
 
 routes = web.RouteTableDef()
@@ -77,6 +78,7 @@ async def list_basic(request: web.Request) -> web.Response:
         200: Answer("The credential.", models.BasicCredentials, headers=NO_STORE),
         400: INVALID_NAME,
         404: BASIC_NOT_FOUND,
+        409: "Imported without its password (`awaiting_password`): set it with PUT.",
     },
     parameters=[BASIC_NAME],
     permission=Permission.CREDENTIALS_READ,
@@ -90,7 +92,7 @@ async def basic_credentials(request: web.Request) -> web.Response:
     if credential is None:
         fail(404, "basic_not_found", f"no Basic credential named {name!r}")
     request.app[AUDIT].count(caller(request).key_id, "basic", name)
-    password = credential.open_password(res.ring)
+    password = basic_service.password_of(res, credential)
     token = base64.b64encode(f"{credential.login}:{password}".encode()).decode()
     return ok(
         models.BasicCredentials(

@@ -26,7 +26,7 @@ from authbroker.schemas import without_default
 
 if TYPE_CHECKING:
     from authbroker import diagnosis
-    from services import authorizations
+    from services import authorizations, connect_links
     from services.api_keys import Shown
     from storage.api_keys import ApiKey as ApiKeyRow
     from storage.apps import App as AppRow
@@ -121,6 +121,10 @@ class App(Body):
     token_request_format: TokenRequestFormat
     client_assertion_audience: str | None
     jwks_public: bool
+    reconnect_links: bool = Field(
+        description="Events whose remedy is to authorize again carry a fresh connect link "
+        "(`data.reconnect_url`)."
+    )
     key_ids: list[str] = Field(
         description="The ids of the app's private keys (private_key_jwt), the signing key first; "
         "GET /v1/apps/{name}/jwks has their public halves."
@@ -166,6 +170,7 @@ class App(Body):
             token_request_format=app.token_request_format,
             client_assertion_audience=app.client_assertion_audience,
             jwks_public=app.jwks_public,
+            reconnect_links=app.reconnect_links,
             key_ids=[key["kid"] for key in app.jwks.get("keys", [])],
             authorize_params=app.authorize_params,
             token_params=app.token_params,
@@ -207,6 +212,10 @@ class AppImportResult(Body):
     skipped: list[str]
 
 
+class BasicImportResult(AppImportResult):
+    """What happened to each Basic credential: created ones wait for their password."""
+
+
 # ------------------------------------------------------------------------------ connections
 
 
@@ -226,6 +235,21 @@ class AuthorizationStarted(Body):
             authorization_id=started.authorization_id,
             status_url=started.status_url,
         )
+
+
+class ConnectLink(Body):
+    """A single-use link that starts a fresh authorization of the connection when opened."""
+
+    url: Url = Field(
+        description="Give it to the person who must authorize (mail it, show it); it works "
+        "once, needs no API key, and grants nothing else."
+    )
+    expires_at: datetime
+    connection_id: str = Field(description="The connection it authorizes (made now if new).")
+
+    @classmethod
+    def of(cls, link: connect_links.Link) -> ConnectLink:
+        return cls(url=link.url, expires_at=link.expires_at, connection_id=link.connection_id)
 
 
 class ProviderError(BaseModel):
@@ -365,6 +389,10 @@ class ReportOutcome(
 class Basic(Body):
     name: str
     login: str
+    awaiting_password: bool = Field(
+        description="Imported without its password: its credentials answer 409 until "
+        "PUT /v1/basic/{name} sets one."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -373,6 +401,7 @@ class Basic(Body):
         return cls(
             name=credential.name,
             login=credential.login,
+            awaiting_password=credential.password is None,
             created_at=credential.created_at,
             updated_at=credential.updated_at,
         )

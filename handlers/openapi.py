@@ -60,6 +60,7 @@ ROLES_EXTENSION = "x-authbroker-roles"
 APP_LIMITED_PERMISSIONS = {
     Permission.CONNECTIONS_READ,
     Permission.CONNECTIONS_REFRESH,
+    Permission.CONNECT_LINKS,
     Permission.CREDENTIALS_READ,
     Permission.EVENTS,
 }

@@ -49,19 +49,29 @@ AppDefinition = Annotated[
 ]
 
 
-class AppExport(BaseModel):
-    """Application definitions, as `GET /v1/apps/export` answers and `POST /v1/apps/import`
-    reads them; exports carry no secret."""
+class ExportDocument(BaseModel):
+    """What every export document holds besides its items (apps, Basic credentials)."""
 
     model_config = ConfigDict(extra="forbid")
 
     version: Literal[1]
     # Read as it is (an import does not need it), described as what an export writes.
     exported_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
+
+
+class AppExport(ExportDocument):
+    """Application definitions, as `GET /v1/apps/export` answers and `POST /v1/apps/import`
+    reads them; exports carry no secret."""
+
     apps: list[AppDefinition] = Field(
         max_length=MAX_APPS,
         description="Each app as POST /v1/apps accepts it; exports carry no secret.",
     )
+
+
+def exported_now() -> str:
+    """An export's `exported_at`: now, to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def definition(app: App) -> dict[str, Any]:
@@ -112,7 +122,7 @@ async def export_apps(request: web.Request) -> web.Response:
     return ok(
         AppExport(
             version=EXPORT_VERSION,
-            exported_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            exported_at=exported_now(),
             apps=[definition(a) for a in found],
         ),
         headers={"Cache-Control": "no-store"},
@@ -172,6 +182,19 @@ def _changes(existing: App, model: AppCreate) -> dict[str, Any]:
     return changes
 
 
+def replace_param(description: str) -> dict[str, Any]:
+    """The `replace` query parameter of an import."""
+    return query_param(
+        "replace",
+        description,
+        {"type": "string", "enum": FLAGS},
+    )
+
+
+def replacing(request: web.Request) -> bool:
+    return (query_value(request, "replace") or "").lower() in TRUE
+
+
 @routes.post("/v1/apps/import")
 @operation(
     "importApps",
@@ -183,11 +206,7 @@ def _changes(existing: App, model: AppCreate) -> dict[str, Any]:
         "document or an admin's confirmation (`secret_destination`).",
     },
     parameters=[
-        query_param(
-            "replace",
-            "Update existing apps' settings (their secrets stay).",
-            {"type": "string", "enum": FLAGS},
-        ),
+        replace_param("Update existing apps' settings (their secrets stay)."),
         query_param(
             "confirm_secret_destination",
             "Admin keys: replaced apps may send their stored secrets to changed URLs.",
@@ -207,7 +226,7 @@ async def import_apps(request: web.Request) -> web.Response:
     """
     res = resources(request)
     key = caller(request)
-    replace = (query_value(request, "replace") or "").lower() in TRUE
+    replace = replacing(request)
     confirmed = (query_value(request, "confirm_secret_destination") or "").lower() in TRUE
     document = await read_model(request, AppExport)
     checked = _check(document, res.settings.validation_context)

@@ -44,6 +44,18 @@ async def get(res: Resources, name: str) -> App:
     return app
 
 
+def require_authorizable(app: App) -> None:
+    """`Conflict` unless an authorization may start for `app` now."""
+    if app.deleting:
+        raise Conflict("app_deleting", f"app {app.name!r} is being deleted")
+    if app.awaiting_secret:
+        raise Conflict(
+            "app_awaiting_secret",
+            f"app {app.name!r} was imported without its client secret: set it first "
+            "(PATCH /v1/apps/{name} with client_secret)",
+        )
+
+
 def with_preset(data: dict[str, Any]) -> dict[str, Any]:
     """Fill an app definition from its provider preset; what the caller gave wins.
     `placeholders` (e.g. {"tenant": "contoso"}) fill the preset's URL templates."""

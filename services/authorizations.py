@@ -34,7 +34,8 @@ from authbroker.events import (
 from authbroker.logs import get_logger
 from authbroker.problems import Problem
 from authbroker.states import AUTHORIZATION_LIFETIME, Status
-from services import queue, revocation
+from services import apps as apps_service
+from services import connect_links, queue, revocation
 from services.context import Context
 from services.errors import Conflict, Invalid, Unavailable
 from services.instrument import token_request
@@ -66,6 +67,7 @@ class Started:
     expires_at: datetime
     authorization_id: uuid.UUID
     status_url: str
+    reauthorization: bool = False
 
 
 async def start(
@@ -79,15 +81,43 @@ async def start(
     """Create a connection (or prepare an existing one for re-authorization) and an
     authorization for it: the authorize URL to send the user to. `metadata` None keeps an
     existing connection's metadata."""
-    if app.deleting:
-        raise Conflict("app_deleting", f"app {app.name!r} is being deleted")
-    if app.awaiting_secret:
-        raise Conflict(
-            "app_awaiting_secret",
-            f"app {app.name!r} was imported without its client secret: set it first "
-            "(PATCH /v1/apps/{name} with client_secret)",
+    async with res.pool.acquire() as conn, conn.transaction():
+        started = await _start(
+            conn, res, app, connection_id=connection_id, scopes=scopes, metadata=metadata
         )
-    connection_id = connection_id or f"conn_{uuid.uuid4().hex}"
+    _log_started(app, started)
+    return started
+
+
+async def start_from_link(res: Resources, token: str) -> Started:
+    """Open a connect link (`services.connect_links`): a fresh authorization (new state and
+    PKCE) of the link's connection, the link used up in the same transaction. A link that
+    cannot be used raises `NotFound` or `Gone`; an app that cannot authorize now, `Conflict`,
+    and the link stays usable."""
+    async with res.pool.acquire() as conn, conn.transaction():
+        link = await connect_links.use(conn, token)
+        app = await apps.get_by_id(conn, link.app_id)
+        assert app is not None  # links are deleted with their app
+        started = await _start(
+            conn, res, app, connection_id=link.connection_id, scopes=link.scopes, metadata=None
+        )
+        await connect_links.mark_used(conn, link, started.authorization_id)
+    _log_started(app, started, via="connect_link")
+    return started
+
+
+async def _start(
+    conn: asyncpg.Connection,
+    res: Resources,
+    app: App,
+    *,
+    connection_id: str | None,
+    scopes: list[str] | None,
+    metadata: dict[str, Any] | None,
+) -> Started:
+    """Within the caller's transaction: the connection, its authorization and the event."""
+    apps_service.require_authorizable(app)
+    connection_id = connection_id or connections.new_id()
     scopes = scopes if scopes is not None else app.scopes
     state = oauth.new_state()
     verifier = oauth.new_code_verifier() if app.pkce else None
@@ -99,51 +129,43 @@ async def start(
         code_challenge=oauth.code_challenge(verifier) if verifier else None,
     )
     try:
-        async with res.pool.acquire() as conn, conn.transaction():
-            created = await connections.start(
-                conn,
-                connection_id=connection_id,
-                app_id=app.id,
-                requested_scopes=scopes,
-                metadata=metadata,
-            )
-            authorization_id, expires_at = await authorizations.create(
-                conn,
-                res.ring,
-                state_hash=oauth.state_digest(state),
-                app_id=app.id,
-                connection_id=connection_id,
-                code_verifier=verifier,
-                requested_scopes=scopes,
-                redirect_uri=res.settings.redirect_url,
-                lifetime_seconds=AUTHORIZATION_LIFETIME,
-            )
-            current = await connections.get(conn, connection_id)
-            await outbox.append(
-                conn,
-                make_event(
-                    EventType.AUTHORIZATION_STARTED,
-                    app=app.name,
-                    connection_id=connection_id,
-                    status=current.status if current else Status.PENDING,
-                    detail="An authorization was started: the user signs in at the provider.",
-                    data=AuthorizationStarted(
-                        reauthorization=not created,
-                        authorization_id=str(authorization_id),
-                        expires_at=expires_at,
-                    ),
-                ),
-            )
+        created = await connections.start(
+            conn,
+            connection_id=connection_id,
+            app_id=app.id,
+            requested_scopes=scopes,
+            metadata=metadata,
+        )
     except ConnectionConflict:
         raise Conflict(
             "connection_exists", f"connection {connection_id!r} belongs to another app"
         ) from None
-    log.info(
-        "authorization_started",
-        app=app.name,
+    authorization_id, expires_at = await authorizations.create(
+        conn,
+        res.ring,
+        state_hash=oauth.state_digest(state),
+        app_id=app.id,
         connection_id=connection_id,
-        reauthorization=not created,
-        authorization_id=str(authorization_id),
+        code_verifier=verifier,
+        requested_scopes=scopes,
+        redirect_uri=res.settings.redirect_url,
+        lifetime_seconds=AUTHORIZATION_LIFETIME,
+    )
+    current = await connections.get(conn, connection_id)
+    await outbox.append(
+        conn,
+        make_event(
+            EventType.AUTHORIZATION_STARTED,
+            app=app.name,
+            connection_id=connection_id,
+            status=current.status if current else Status.PENDING,
+            detail="An authorization was started: the user signs in at the provider.",
+            data=AuthorizationStarted(
+                reauthorization=not created,
+                authorization_id=str(authorization_id),
+                expires_at=expires_at,
+            ),
+        ),
     )
     return Started(
         connection_id=connection_id,
@@ -151,6 +173,18 @@ async def start(
         expires_at=expires_at,
         authorization_id=authorization_id,
         status_url=f"{res.settings.public_url}/oauth/status/{authorization_id}",
+        reauthorization=not created,
+    )
+
+
+def _log_started(app: App, started: Started, **how: str) -> None:
+    log.info(
+        "authorization_started",
+        app=app.name,
+        connection_id=started.connection_id,
+        reauthorization=started.reauthorization,
+        authorization_id=str(started.authorization_id),
+        **how,
     )
 
 
@@ -194,6 +228,7 @@ async def receive(res: Resources, params: dict[str, str]) -> Authorization:
             # RFC 9207: whatever it says, the response is another server's; its code is not used.
             await _fail(
                 conn,
+                res,
                 authorization,
                 Problem.ISSUER_MISMATCH,
                 AuthorizationFailed(provider_error=params.get("error", "")[:100] or None),
@@ -204,6 +239,7 @@ async def receive(res: Resources, params: dict[str, str]) -> Authorization:
             description = params.get("error_description", "")[:300] or None
             await _fail(
                 conn,
+                res,
                 authorization,
                 oauth.callback_problem(error, description),
                 AuthorizationFailed(provider_error=error, provider_description=description),
@@ -341,7 +377,7 @@ async def _succeeded(
             # Deleted while the user was at the provider: the new grant is not wanted.
             await authorizations.finish(conn, authorization.id, outcome="cancelled", problem=None)
         else:
-            await _authorized(conn, app, authorization, stored, tokens, current, times)
+            await _authorized(conn, res, app, authorization, stored, tokens, current, times)
     if stored is None:
         log.info("authorization_cancelled", connection_id=authorization.connection_id)
         await revocation.revoke_unwanted(context, app, tokens)
@@ -359,6 +395,7 @@ async def _succeeded(
 
 async def _authorized(
     conn: asyncpg.Connection,
+    res: Resources,
     app: App,
     authorization: Authorization,
     stored: connections.Connection,
@@ -399,6 +436,7 @@ async def _authorized(
                     requested_scopes=list(requested),
                     granted_scopes=granted or [],
                     missing=missing,
+                    reconnect_url=await connect_links.for_event(conn, res, app.id, stored.id),
                 ),
             )
         )
@@ -438,6 +476,7 @@ async def _failed_exchange(
     async with res.pool.acquire() as conn, conn.transaction():
         await _fail(
             conn,
+            res,
             authorization,
             problem,
             AuthorizationFailed(provider_error=exc.error, provider_status=exc.status),
@@ -455,6 +494,7 @@ async def _failed_exchange(
 
 async def _fail(
     conn: asyncpg.Connection,
+    res: Resources,
     authorization: Authorization,
     problem: Problem,
     data: AuthorizationFailed,
@@ -482,7 +522,12 @@ async def _fail(
             connection_id=authorization.connection_id,
             status=status or (current.status if current else None),
             problem=problem,
-            data=data,
+            data=replace(
+                data,
+                reconnect_url=await connect_links.for_event(
+                    conn, res, authorization.app_id, authorization.connection_id
+                ),
+            ),
         ),
     )
     log.warning(
@@ -501,20 +546,19 @@ async def expire(res: Resources) -> int:
     fails with `authorization_expired`."""
     async with res.pool.acquire() as conn, conn.transaction():
         rows = await authorizations.expire_unfinished(conn)
-        await outbox.append(
-            conn,
-            *(
+        for row in rows:
+            reconnect_url = await connect_links.for_event(conn, res, row["app_id"], row["id"])
+            await outbox.append(
+                conn,
                 make_event(
                     EventType.AUTHORIZATION_FAILED,
                     app=row["app"],
                     connection_id=row["id"],
                     status=Status.FAILED,
                     problem=Problem.AUTHORIZATION_EXPIRED,
-                    data=AuthorizationFailed(),
-                )
-                for row in rows
-            ),
-        )
+                    data=AuthorizationFailed(reconnect_url=reconnect_url),
+                ),
+            )
     return len(rows)
 
 

@@ -47,6 +47,12 @@ class Conflict(DomainError):
     http_status = 409
 
 
+class Gone(DomainError):
+    """What it names existed and is used up or expired: it will not work again."""
+
+    http_status = 410
+
+
 class Unavailable(DomainError):
     """Not now: it may work later (`retry_after`)."""
 

@@ -13,7 +13,7 @@ from authbroker.events import EventType, Invalidated, make_event
 from authbroker.logs import get_logger
 from authbroker.problems import Problem
 from authbroker.states import Status
-from services import queue
+from services import connect_links, queue
 from services.context import Context
 from services.refresh import refresh_one
 from storage import apps, connections, outbox
@@ -75,7 +75,10 @@ async def probe(context: Context, connection_id: str) -> str:
                 status=Status.FAILED,
                 problem=problem,
                 detail="The probe URL refused a freshly refreshed token.",
-                data=Invalidated(probe_status=401),
+                data=Invalidated(
+                    probe_status=401,
+                    reconnect_url=await connect_links.for_event(conn, res, app.id, connection_id),
+                ),
             ),
         )
     log.warning("probe_invalidated", app=app.name, connection_id=connection_id)

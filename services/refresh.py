@@ -29,6 +29,7 @@ from authbroker.events import EventType, make_event
 from authbroker.logs import get_logger
 from authbroker.metrics import LOST_ANSWERS, PROBES, REFRESH_LAG_SECONDS
 from authbroker.problems import Problem
+from services import connect_links
 from services.context import Context
 from services.instrument import token_request
 from services.tokens import TokenTimes, token_times
@@ -317,7 +318,13 @@ async def _grant_refused(
                     status="failed",
                     problem=problem,
                     detail=detail,
-                    data=events.Invalidated(provider_error=exc.error, answer_lost=lost),
+                    data=events.Invalidated(
+                        provider_error=exc.error,
+                        answer_lost=lost,
+                        reconnect_url=await connect_links.for_event(
+                            conn, wc.resources, app.id, current.id
+                        ),
+                    ),
                 ),
             )
     bound = log.bind(app=app.name, connection_id=current.id)
@@ -528,6 +535,11 @@ async def _without_refresh_token(
                     problem=problem,
                     detail="The access token expired and there is no refresh token: "
                     "authorize the connection again.",
+                    data=events.Expired(
+                        reconnect_url=await connect_links.for_event(
+                            conn, res, current.app_id, current.id
+                        )
+                    ),
                 ),
             )
     if not expired:

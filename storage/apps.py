@@ -19,7 +19,7 @@ COLUMNS = """id, name, client_id, client_secret, client_secrets_previous, author
     authorize_params, token_params, pkce, refresh_margin, default_token_lifetime,
     refresh_token_lifetime, probe_url, probe_interval, issuer, require_iss, preset, paused_at,
     paused_problem, deleting, awaiting_secret, client_keys, jwks, jwks_public,
-    client_assertion_audience, token_request_format, created_at, updated_at"""
+    client_assertion_audience, token_request_format, reconnect_links, created_at, updated_at"""
 
 SECRET_COLUMNS = ("client_secret", "client_secrets_previous", "client_keys")
 KEYS_KEPT = 2
@@ -60,6 +60,7 @@ class App:
     jwks_public: bool
     client_assertion_audience: str | None
     token_request_format: str
+    reconnect_links: bool
     created_at: datetime
     updated_at: datetime
 

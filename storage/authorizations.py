@@ -184,7 +184,7 @@ async def purge(db: asyncpg.Connection | asyncpg.Pool, *, older_than_days: int =
 async def expire_unfinished(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """End authorizations past their lifetime with no callback, and fail the connections that
     were only waiting for them (pending, with no other authorization still open). Returns the
-    failed connections' `id` and `app`."""
+    failed connections' `id`, `app` and `app_id`."""
     return await conn.fetch(
         """WITH ended AS (
                UPDATE authorizations SET done = true, done_at = now(), outcome = 'expired',
@@ -199,5 +199,5 @@ async def expire_unfinished(conn: asyncpg.Connection) -> list[asyncpg.Record]:
              AND NOT EXISTS (SELECT 1 FROM authorizations z
                              WHERE z.connection_id = c.id AND NOT z.done
                                AND z.expires_at >= now())
-           RETURNING c.id, a.name AS app"""
+           RETURNING c.id, a.name AS app, a.id AS app_id"""
     )

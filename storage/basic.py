@@ -1,4 +1,5 @@
-"""Basic credentials: a login in plain text and a password sealed to its name."""
+"""Basic credentials: a login in plain text and a password sealed to its name (NULL while an
+imported credential waits for its password)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from storage.sealing import KeyRing, aad
 class BasicCredential:
     name: str
     login: str
-    password: bytes = field(repr=False)
+    password: bytes | None = field(repr=False)
     created_at: datetime
     updated_at: datetime
 
     def open_password(self, ring: KeyRing) -> str:
+        assert self.password is not None, "awaiting its password"
         return ring.open(self.password, aad=aad("basic_credentials", self.name, "password"))
 
 
@@ -58,3 +60,26 @@ async def list_all(db: asyncpg.Connection | asyncpg.Pool) -> list[BasicCredentia
 
 async def delete(db: asyncpg.Connection | asyncpg.Pool, name: str) -> bool:
     return (await db.execute("DELETE FROM basic_credentials WHERE name = $1", name)).endswith(" 1")
+
+
+async def create_awaiting(conn: asyncpg.Connection, name: str, login: str) -> bool:
+    """Create a credential that waits for its password (an import); False if the name is
+    taken."""
+    created = await conn.fetchval(
+        """INSERT INTO basic_credentials (name, login, password) VALUES ($1, $2, NULL)
+           ON CONFLICT (name) DO NOTHING RETURNING true""",
+        name,
+        login,
+    )
+    return bool(created)
+
+
+async def set_login(conn: asyncpg.Connection, name: str, login: str) -> bool:
+    """Change a credential's login, keeping its password; False when it was already that."""
+    result = await conn.execute(
+        """UPDATE basic_credentials SET login = $2, updated_at = now()
+           WHERE name = $1 AND login <> $2""",
+        name,
+        login,
+    )
+    return result.endswith(" 1")

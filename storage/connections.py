@@ -134,6 +134,11 @@ async def count_live(db: asyncpg.Connection | asyncpg.Pool, app_id: uuid.UUID) -
     )
 
 
+def new_id() -> str:
+    """The id of a connection its creator did not name."""
+    return f"conn_{uuid.uuid4().hex}"
+
+
 async def start(
     conn: asyncpg.Connection,
     *,

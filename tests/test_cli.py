@@ -137,9 +137,12 @@ async def test_every_command_has_help_with_an_example():
         "basic set",
         "basic list",
         "basic remove",
+        "basic export",
+        "basic import",
         "connections list",
         "connections show",
         "connections connect",
+        "connections link",
         "connections refresh",
         "connections delete",
         "connections diagnose",
@@ -388,6 +391,41 @@ async def test_basic_set_list_remove(cli_env, ops, unique):
     assert_secret_hidden(password, created, replaced, listed, listed_json, removed)
 
 
+async def test_basic_export_then_import_waits_for_the_password(cli_env, ops, unique, tmp_path):
+    source, target = unique("bsrc"), unique("bdst")
+    password = f"pw-{source}-secret"
+    await cli("basic", "set", source, "--login", "erin", "--password-stdin", stdin=password)
+    exported = await cli("basic", "export")
+    assert exported.code == 0, exported
+    assert_secret_hidden(password, exported)
+    document = exported.json()
+    document["credentials"] = [
+        {**c, "name": target} for c in document["credentials"] if c["name"] == source
+    ]
+    path = tmp_path / "basic.json"
+    path.write_text(json.dumps(document))
+
+    imported = await cli("basic", "import", str(path))
+    assert imported.code == 0, imported
+    assert f"created: {target}" in imported.out
+    assert f"authbroker basic set {target} --login LOGIN" in imported.out
+    listed = await cli("basic", "list")
+    row = next(line.split() for line in listed.out.splitlines() if line.startswith(target))
+    assert row[:3] == [target, "erin", "awaiting"]
+    status, answer = await get(ops, f"/v1/basic/{target}/credentials")
+    assert status == 409 and answer["error"] == "awaiting_password"
+    again = await cli("basic", "import", str(path), "--replace", "--json")
+    assert again.json()["unchanged"] == [target]
+
+    document["credentials"][0]["password"] = "nope"
+    path.write_text(json.dumps(document))
+    refused = await cli("basic", "import", str(path))
+    assert refused.code == 1 and "credentials.0.password" in refused.err
+    written = await cli("basic", "export", "-o", str(tmp_path / "out.json"))
+    assert written.code == 0 and written.out == "" and "without passwords" in written.err
+    assert password not in (tmp_path / "out.json").read_text()
+
+
 # ------------------------------------------------------------------------------ connections
 
 
@@ -414,6 +452,31 @@ async def test_connect_prints_the_authorize_url(cli_env, ops, unique):
     missing = await cli("connections", "connect", unique("nope"))
     assert missing.code == 1 and "no app named" in missing.err
     assert (await cli("apps", "remove", name, "--cascade")).code == 0
+
+
+async def test_link_prints_a_connect_link(cli_env, ops, anonymous, unique):
+    name = unique("link")
+    assert (
+        await cli("apps", "add", name, "--client-id", "cid", *provider_args(), "--no-client-secret")
+    ).code == 0
+    result = await cli(
+        "connections", "link", name, "--connection-id", f"{name}-c1", "--scope", "read"
+    )
+    assert result.code == 0, result
+    (url,) = result.out.splitlines()  # only the URL on stdout, for scripts and mail
+    assert "/connect/" in url and f"{name}-c1" in result.err
+    async with anonymous.get(url, allow_redirects=False) as response:
+        assert response.status == 302
+        query = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert query["scope"] == ["read"] and query["client_id"] == ["cid"]
+
+    made = (await cli("connections", "link", name, "--expires-in", "3600", "--json")).json()
+    assert set(made) == {"url", "expires_at", "connection_id"}
+    assert made["connection_id"].startswith("conn_")
+    too_short = await cli("connections", "link", name, "--expires-in", "10")
+    assert too_short.code == 2 and "--expires-in" in too_short.err
+    missing = await cli("connections", "link", unique("nope"))
+    assert missing.code == 1 and "no app named" in missing.err
 
 
 async def _add_real_app(oauth_server, name: str) -> Result:

@@ -1152,3 +1152,102 @@ async def test_a_button_makes_a_new_signing_key(signed_in: Console, resources: R
     assert "PRIVATE KEY" not in text
     status, _, _ = await signed_in.post(f"/console/apps/{name}/keys", {}, csrf=None)
     assert status == 403
+
+
+async def test_the_basic_page_shows_which_wait_for_a_password(
+    signed_in: Console, api: aiohttp.ClientSession, unique
+):
+    waiting, ready = unique("waits"), unique("ready")
+    document = {"version": 1, "credentials": [{"name": waiting, "login": "imported"}]}
+    async with api.post("/v1/basic/import", json=document) as response:
+        assert response.status == 200, await response.text()
+    async with api.put(f"/v1/basic/{ready}", json={"login": "l", "password": "p"}) as response:
+        assert response.status == 201
+    status, text, _ = await signed_in.get("/console/basic")
+    assert status == 200
+    rows = {
+        name: row for name, row in re.findall(r"<code>([^<]+)</code></th>(.*?)</tr>", text, re.S)
+    }
+    assert "awaiting password" in rows[waiting] and "awaiting password" not in rows[ready]
+    # Setting it from the page ends the wait.
+    await signed_in.post(
+        "/console/basic", {"name": waiting, "login": "imported", "password": "now-set"}
+    )
+    status, text, _ = await signed_in.get("/console/basic")
+    rows = {
+        name: row for name, row in re.findall(r"<code>([^<]+)</code></th>(.*?)</tr>", text, re.S)
+    }
+    assert "awaiting password" not in rows[waiting]
+
+
+LINK_FIELD = re.compile(r'id="connect-link" type="text" readonly value="([^"]+)"')
+
+
+async def test_a_connect_link_button_shows_a_link_that_authorizes(
+    signed_in: Console,
+    api: aiohttp.ClientSession,
+    anonymous: aiohttp.ClientSession,
+    oauth_server: OAuthTestServer,
+    worker,
+    resources: Resources,
+    unique,
+):
+    name = unique("clink")
+    await make_app(signed_in, name, oauth_server.client_secret, oauth_server)
+    cid = f"{name}-1"
+    async with api.post(f"/v1/apps/{name}/connections", json={"connection_id": cid}) as response:
+        assert response.status == 201
+    status, text, _ = await signed_in.get(f"/console/apps/{name}")
+    assert "Make a connect link" in text and f"Make a connect link for {cid}" in text
+
+    status, text, _ = await signed_in.post(
+        f"/console/apps/{name}/connect-link", {"connection_id": cid}
+    )
+    assert status == 201, text
+    url = html.unescape(LINK_FIELD.search(text).group(1))
+    assert "/connect/" in url and "only time" in text and cid in text
+    location = await oauth_server.approve(url)
+    _, outcome = await follow_callback(anonymous, location)
+    assert outcome["status"] == "succeeded" and outcome["connection_id"] == cid
+    assert (await connections.get(resources.pool, cid)).status == "active"
+
+    # On the app, for a new connection; a bad id makes no link and says why.
+    status, text, _ = await signed_in.post(f"/console/apps/{name}/connect-link", {"scopes": "read"})
+    assert status == 201 and "conn_" in text
+    status, _, response = await signed_in.post(
+        f"/console/apps/{name}/connect-link", {"connection_id": "bad id!"}
+    )
+    assert status == 303 and response.headers["Location"].startswith(f"/console/apps/{name}")
+    status, text, _ = await signed_in.get(f"/console/apps/{name}")
+    assert "No link was made" in text
+    status, _, _ = await signed_in.post(
+        f"/console/apps/{name}/connect-link", {"connection_id": cid}, csrf=None
+    )
+    assert status == 403
+
+
+async def test_the_app_form_sets_reconnect_links(signed_in: Console, resources: Resources, unique):
+    name = unique("relinks")
+    await make_app(signed_in, name, "a-secret")
+    assert (await apps.get(resources.pool, name)).reconnect_links is False
+    form = {
+        "client_id": "client-1",
+        "authorization_url": "https://provider.example/authorize",
+        "token_url": "https://provider.example/token",
+        "scopes": "read write",
+        "scope_separator": " ",
+        "client_auth": "body",
+        "pkce": "on",
+        "refresh_margin": "300",
+    }
+    status, _, _ = await signed_in.post(
+        f"/console/apps/{name}/edit", {**form, "reconnect_links": "on"}
+    )
+    assert status == 303
+    assert (await apps.get(resources.pool, name)).reconnect_links is True
+    status, text, _ = await signed_in.get(f"/console/apps/{name}/edit")
+    assert re.search(r'name="reconnect_links" type="checkbox" value="on" checked', text)
+    status, text, _ = await signed_in.get(f"/console/apps/{name}")
+    assert "in events that need a new sign-in" in text
+    status, _, _ = await signed_in.post(f"/console/apps/{name}/edit", form)
+    assert (await apps.get(resources.pool, name)).reconnect_links is False

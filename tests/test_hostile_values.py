@@ -202,6 +202,10 @@ CONSOLE: dict[tuple[str, str], dict[str, Any]] = {
         "fields": ("connection_id", "scopes"),
         "base": lambda: {"connection_id": fresh("fuzz")},
     },
+    ("POST", "/console/apps/{name}/connect-link"): {
+        "fields": ("connection_id", "scopes"),
+        "base": lambda: {"connection_id": fresh("fuzz")},
+    },
     ("GET", "/console/connect/{authorization_id}"): {},
     ("POST", "/console/connections/{connection_id}/refresh"): {},
     ("GET", "/console/connections/{connection_id}/diagnosis"): {},

@@ -70,7 +70,7 @@ async def test_a_callback_naming_another_issuer_fails_with_its_problem_and_event
         "provider_error": None,
         "provider_status": None,
         "provider_description": None,
-        "reconnect_url": None,
+        "reconnect_url": None,  # the app hands out no reconnect links
     }
     found = await connections.get(resources.pool, started["connection_id"])
     assert found is not None and found.status == "failed" and found.access_token is None

@@ -117,6 +117,7 @@ async def test_an_answer_off_the_document_is_caught(api_doc: Api):
     good = {
         "name": "svc",
         "login": "me",
+        "awaiting_password": False,
         "created_at": "2026-01-02T03:04:05Z",
         "updated_at": "2026-01-02T03:04:05.5+01:00",
     }
@@ -254,6 +255,10 @@ async def test_served_document_lists_exactly_the_routes(served, api_doc):
         "/v1/connections/{connection_id}/refresh",
         "/v1/connections/{connection_id}/report",
         "/v1/connections/{connection_id}/diagnosis",
+        "/v1/apps/{name}/connect-links",
+        "/connect/{token}",
+        "/v1/basic/export",
+        "/v1/basic/import",
         "/v1/webhooks",
         "/v1/webhooks/{webhook_id}",
         "/v1/webhooks/{webhook_id}/rotate-secret",
@@ -493,6 +498,40 @@ async def test_every_answer_matches_the_document(api_doc: Api, resources, worker
         params={"connection_id": "nope"},
     )
 
+    # Connect links: made with the key, opened without one (not followed: on to the provider).
+    link = await call(
+        "POST",
+        "/v1/apps/{name}/connect-links",
+        expect=201,
+        params={"name": name},
+        json={"connection_id": cid, "scopes": ["read"], "expires_in": 3600},
+    )
+    assert link["connection_id"] == cid
+    fresh = await call("POST", "/v1/apps/{name}/connect-links", expect=201, params={"name": name})
+    assert fresh["connection_id"] != cid
+    await call(
+        "POST",
+        "/v1/apps/{name}/connect-links",
+        expect=400,
+        params={"name": name},
+        json={"expires_in": 1},
+    )
+    await call(
+        "POST",
+        "/v1/apps/{name}/connect-links",
+        expect=409,
+        params={"name": other},
+        json={"connection_id": cid},
+    )
+    await call("POST", "/v1/apps/{name}/connect-links", expect=404, params={"name": "no-such-app"})
+    token = {"token": urlsplit(link["url"]).path.rsplit("/", 1)[1]}
+    await call("GET", "/connect/{token}", expect=302, params=token, allow_redirects=False, **anon)
+    for accept in ("application/json", "text/html"):
+        await call("GET", "/connect/{token}", expect=410, params=token, accept=accept, **anon)
+        await call(
+            "GET", "/connect/{token}", expect=404, params={"token": "x" * 43}, accept=accept, **anon
+        )
+
     # A pending connection has no credentials, nothing to refresh.
     refused = await call(
         "GET",
@@ -726,6 +765,18 @@ async def test_every_answer_matches_the_document(api_doc: Api, resources, worker
     secret = await call("GET", "/v1/basic/{name}/credentials", expect=200, params={"name": basic})
     assert secret["authorization"] == "Basic " + base64.b64encode(b"svc2:pw2").decode()
     await call("GET", "/v1/basic/{name}/credentials", expect=404, params={"name": "no-such"})
+    exported = await call("GET", "/v1/basic/export", expect=200)
+    assert {"name": basic, "login": "svc2"} in exported["credentials"]
+    waiting = unique("basicimport")
+    document = {"version": 1, "credentials": [{"name": waiting, "login": "svc"}]}
+    imported = await call("POST", "/v1/basic/import", expect=200, json=document)
+    assert imported["created"] == [waiting]
+    await call("POST", "/v1/basic/import?replace=true", expect=200, json=document)
+    await call("POST", "/v1/basic/import", expect=400, json={"version": 1, "credentials": [{}]})
+    awaiting = await call(
+        "GET", "/v1/basic/{name}/credentials", expect=409, params={"name": waiting}
+    )
+    assert awaiting["error"] == "awaiting_password"
     await call("GET", "/v1/basic/{name}/credentials", expect=400, params={"name": "bad name"})
     await call("DELETE", "/v1/basic/{name}", expect=204, params={"name": basic})
     await call("DELETE", "/v1/basic/{name}", expect=404, params={"name": basic})

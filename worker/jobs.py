@@ -12,7 +12,7 @@ from authbroker.logs import get_logger
 from services import authorizations, probes, revocation
 from services.errors import Unavailable
 from storage import authorizations as stored_authorizations
-from storage import connections, outbox
+from storage import connect_links, connections, outbox
 from worker.context import WorkerContext
 
 log = get_logger("authbroker.worker")
@@ -66,7 +66,8 @@ async def mark_expired_tokens(ctx: dict[str, Any]) -> int:
 
 
 async def prune(ctx: dict[str, Any]) -> None:
-    """Forget relayed events and finished authorizations after a week."""
+    """Forget relayed events, finished authorizations and expired connect links after a week."""
     async with WorkerContext.of(ctx).resources.pool.acquire() as conn:
         await outbox.prune(conn)
         await stored_authorizations.purge(conn)
+        await connect_links.purge(conn)

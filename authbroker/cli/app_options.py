@@ -39,6 +39,7 @@ OPTION_OF = {
     "password": "--password-stdin",
     "connection_id": "--connection-id",
     "metadata": "--metadata",
+    "expires_in": "--expires-in",
     "preset": "--preset",
     "placeholders": "--placeholder",
 }

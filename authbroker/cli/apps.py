@@ -68,6 +68,7 @@ def _show_app(app: dict[str, Any]) -> None:
                 ("probe interval", app.get("probe_interval")),
                 ("issuer", app.get("issuer")),
                 ("require iss", app.get("require_iss")),
+                ("reconnect links", app.get("reconnect_links")),
                 ("redirect url", app.get("redirect_url")),
                 ("created", when(app.get("created_at"))),
                 ("updated", when(app.get("updated_at"))),

@@ -8,13 +8,15 @@ from authbroker.cli.api import ApiGroup, api_call
 from authbroker.cli.base import as_json
 from authbroker.cli.inputs import read_secret
 from authbroker.cli.output import emit, table, when
+from authbroker.cli.transfer import run_import, write_document
 from authbroker.client import AuthbrokerClient, segment
 
 basic = ApiGroup(
     "basic",
-    short_help="Basic credentials (login and password): set, list, remove",
+    short_help="Basic credentials (login and password): set, list, remove, export, import",
     examples='printf %s "$PASSWORD" | authbroker basic set ftp --login alice --password-stdin\n'
-    "authbroker basic list",
+    "authbroker basic list\n"
+    "authbroker basic export > basic.json",
 )
 
 
@@ -60,8 +62,16 @@ async def list_credentials(api: AuthbrokerClient, as_json: bool) -> None:
         return
     print(
         table(
-            ["NAME", "LOGIN", "UPDATED"],
-            [[c["name"], c["login"], when(c.get("updated_at"))] for c in items],
+            ["NAME", "LOGIN", "PASSWORD", "UPDATED"],
+            [
+                [
+                    c["name"],
+                    c["login"],
+                    "awaiting" if c.get("awaiting_password") else "set",
+                    when(c.get("updated_at")),
+                ]
+                for c in items
+            ],
             empty="no Basic credentials yet (add one: authbroker basic set NAME --login LOGIN)",
         )
     )
@@ -77,3 +87,48 @@ async def remove(api: AuthbrokerClient, name: str, as_json: bool) -> None:
         emit({"name": name, "status": "deleted"})
     else:
         print(f"removed Basic credential {name}")
+
+
+@basic.command(
+    "export",
+    short_help="print Basic credentials as JSON: names and logins, never passwords",
+    examples="authbroker basic export > basic.json\nauthbroker basic export -o basic.json",
+)
+@click.option("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+@api_call
+async def export(api: AuthbrokerClient, output: str | None) -> None:
+    """Print every Basic credential's name and login as one JSON document for `basic import`
+    in another environment. Passwords are never exported."""
+    document = await api.get("/v1/basic/export")
+    count = len(document["credentials"])
+    await write_document(
+        document, output, f"exported {count} Basic credential(s) to {output} (without passwords)"
+    )
+
+
+@basic.command(
+    "import",
+    short_help="create Basic credentials from an export (they wait for their passwords)",
+    examples="authbroker basic import basic.json\n"
+    "authbroker basic import basic.json --replace\n"
+    'printf %s "$PASSWORD" | authbroker basic set ftp --login alice --password-stdin',
+)
+@click.argument("file", metavar="FILE")
+@click.option("--replace", is_flag=True, help="change the login of credentials that exist")
+@as_json
+@api_call
+async def import_(api: AuthbrokerClient, file: str, replace: bool, as_json: bool) -> None:
+    """Create the Basic credentials of an export document (FILE, or '-' for stdin) that do not
+    exist here; existing ones are skipped unless --replace (which changes their login and keeps
+    their password). Nothing is imported if any entry is invalid. New credentials wait for
+    their password: set it with `authbroker basic set NAME --login LOGIN`."""
+    await run_import(
+        api,
+        file,
+        "/v1/basic/import",
+        replace=replace,
+        as_json=as_json,
+        what="Basic credentials",
+        waiting="Imported credentials wait for their passwords (passwords are never exported)",
+        set_one="authbroker basic set {} --login LOGIN",
+    )

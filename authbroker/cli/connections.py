@@ -15,14 +15,18 @@ from authbroker.cli.app_options import split_scopes
 from authbroker.cli.base import KEY_VALUE, POSITIVE, CliError, as_json
 from authbroker.cli.output import details, emit, emit_line, note, table, text, when
 from authbroker.client import ApiError, AuthbrokerClient, Unreachable, segment
-from authbroker.states import AUTHORIZATION_LIFETIME
+from authbroker.states import (
+    AUTHORIZATION_LIFETIME,
+    CONNECT_LINK_LIFETIME,
+    CONNECT_LINK_MAX_LIFETIME,
+)
 
 STATUSES = ("pending", "active", "failed", "expired", "revoking", "revoked")
 
 
 connections = ApiGroup(
     "connections",
-    short_help="OAuth connections: list, show, connect, refresh, delete, diagnose",
+    short_help="OAuth connections: list, show, connect, link, refresh, delete, diagnose",
     examples="authbroker connections connect google --connection-id acme-google --wait\n"
     "authbroker connections list --app google",
 )
@@ -188,15 +192,7 @@ async def connect(
         body["scopes"] = split_scopes(scopes)
     if metadata:
         body["metadata"] = dict(metadata)
-    try:
-        _, started = await api.post(f"/v1/apps/{segment(app)}/connections", body)
-    except ApiError as exc:
-        if exc.error == "app_awaiting_secret":
-            raise CliError(
-                f"app {app!r} was imported without its client secret; set it first:\n"
-                f"  authbroker apps update {app} --client-secret-stdin < secret-file"
-            ) from None
-        raise
+    started = await _post_for(api, app, "connections", body)
     if as_json:
         emit_line(started)
     else:
@@ -213,6 +209,71 @@ async def connect(
             )
         return None
     return await _wait_for_authorization(api, started, wait_timeout, as_json)
+
+
+async def _post_for(api: AuthbrokerClient, app: str, what: str, body: dict[str, Any]) -> Any:
+    """POST /v1/apps/APP/WHAT: an app waiting for its secret says how to set it."""
+    try:
+        _, answer = await api.post(f"/v1/apps/{segment(app)}/{what}", body)
+    except ApiError as exc:
+        if exc.error == "app_awaiting_secret":
+            raise CliError(
+                f"app {app!r} was imported without its client secret; set it first:\n"
+                f"  authbroker apps update {app} --client-secret-stdin < secret-file"
+            ) from None
+        raise
+    return answer
+
+
+@connections.command(
+    short_help="make a connect link: a URL that authorizes a connection when its user opens it",
+    examples="authbroker connections link google --connection-id acme-google\n"
+    "authbroker connections link google --scope read --expires-in 86400 --json",
+)
+@click.argument("app", metavar="APP")
+@click.option(
+    "--connection-id", metavar="ID", help="the connection to authorize again (default: a new one)"
+)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    metavar="SCOPE",
+    help="request these scopes instead of the connection's or the app's (repeat)",
+)
+@click.option(
+    "--expires-in",
+    type=click.IntRange(60, CONNECT_LINK_MAX_LIFETIME),
+    metavar="S",
+    help=f"seconds until the link expires (default {CONNECT_LINK_LIFETIME // 86_400} days, "
+    f"at most {CONNECT_LINK_MAX_LIFETIME // 86_400})",
+)
+@as_json
+@api_call
+async def link(
+    api: AuthbrokerClient,
+    app: str,
+    connection_id: str | None,
+    scopes: tuple[str, ...],
+    expires_in: int | None,
+    as_json: bool,
+) -> None:
+    """Make a single-use link that starts a fresh authorization of a connection when it is
+    opened, for the person who must authorize (they need no API key): print its URL, shown
+    this once. Without --connection-id a new connection id is made (printed on stderr)."""
+    body: dict[str, Any] = {}
+    if connection_id:
+        body["connection_id"] = connection_id
+    if scopes:
+        body["scopes"] = split_scopes(scopes)
+    if expires_in is not None:
+        body["expires_in"] = expires_in
+    made = await _post_for(api, app, "connect-links", body)
+    if as_json:
+        emit(made)
+        return
+    print(made["url"], flush=True)
+    note(f"connection {made['connection_id']}; works once, until {when(made['expires_at'])} UTC")
 
 
 async def _wait_for_authorization(

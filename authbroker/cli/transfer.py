@@ -1,10 +1,12 @@
 """`apps export` and `apps import`: application definitions carried between environments as
-one JSON document, never with their secrets."""
+one JSON document, never with their secrets; and the pieces `basic export` and `basic import`
+share with them."""
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -35,13 +37,29 @@ async def export(api: AuthbrokerClient, names: tuple[str, ...], output: str | No
         if exc.status == 404 and "'export'" in exc.message:
             raise CliError("this authbroker server has no export endpoint; upgrade it") from None
         raise
+    await write_document(
+        document, output, f"exported {len(document['apps'])} app(s) to {output} (without secrets)"
+    )
+
+
+async def write_document(document: Any, output: str | None, written: str) -> None:
+    """An export to stdout, or to the file `output` (saying `written` on stderr)."""
     content = json.dumps(document, indent=2) + "\n"
     if output and output != "-":
         await write_file(output, content)
-        note(f"exported {len(document['apps'])} app(s) to {output} (without secrets)")
+        note(written)
     else:
         sys.stdout.write(content)
         sys.stdout.flush()
+
+
+async def read_document(file: str) -> Any:
+    """An export document from FILE ('-': stdin)."""
+    raw = await read_file(file)
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise CliError(f"{file} is not JSON: {exc}") from None
 
 
 @click.command(
@@ -68,15 +86,36 @@ async def import_(
     existing ones are skipped unless --replace (which updates their settings and keeps their
     secrets). Nothing is imported if any app is invalid. New apps wait for their client
     secret: set it with `authbroker apps update NAME --client-secret-stdin`."""
-    raw = await read_file(file)
-    try:
-        document = json.loads(raw)
-    except ValueError as exc:
-        raise CliError(f"{file} is not JSON: {exc}") from None
-    params = {"replace": "true"} if replace else {}
-    if confirm_secret_destination:
-        params["confirm_secret_destination"] = "true"
-    _, result = await api.post("/v1/apps/import", document, params=params or None)
+    await run_import(
+        api,
+        file,
+        "/v1/apps/import",
+        replace=replace,
+        as_json=as_json,
+        what="apps",
+        waiting="Imported apps wait for their client secrets (secrets are never exported)",
+        set_one="authbroker apps update {} --client-secret-stdin < secret-file",
+        params={"confirm_secret_destination": "true"} if confirm_secret_destination else {},
+    )
+
+
+async def run_import(
+    api: AuthbrokerClient,
+    file: str,
+    path: str,
+    *,
+    replace: bool,
+    as_json: bool,
+    what: str,
+    waiting: str,
+    set_one: str,
+    params: dict[str, str] | None = None,
+) -> None:
+    """POST the export document in FILE to `path`, and say what it did to each item: the
+    created ones `waiting` for a secret, each with the command (`set_one`) that sets it."""
+    document = await read_document(file)
+    query = {**(params or {}), **({"replace": "true"} if replace else {})}
+    _, result = await api.post(path, document, params=query or None)
     if as_json:
         emit(result)
         return
@@ -90,13 +129,9 @@ async def import_(
         if names:
             print(f"{label}: {', '.join(names)}")
     if not any(result.get(k) for k in ("created", "updated", "unchanged", "skipped")):
-        print("the document holds no apps")
+        print(f"the document holds no {what}")
     if result.get("created"):
         print(
-            "\nImported apps wait for their client secrets (secrets are never exported); "
-            "set each one:\n"
-            + "\n".join(
-                f"  authbroker apps update {n} --client-secret-stdin < secret-file"
-                for n in result["created"]
-            )
+            f"\n{waiting}; set each one:\n"
+            + "\n".join(f"  {set_one.format(n)}" for n in result["created"])
         )

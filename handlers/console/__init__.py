@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handlers.console import api_keys, keys, render, session, views, webhooks
+from handlers.console import api_keys, keys, links, render, session, views, webhooks
 from handlers.context import RESOURCES
 from handlers.throttle import SIGN_IN_FAILURES, sign_in_limiter
 
@@ -28,6 +28,7 @@ def setup(app: web.Application) -> None:
     app.add_routes(webhooks.routes)
     app.add_routes(keys.routes)
     app.add_routes(api_keys.routes)
+    app.add_routes(links.routes)
     app.router.add_static(render.PREFIX + "/static", STATIC, name="console_static")
     app.on_response_prepare.append(render.add_security_headers)
 

@@ -889,6 +889,7 @@ async def _basic_page(
                 {
                     "name": c.name,
                     "login": c.login,
+                    "awaiting_password": c.password is None,
                     "updated_at": c.updated_at,
                     "url_name": quote(c.name, safe=""),
                 }
