@@ -1,7 +1,7 @@
 """The life of a connection: the statuses it passes through, and how long an authorization may
 take. Defined once; the API, the events, storage and the use cases all speak these words.
 
-    pending ──(code exchanged)──> active ──(grant refused)──> failed
+    pending ──(code exchanged)──> active ──(grant refused; token refused, no refresh token)──> failed
        │                            │ └──(expired, no refresh token)──> expired
        └─(declined, timed out)─> failed     (re-authorization: any of them back to active)
     any live status ──(delete)──> revoking ──(revoked at the provider, wiped)──> revoked
@@ -27,3 +27,7 @@ LIVE = (Status.PENDING, Status.ACTIVE, Status.FAILED, Status.EXPIRED, Status.REV
 # Seconds a started authorization (its state and PKCE verifier) stays usable: the user has this
 # long to finish at the provider (RFC 6749 §10.12 wants a short-lived, single-use state).
 AUTHORIZATION_LIFETIME = 600
+
+# Seconds within which bare 401s reported for a token without a refresh token are counted from
+# the first (the app's `reports_to_invalidate` of them mark it token_revoked); then it restarts.
+UNCONFIRMED_401_WINDOW = 3600
