@@ -41,6 +41,9 @@ class EventType(StrEnum):
     # A runtime reported that the token lacks a scope (RFC 6750).
     INSUFFICIENT_SCOPE = "connection.insufficient_scope"
     APP_SETTINGS_INVALID = "app.settings_invalid"
+    # The provider refused the app's fixed client_auth placement and accepted another: the
+    # tokens were used, the setting is left as it is, and this names the change to make.
+    APP_CLIENT_AUTH_MISMATCH = "app.client_auth_mismatch"
     # The app's refreshes stop (its settings were refused) and go on again (it was changed).
     APP_REFRESHES_PAUSED = "app.refreshes_paused"
     APP_REFRESHES_RESUMED = "app.refreshes_resumed"
@@ -112,12 +115,18 @@ class RefreshFailed(EventData):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Invalidated(EventData):
     """The grant is gone: the provider refused the refresh token (`answer_lost`: after a
-    rotation whose answer never arrived), or the web service refused a fresh token (probe)."""
+    rotation whose answer never arrived), or the web service refused a fresh token (probe), or,
+    for a connection without a refresh token, the access token: a runtime's report
+    (`reported_status`, `reported_error`: invalid_token), confirmed by the probe
+    (`probe_status`) or by `reports` bare 401s within an hour."""
 
     type = EventType.INVALIDATED
     provider_error: str | None = None
     answer_lost: bool = False
     probe_status: int | None = None
+    reported_status: int | None = None
+    reported_error: str | None = None
+    reports: int | None = None
     reconnect_url: str | None = None  # when the app hands out connect links
 
 
@@ -180,9 +189,24 @@ class InsufficientScope(EventData):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SettingsInvalid(EventData):
+    """`placements_refused`: where the client credentials went, each refused (empty when only
+    one placement was tried); `provider_description` has each one's answer."""
+
     type = EventType.APP_SETTINGS_INVALID
     provider_error: str | None
     provider_status: int | None
+    provider_description: str | None = None
+    placements_refused: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClientAuthMismatch(EventData):
+    """The provider refused the credentials in the `configured` placement and accepted them in
+    `worked` (client_auth's value to set; `detail` names the request and the command)."""
+
+    type = EventType.APP_CLIENT_AUTH_MISMATCH
+    configured: str
+    worked: str
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -40,6 +40,9 @@ class Problem(StrEnum):
     # The callback came from another authorization server than the app's (RFC 9207): its `iss`
     # is not the app's issuer, or is missing where the provider promises it.
     ISSUER_MISMATCH = "issuer_mismatch"
+    # A connection without a refresh token whose access token the provider no longer accepts
+    # (a runtime reported invalid_token, the probe URL answered 401, or enough bare 401s).
+    TOKEN_REVOKED = "token_revoked"
 
     @property
     def remedy(self) -> str:
@@ -53,8 +56,9 @@ class Problem(StrEnum):
 
 REMEDIES: dict[Problem, str] = {
     Problem.INVALID_SETTINGS: (
-        "The provider refused the client credentials wherever authbroker sent them (for a body "
-        "or Basic setting, in the body and in a Basic header). Check the client id and secret "
+        "The provider refused the client credentials wherever authbroker sent them (in the body "
+        "and in a Basic header, after the query for a query setting; a JWT setting sends only "
+        "its assertion). Check the client id and secret "
         "(and that the secret has not expired) against the provider's application settings, or "
         "for private_key_jwt that the provider has the app's current public key (GET "
         "/v1/apps/{name}/jwks), then update the app."
@@ -81,11 +85,13 @@ REMEDIES: dict[Problem, str] = {
     ),
     Problem.CLIENT_AUTH_METHOD: (
         "The provider refused the client credentials where the app's client_auth puts them. "
-        "When another placement worked, authbroker used it: set client_auth to that placement "
-        "(body, basic or query), or to auto, which tries a Basic header, then the "
-        "body, and remembers what works. If the provider wants a signed JWT, set client_auth to "
-        "private_key_jwt (register the app's public key, GET /v1/apps/{name}/jwks) or "
-        "client_secret_jwt."
+        "After such a refusal authbroker tries the body and a Basic header: when one of them "
+        "worked, the app shows it (client_auth_works) and every token request still tries the "
+        "configured placement first, so set client_auth to it (PATCH /v1/apps/{name}, or "
+        "authbroker apps update NAME --client-auth), or to auto, which tries a Basic header, "
+        "then the body, and remembers what works. If the provider refused every placement "
+        "because it wants a signed JWT, set client_auth to private_key_jwt (register the app's "
+        "public key, GET /v1/apps/{name}/jwks) or client_secret_jwt."
     ),
     Problem.REFRESH_TOKEN_MISSING: (
         "The provider issued no refresh token: the token may not expire, the provider may not "
@@ -126,8 +132,34 @@ REMEDIES: dict[Problem, str] = {
         "attack, or a wrong issuer setting. The code was not used. Check the app's issuer against "
         "the provider's metadata, then start the authorization again."
     ),
+    Problem.TOKEN_REVOKED: (
+        "The provider no longer accepts the access token (revoked by the user or an "
+        "administrator, or expired early) and the connection has no refresh token to get "
+        "another: authorize the connection again."
+    ),
     Problem.PROVIDER_ERROR: (
         "The provider answered with something that is not a valid token response. Check the "
         "app's token URL; if it is right, the provider may be failing."
     ),
 }
+
+
+PLACEMENT_NAMES = {"body": "the body", "basic": "a Basic header", "query": "the query"}
+
+
+def placement_remedy(app: str, works: str) -> str:
+    """The exact change that makes an app's client_auth the placement the provider accepted."""
+    return (
+        f"Set client_auth to {works}: PATCH /v1/apps/{app} "
+        f'{{"client_auth": "{works}"}}, or authbroker apps update {app} --client-auth {works}.'
+    )
+
+
+def mismatch_summary(configured: str, worked: str) -> str:
+    """A fixed placement refused and another accepted, in the words the
+    `app.client_auth_mismatch` event and the diagnosis share."""
+    return (
+        f"The provider refused the client credentials in {PLACEMENT_NAMES[configured]} "
+        f"(client_auth {configured}) and accepted them in {PLACEMENT_NAMES[worked]}; every token "
+        f"request tries {configured} first."
+    )

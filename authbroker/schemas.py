@@ -235,6 +235,16 @@ class AppCreate(_AppFields):
     probe_interval: Annotated[int | None, Setting("number", "S", "seconds between probes")] = Field(
         default=None, ge=60, le=7 * 86_400
     )
+    # Connections without a refresh token: a bare 401 that nothing confirms is evidence only.
+    reports_to_invalidate: Annotated[
+        int,
+        Setting(
+            "number",
+            "N",
+            "for tokens without a refresh token: this many bare 401 reports within an hour, "
+            "unconfirmed by a probe, mark the connection token_revoked (3)",
+        ),
+    ] = Field(default=3, ge=1, le=100)
     # RFC 9207: a callback carrying `iss` must name this issuer (compared as strings).
     issuer: Annotated[
         str | None,

@@ -1,7 +1,7 @@
 """The life of a connection: the statuses it passes through, and how long an authorization may
 take. Defined once; the API, the events, storage and the use cases all speak these words.
 
-    pending ──(code exchanged)──> active ──(grant refused)──> failed
+    pending ──(code exchanged)──> active ──(grant refused; token refused, no refresh token)──> failed
        │                            │ └──(expired, no refresh token)──> expired
        └─(declined, timed out)─> failed     (re-authorization: any of them back to active)
     any live status ──(delete)──> revoking ──(revoked at the provider, wiped)──> revoked
@@ -33,3 +33,6 @@ AUTHORIZATION_LIFETIME = 600
 # old mail is not a standing way in.
 CONNECT_LINK_LIFETIME = 7 * 86_400
 CONNECT_LINK_MAX_LIFETIME = 30 * 86_400
+# Seconds within which bare 401s reported for a token without a refresh token are counted from
+# the first (the app's `reports_to_invalidate` of them mark it token_revoked); then it restarts.
+UNCONFIRMED_401_WINDOW = 3600

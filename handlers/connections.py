@@ -248,7 +248,10 @@ async def report(request: web.Request) -> web.Response:
 
     RFC 6750 §3: `invalid_token` or a bare 401 refreshes (and invalidates the connection if the
     provider then refuses the grant); `insufficient_scope` is recorded; a 403 without a Bearer
-    error gets a hint that no token may have been sent at all.
+    error gets a hint that no token may have been sent at all. A connection without a refresh
+    token cannot be refreshed: `invalid_token`, or a bare 401 the app's probe URL confirms,
+    marks it failed (`token_revoked`); a bare 401 nothing confirms is counted, and the app's
+    `reports_to_invalidate`-th within an hour marks it failed.
     """
     res = resources(request)
     found = await load_connection(request)
@@ -262,6 +265,24 @@ async def report(request: web.Request) -> web.Response:
                 action="recorded",
                 problem=Problem.INSUFFICIENT_SCOPE,
                 required_scopes=list(done.required_scopes),
+            )
+        )
+    if done.action == "invalidated" and done.connection is not None:
+        return ok(
+            models.TokenInvalidated(
+                action="invalidated",
+                problem=Problem.TOKEN_REVOKED,
+                confirmed_by=done.confirmed_by,  # type: ignore[arg-type]
+                connection=models.Connection.of(done.connection, res.ring),
+            )
+        )
+    if done.action == "counted":
+        return ok(
+            models.ReportCounted(
+                action="counted",
+                reports=done.reports or 0,
+                confirms_at=done.confirms_at or 0,
+                since=done.since,
             )
         )
     if done.connection is not None:

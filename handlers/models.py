@@ -118,6 +118,14 @@ class App(Body):
     scope_separator: str
     client_auth: ClientAuth
     client_auth_detected: Placement | None
+    client_auth_works: Placement | None = Field(
+        description="The provider refused the fixed `client_auth` placement and accepted the "
+        "credentials here instead (null: nothing seen). Set `client_auth` to it; any change of "
+        "`client_auth` clears it."
+    )
+    client_auth_works_at: datetime | None = Field(
+        description="When `client_auth_works` was first seen."
+    )
     token_request_format: TokenRequestFormat
     client_assertion_audience: str | None
     jwks_public: bool
@@ -137,6 +145,10 @@ class App(Body):
     refresh_token_lifetime: int | None
     probe_url: Url | None
     probe_interval: int | None
+    reports_to_invalidate: int = Field(
+        description="For connections without a refresh token: how many bare 401 reports within "
+        "an hour, unconfirmed by a probe, mark the connection `token_revoked`."
+    )
     issuer: Url | None = Field(
         description="The authorization server's issuer (RFC 9207): a callback whose `iss` "
         "differs fails with `issuer_mismatch`."
@@ -167,6 +179,8 @@ class App(Body):
             scope_separator=app.scope_separator,
             client_auth=app.client_auth,
             client_auth_detected=app.client_auth_detected,
+            client_auth_works=app.client_auth_works,
+            client_auth_works_at=app.client_auth_works_at,
             token_request_format=app.token_request_format,
             client_assertion_audience=app.client_assertion_audience,
             jwks_public=app.jwks_public,
@@ -180,6 +194,7 @@ class App(Body):
             refresh_token_lifetime=app.refresh_token_lifetime,
             probe_url=app.probe_url,
             probe_interval=app.probe_interval,
+            reports_to_invalidate=app.reports_to_invalidate,
             issuer=app.issuer,
             require_iss=app.require_iss,
             preset=app.preset,
@@ -370,15 +385,45 @@ class TokenRefreshed(Body):
     connection: Connection
 
 
+class TokenInvalidated(Body):
+    """A connection without a refresh token whose token is dead: failed with `token_revoked`."""
+
+    action: Literal["invalidated"]
+    problem: Literal[Problem.TOKEN_REVOKED]
+    confirmed_by: Literal["invalid_token", "probe", "reports"] = Field(
+        description="The report said invalid_token, the app's probe URL refused the token too, "
+        "or this report was the app's `reports_to_invalidate`-th bare 401 within an hour."
+    )
+    connection: Connection
+
+
+class ReportCounted(Body):
+    """A bare 401 for a connection without a refresh token, which nothing confirms (no probe URL,
+    or it could not be reached): counted as evidence."""
+
+    action: Literal["counted"]
+    reports: int = Field(description="Bare 401s counted within the hour, this one included.")
+    confirms_at: int = Field(
+        description="The count that marks the connection `token_revoked` (the app's "
+        "`reports_to_invalidate`)."
+    )
+    since: datetime = Field(description="The first report counted; the count restarts an hour on.")
+
+
 class ReportHint(Body):
-    """A 403 without a Bearer error: nothing to refresh, a hint."""
+    """Nothing to do: a 403 without a Bearer error, or a token the probe URL accepts; a hint."""
 
     action: Literal["none"]
     hint: str
 
 
 class ReportOutcome(
-    RootModel[Annotated[ScopeRecorded | TokenRefreshed | ReportHint, Field(discriminator="action")]]
+    RootModel[
+        Annotated[
+            ScopeRecorded | TokenRefreshed | TokenInvalidated | ReportCounted | ReportHint,
+            Field(discriminator="action"),
+        ]
+    ]
 ):
     """What authbroker did with the report."""
 

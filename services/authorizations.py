@@ -35,7 +35,7 @@ from authbroker.logs import get_logger
 from authbroker.problems import Problem
 from authbroker.states import AUTHORIZATION_LIFETIME, Status
 from services import apps as apps_service
-from services import connect_links, queue, revocation
+from services import client_auth, connect_links, queue, revocation
 from services.context import Context
 from services.errors import Conflict, Invalid, Unavailable
 from services.instrument import token_request
@@ -403,15 +403,14 @@ async def _authorized(
     current: connections.Connection | None,
     times: TokenTimes,
 ) -> None:
-    """Within the token write's transaction: end the authorization, remember what `auto`
-    found, and write the events."""
+    """Within the token write's transaction: end the authorization, record where the client
+    credentials worked, and write the events."""
     requested = authorization.requested_scopes
     granted = stored.granted_scopes
     missing = [] if granted is None else [s for s in requested if s not in granted]
     has_refresh = stored.refresh_token is not None
     await authorizations.finish(conn, authorization.id, outcome="succeeded", problem=None)
-    if app.client_auth == "auto" and await apps.remember_placement(conn, app.id, tokens.placement):
-        log.info("client_auth_detected", app=app.name, placement=tokens.placement)
+    await client_auth.note_placement(conn, app, tokens, connection_id=stored.id)
     common: dict[str, Any] = {"app": app.name, "connection_id": stored.id, "status": stored.status}
     events = [
         make_event(

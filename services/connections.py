@@ -16,13 +16,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NoReturn
 
-from authbroker import oauth
-from authbroker.events import EventType, InsufficientScope, make_event
+import aiohttp
+
+from authbroker import netguard, oauth
+from authbroker.events import EventType, InsufficientScope, Invalidated, make_event
 from authbroker.logs import get_logger
 from authbroker.problems import Problem
-from authbroker.states import Status
+from authbroker.states import UNCONFIRMED_401_WINDOW, Status
+from services import revoked_tokens
 from services.errors import Conflict, NotFound, Unavailable
-from storage import connections, leases, outbox
+from storage import apps, connections, leases, outbox
 from storage.connections import Connection
 from storage.resources import Resources
 
@@ -68,15 +71,20 @@ async def credentials(res: Resources, found: Connection) -> Connection:
         unusable(found)
     if found.expires_at is not None and found.expires_at <= now:
         if found.refresh_token is None:
-            raise Conflict(
-                "token_expired",
-                "the access token expired and there is no refresh token",
-                status=found.status,
-                problem=str(Problem.TOKEN_EXPIRED),
-                detail="Authorize the connection again.",
-            )
+            expired_for_good(found)
         unusable(found)
     return found
+
+
+def expired_for_good(found: Connection) -> NoReturn:
+    """The access token expired and there is no refresh token to get another."""
+    raise Conflict(
+        "token_expired",
+        "the access token expired and there is no refresh token",
+        status=found.status,
+        problem=str(Problem.TOKEN_EXPIRED),
+        detail="Authorize the connection again.",
+    )
 
 
 def expiring(connection: Connection, now: datetime, window: float = ON_DEMAND_WINDOW) -> bool:
@@ -216,12 +224,18 @@ async def _refresh_and_wait(
 @dataclass(frozen=True)
 class Reported:
     """What authbroker did about a report: `recorded` (a missing scope, `required_scopes`),
-    `refreshed` / `refresh_attempted` (`connection`), or `none` with a `hint`."""
+    `refreshed` / `refresh_attempted` (`connection`), `invalidated` (a token without a refresh
+    token is dead: `connection`, `confirmed_by`), `counted` (a bare 401 counted as evidence:
+    `reports` of `confirms_at`, counting `since`), or `none` with a `hint`."""
 
     action: str
     connection: Connection | None = None
     required_scopes: tuple[str, ...] = ()
     hint: str | None = None
+    confirmed_by: str | None = None
+    reports: int | None = None
+    confirms_at: int | None = None
+    since: datetime | None = None
 
 
 FORBIDDEN_HINT = (
@@ -235,7 +249,8 @@ async def report(
     res: Resources, found: Connection, *, status: int, www_authenticate: str | None
 ) -> Reported:
     """A runtime tells what the web service answered (RFC 6750 §3): `invalid_token` or a bare
-    401 refreshes (and invalidates the connection if the provider then refuses the grant);
+    401 refreshes (and invalidates the connection if the provider then refuses the grant), or,
+    without a refresh token, is weighed as evidence that the token is dead (`_unrefreshable`);
     `insufficient_scope` is recorded; a 403 without a Bearer error gets a hint that no token
     may have been sent at all."""
     challenge = oauth.parse_bearer_challenge(www_authenticate)
@@ -276,6 +291,8 @@ async def report(
         bound.info("insufficient_scope_reported", required=needed)
         return Reported("recorded", required_scopes=tuple(needed))
     token_refused = status == 401 or (challenge is not None and challenge.error == "invalid_token")
+    if token_refused and found.status == Status.ACTIVE and found.refresh_token is None:
+        return await _unrefreshable(res, found, status, challenge.error if challenge else None)
     if token_refused:
         require_refreshable(found)
         after = await refresh_and_wait(res, found)
@@ -284,3 +301,86 @@ async def report(
         return Reported(action, connection=after or found)
     bound.info("forbidden_reported", bearer_challenge=challenge is not None)
     return Reported("none", hint=FORBIDDEN_HINT)
+
+
+async def _unrefreshable(
+    res: Resources, found: Connection, status: int, error: str | None
+) -> Reported:
+    """A 401 (or `invalid_token`) for a token that cannot be refreshed: invalid_token, or a 401
+    the probe URL confirms, fails the connection with `token_revoked`; a probe that accepts the
+    token says so; otherwise the 401 is counted, and the app's `reports_to_invalidate`-th within
+    the window confirms it (see `services.revoked_tokens`)."""
+    if found.expires_at is not None and found.expires_at <= datetime.now(UTC):
+        expired_for_good(found)
+    bound = log.bind(app=found.app, connection_id=found.id, reported_status=status)
+    if error == "invalid_token":
+        why = Invalidated(reported_status=status, reported_error=error)
+        return await _invalidated(res, found, why, "invalid_token")
+    app = await apps.get_by_id(res.pool, found.app_id)
+    probed = await _probe(res, app.probe_url, found) if app and app.probe_url else None
+    if probed == 401:
+        why = Invalidated(reported_status=status, reported_error=error, probe_status=probed)
+        return await _invalidated(res, found, why, "probe")
+    if revoked_tokens.accepted(probed):
+        bound.info("unconfirmed_401_reported", probe_status=probed)
+        return Reported(
+            "none",
+            hint=f"The probe URL accepts this token (HTTP {probed}): the 401 was not about the "
+            "token itself (another URL or account, a header lost on a redirect).",
+        )
+    ended = False
+    async with res.pool.acquire() as conn, conn.transaction():
+        counted = await connections.count_unconfirmed_401(
+            conn, found.id, found.version, window_seconds=UNCONFIRMED_401_WINDOW
+        )
+        if counted is not None and counted.reports >= counted.confirms_at:
+            why = Invalidated(reported_status=status, reported_error=error, reports=counted.reports)
+            ended = await revoked_tokens.invalidate(conn, found, why)
+    if counted is None:
+        return _changed_meanwhile(await get(res, found.id))
+    bound.info("unconfirmed_401_reported", reports=counted.reports, confirms_at=counted.confirms_at)
+    if counted.reports >= counted.confirms_at:
+        return await _answer_invalidated(res, found, ended, "reports")
+    return Reported(
+        "counted", reports=counted.reports, confirms_at=counted.confirms_at, since=counted.since
+    )
+
+
+async def _probe(res: Resources, url: str, found: Connection) -> int | None:
+    """The probe URL's answer to the token now, under the outbound rules of every provider
+    request; None when it could not be reached within WAIT_SECONDS."""
+    settings = res.settings
+    limits = aiohttp.ClientTimeout(
+        total=WAIT_SECONDS, connect=min(WAIT_SECONDS, settings.provider_connect_timeout)
+    )
+    async with netguard.provider_session(settings.outbound, per_host=1) as http:
+        return await revoked_tokens.probe_status(
+            http, url, found.open_access_token(res.ring) or "", limits=limits
+        )
+
+
+async def _invalidated(
+    res: Resources, found: Connection, why: Invalidated, confirmed_by: str
+) -> Reported:
+    async with res.pool.acquire() as conn, conn.transaction():
+        ended = await revoked_tokens.invalidate(conn, found, why)
+    return await _answer_invalidated(res, found, ended, confirmed_by)
+
+
+async def _answer_invalidated(
+    res: Resources, found: Connection, ended: bool, confirmed_by: str
+) -> Reported:
+    after = await get(res, found.id)
+    if not ended:
+        return _changed_meanwhile(after)
+    return Reported("invalidated", connection=after, confirmed_by=confirmed_by)
+
+
+def _changed_meanwhile(after: Connection) -> Reported:
+    """The report raced another change: another report or probe failed the connection first
+    (its problem answers), or a new token was stored (ask for it)."""
+    if after.status != Status.ACTIVE:
+        unusable(after)
+    return Reported(
+        "none", hint="A new token was stored since this report arrived: ask for credentials again."
+    )

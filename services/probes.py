@@ -2,7 +2,9 @@
 grant died at the provider before a runtime does.
 
 A 401 may only mean the access token was revoked early, so the connection is refreshed and the
-probe tried once more; only a fresh token refused as well marks the connection invalidated.
+probe tried once more; only a fresh token refused as well marks the connection invalidated. A
+connection without a refresh token cannot get a fresh one: a 401 fails it with `token_revoked`
+(`services.revoked_tokens`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from authbroker.events import EventType, Invalidated, make_event
 from authbroker.logs import get_logger
 from authbroker.problems import Problem
 from authbroker.states import Status
-from services import connect_links, queue
+from services import connect_links, queue, revoked_tokens
 from services.context import Context
 from services.refresh import refresh_one
 from storage import apps, connections, outbox
@@ -42,7 +44,13 @@ async def probe(context: Context, connection_id: str) -> str:
     if app is None or not app.probe_url:
         return "no probe"
     status = await _call(context, app.probe_url, found.open_access_token(res.ring) or "")
-    if status == 401 and found.refresh_token is not None:
+    if status == 401 and found.refresh_token is None:
+        # Nothing can replace the token: the probe's 401 is the verdict.
+        await connections.mark_probed(res.pool, connection_id)
+        async with res.pool.acquire() as conn, conn.transaction():
+            ended = await revoked_tokens.invalidate(conn, found, Invalidated(probe_status=401))
+        return "invalidated" if ended else "superseded"
+    if status == 401:
         outcome = await refresh_one(context, connection_id, force=True)
         if outcome != "refreshed":
             # Busy (another refresh is in flight), failed or retrying: no verdict on the
@@ -89,17 +97,12 @@ async def _call(context: Context, url: str, access_token: str) -> int | None:
     """The probe's HTTP status, or None when the service could not be reached (not a verdict
     on the token)."""
     settings = context.resources.settings
-    try:
-        async with context.http.get(
-            url,
-            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
-            timeout=aiohttp.ClientTimeout(
-                total=settings.provider_connect_timeout + settings.provider_timeout,
-                connect=settings.provider_connect_timeout,
-            ),
-            allow_redirects=False,
-        ) as response:
-            return response.status
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        log.info("probe_unreachable", error=type(exc).__name__)
-        return None
+    return await revoked_tokens.probe_status(
+        context.http,
+        url,
+        access_token,
+        limits=aiohttp.ClientTimeout(
+            total=settings.provider_connect_timeout + settings.provider_timeout,
+            connect=settings.provider_connect_timeout,
+        ),
+    )

@@ -29,7 +29,7 @@ from authbroker.events import EventType, make_event
 from authbroker.logs import get_logger
 from authbroker.metrics import LOST_ANSWERS, PROBES, REFRESH_LAG_SECONDS
 from authbroker.problems import Problem
-from services import connect_links
+from services import client_auth, connect_links
 from services.context import Context
 from services.instrument import token_request
 from services.tokens import TokenTimes, token_times
@@ -139,6 +139,7 @@ async def refresh(wc: Context, claimed: Claimed, holder: str, *, probe: Probe | 
     issued_at = datetime.now(UTC)
     times = token_times(app, tokens, issued_at, has_refresh_token=True)
     stored = await _store(wc, app, current, holder, tokens, times)
+    await client_auth.note_placement(res.pool, app, tokens, connection_id=current.id)
     if probe is not None or claimed.endpoint_failures != 0:
         await _endpoint_answered(wc, app.token_url, probe)
     if not stored:
@@ -252,7 +253,8 @@ async def _pause_app(
 ) -> str:
     async with wc.resources.pool.acquire() as conn, conn.transaction():
         await connections.postpone(conn, current.id, holder, None)
-        if await apps.pause(conn, app.id, str(problem)):
+        refused = list(getattr(exc, "placements_refused", ()))
+        if await apps.pause(conn, app.id, str(problem), {**_error(exc), "placements": refused}):
             await connections.hold_app(conn, app.id)
             await outbox.append(
                 conn,
@@ -262,7 +264,10 @@ async def _pause_app(
                     connection_id=current.id,
                     problem=problem,
                     data=events.SettingsInvalid(
-                        provider_error=exc.error, provider_status=exc.status
+                        provider_error=exc.error,
+                        provider_status=exc.status,
+                        provider_description=exc.description,
+                        placements_refused=refused,
                     ),
                 ),
                 make_event(

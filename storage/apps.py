@@ -16,10 +16,11 @@ from storage.sealing import KeyRing, aad
 
 COLUMNS = """id, name, client_id, client_secret, client_secrets_previous, authorization_url,
     token_url, revoke_url, scopes, scope_separator, client_auth, client_auth_detected,
-    authorize_params, token_params, pkce, refresh_margin, default_token_lifetime,
-    refresh_token_lifetime, probe_url, probe_interval, issuer, require_iss, preset, paused_at,
-    paused_problem, deleting, awaiting_secret, client_keys, jwks, jwks_public,
-    client_assertion_audience, token_request_format, reconnect_links, created_at, updated_at"""
+    client_auth_works, client_auth_works_at, authorize_params, token_params, pkce,
+    refresh_margin, default_token_lifetime, refresh_token_lifetime, probe_url, probe_interval,
+    issuer, require_iss, preset, paused_at, paused_problem, paused_error, deleting,
+    awaiting_secret, client_keys, jwks, jwks_public, client_assertion_audience,
+    token_request_format, reconnect_links, reports_to_invalidate, created_at, updated_at"""
 
 SECRET_COLUMNS = ("client_secret", "client_secrets_previous", "client_keys")
 KEYS_KEPT = 2
@@ -40,6 +41,9 @@ class App:
     scope_separator: str
     client_auth: str
     client_auth_detected: str | None
+    # A fixed placement the provider refused while this one worked, and since when (None: none).
+    client_auth_works: str | None
+    client_auth_works_at: datetime | None
     authorize_params: dict[str, str]
     token_params: dict[str, str]
     pkce: bool
@@ -53,6 +57,8 @@ class App:
     preset: str | None
     paused_at: datetime | None
     paused_problem: str | None
+    # What the provider answered when it paused the app (never a secret).
+    paused_error: dict[str, Any] | None
     deleting: bool
     awaiting_secret: bool
     client_keys: bytes | None = field(repr=False)
@@ -61,6 +67,7 @@ class App:
     client_assertion_audience: str | None
     token_request_format: str
     reconnect_links: bool
+    reports_to_invalidate: int
     created_at: datetime
     updated_at: datetime
 
@@ -147,16 +154,19 @@ async def create(conn: asyncpg.Connection, ring: KeyRing, values: dict[str, Any]
 
 
 async def update(conn: asyncpg.Connection, ring: KeyRing, app: App, changes: dict[str, Any]) -> App:
-    """Apply changes; any change resumes an app paused for invalid settings and forgets the
-    placement `auto` detected when the placement itself changes."""
+    """Apply changes; any change resumes an app paused for invalid settings. A change of the
+    placement (or of the token URL) forgets what was learnt of the old one: the placement `auto`
+    detected, and the placement that worked where a fixed one was refused."""
     sealed = _sealed_values(ring, app.id, changes)
     sealed.update(
         _first_key(ring, app.id, changes.get("client_auth"), has_keys=app.client_keys is not None)
     )
     sets = [f"{name} = ${i}" for i, name in enumerate(sealed, start=2)]
     sets += ["updated_at = now()", "paused_at = NULL", "paused_problem = NULL"]
+    sets.append("paused_error = NULL")
     if "client_auth" in changes or "token_url" in changes:
-        sets.append("client_auth_detected = NULL")
+        sets += ["client_auth_detected = NULL", "client_auth_works = NULL"]
+        sets.append("client_auth_works_at = NULL")
     if changes.get("client_secret"):
         sets.append("awaiting_secret = false")
     row = await conn.fetchrow(
@@ -255,12 +265,36 @@ async def remember_placement(conn: asyncpg.Connection, app_id: uuid.UUID, placem
     return result.endswith(" 1")
 
 
-async def pause(conn: asyncpg.Connection, app_id: uuid.UUID, problem: str) -> bool:
-    """Pause refreshes for an app; true only for the call that paused it (one event, not many)."""
+async def record_client_auth_works(
+    conn: asyncpg.Connection, app_id: uuid.UUID, *, configured: str, works: str
+) -> datetime | None:
+    """Record that the provider refused the app's fixed placement `configured` and accepted
+    `works`; written only when that is news (and only while the app is still set to
+    `configured`). Returns when it was recorded, None when nothing changed."""
+    return await conn.fetchval(
+        """UPDATE apps SET client_auth_works = $3, client_auth_works_at = now()
+           WHERE id = $1 AND client_auth = $2 AND client_auth_works IS DISTINCT FROM $3
+           RETURNING client_auth_works_at""",
+        app_id,
+        configured,
+        works,
+    )
+
+
+async def pause(
+    conn: asyncpg.Connection,
+    app_id: uuid.UUID,
+    problem: str,
+    error: dict[str, Any] | None = None,
+) -> bool:
+    """Pause refreshes for an app, keeping the provider's answer (`error`) as evidence; true
+    only for the call that paused it (one event, not many)."""
     result = await conn.execute(
-        "UPDATE apps SET paused_at = now(), paused_problem = $2 WHERE id = $1 AND paused_at IS NULL",
+        """UPDATE apps SET paused_at = now(), paused_problem = $2, paused_error = $3
+           WHERE id = $1 AND paused_at IS NULL""",
         app_id,
         problem,
+        error,
     )
     return result.endswith(" 1")
 

@@ -21,7 +21,7 @@ COLUMNS = """c.id, c.app_id, a.name AS app, c.status, c.problem, c.problem_detai
     c.requested_scopes, c.granted_scopes, c.metadata, c.version, c.lease_holder, c.lease_until,
     c.failed_attempts, c.next_attempt_at, c.last_error, c.last_refresh_at, c.last_report,
     c.last_probe_at, c.authorized_at, c.answer_lost_at, c.unconfirmed_401s,
-    c.created_at, c.updated_at,
+    c.unconfirmed_401s_since, c.created_at, c.updated_at,
     CASE WHEN a.paused_at IS NOT NULL THEN coalesce(a.paused_problem, 'paused') END AS app_paused,
     CASE WHEN NOT e.available THEN e.next_probe_at END AS provider_unavailable_until"""
 JOINS = "JOIN apps a ON a.id = c.app_id LEFT JOIN token_endpoints e ON e.url = a.token_url"
@@ -66,8 +66,10 @@ class Connection:
     last_probe_at: datetime | None
     authorized_at: datetime | None
     answer_lost_at: datetime | None
-    # Bare 401s reported within the current hour for a token that cannot be refreshed.
+    # Bare 401s reported within the current hour for a token that cannot be refreshed, and
+    # when the first of them came (see `count_unconfirmed_401`).
     unconfirmed_401s: int
+    unconfirmed_401s_since: datetime | None
     created_at: datetime
     updated_at: datetime
     # Why the connection's app is paused (its settings were refused), or None: read with the
@@ -184,7 +186,8 @@ async def store_tokens(
     expected_version: int | None = None,
 ) -> Connection | None:
     """Write a token response in one statement. An absent refresh token keeps the stored one
-    (RFC 6749 §6; providers that issue it once per user).
+    (RFC 6749 §6; providers that issue it once per user). The count of unconfirmed 401s
+    restarts: they were about the token replaced.
 
     With `lease_holder`, the write happens only if the refresh is still this holder's: it holds
     the lease, or its lease lapsed but nobody has written since (`expected_version`). The
@@ -215,7 +218,8 @@ async def store_tokens(
                 version = version + 1, failed_attempts = 0, next_attempt_at = NULL,
                 last_error = NULL, last_refresh_at = CASE WHEN $12 THEN last_refresh_at ELSE now() END,
                 authorized_at = CASE WHEN $12 THEN now() ELSE authorized_at END,
-                answer_lost_at = NULL, lease_holder = NULL, lease_until = NULL, updated_at = now()
+                answer_lost_at = NULL, lease_holder = NULL, lease_until = NULL, updated_at = now(),
+                unconfirmed_401s = 0, unconfirmed_401s_since = NULL
               WHERE id = $1 AND status NOT IN ('revoking', 'revoked')
                 AND ($13::text IS NULL OR lease_holder = $13
                                   OR (version = $14 AND (lease_holder IS NULL OR lease_until < now())))
@@ -560,6 +564,66 @@ async def record_report(
     db: asyncpg.Connection | asyncpg.Pool, connection_id: str, report: dict[str, Any]
 ) -> None:
     await db.execute("UPDATE connections SET last_report = $2 WHERE id = $1", connection_id, report)
+
+
+@dataclass(frozen=True)
+class Unconfirmed401s:
+    """The bare 401s counted against a token that cannot be refreshed, within the current window,
+    and how many of them confirm it dead (the app's `reports_to_invalidate`)."""
+
+    reports: int
+    since: datetime
+    confirms_at: int
+
+
+async def count_unconfirmed_401(
+    conn: asyncpg.Connection, connection_id: str, version: int, *, window_seconds: float
+) -> Unconfirmed401s | None:
+    """Count one more bare 401 against the connection's access token, in one statement so that
+    concurrent reports each count (the row lock orders them). The count restarts when its first
+    report is `window_seconds` old. None when the token is not the one reported on any more (a
+    new one was stored: `version`), or the connection is no longer active without a refresh
+    token."""
+    row = await conn.fetchrow(
+        """WITH counted AS (
+              UPDATE connections SET
+                unconfirmed_401s = CASE WHEN unconfirmed_401s_since > now() - $3 * interval '1 s'
+                                        THEN unconfirmed_401s + 1 ELSE 1 END,
+                unconfirmed_401s_since = CASE WHEN unconfirmed_401s_since > now() - $3 * interval '1 s'
+                                              THEN unconfirmed_401s_since ELSE now() END
+              WHERE id = $1 AND version = $2 AND status = 'active' AND refresh_token IS NULL
+              RETURNING app_id, unconfirmed_401s, unconfirmed_401s_since)
+           SELECT c.unconfirmed_401s, c.unconfirmed_401s_since, a.reports_to_invalidate
+           FROM counted c JOIN apps a ON a.id = c.app_id""",
+        connection_id,
+        version,
+        float(window_seconds),
+    )
+    if row is None:
+        return None
+    return Unconfirmed401s(
+        row["unconfirmed_401s"], row["unconfirmed_401s_since"], row["reports_to_invalidate"]
+    )
+
+
+async def end_access(
+    conn: asyncpg.Connection, connection_id: str, version: int, *, problem: str, detail: str
+) -> bool:
+    """Mark failed a connection whose access token the provider no longer accepts and that has
+    no refresh token to get another; a token stored since (`version`) is left alone, and one
+    past its expiry is expired, not revoked (`mark_expired`). True only for the call that did it
+    (one event)."""
+    result = await conn.execute(
+        """UPDATE connections SET status = 'failed', problem = $3, problem_detail = $4,
+               refresh_at = NULL, lease_holder = NULL, lease_until = NULL, updated_at = now()
+           WHERE id = $1 AND version = $2 AND status = 'active' AND refresh_token IS NULL
+             AND (expires_at IS NULL OR expires_at > now())""",
+        connection_id,
+        version,
+        problem,
+        detail,
+    )
+    return result.endswith(" 1")
 
 
 async def due_for_probe(

@@ -19,7 +19,7 @@ from aiohttp import web
 from authbroker import oauth
 from storage import apps, connections
 from storage.resources import Resources
-from tests.oauth_server import OAuthTestServer
+from tests.oauth_server import OAuthTestServer, basic_auth_header
 
 
 def app_body(name: str, secret: str, **overrides: Any) -> dict[str, Any]:
@@ -201,3 +201,18 @@ async def serving(app: web.Application, port: int) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+async def revoke_at_provider(
+    server: OAuthTestServer, token: str, hint: str = "refresh_token"
+) -> None:
+    """The user removes the integration in the provider's settings (RFC 7009 at the server)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            server.revoke_url,
+            data={"token": token, "token_type_hint": hint},
+            headers={"Authorization": basic_auth_header(server.client_id, server.client_secret)},
+        ) as response,
+    ):
+        assert response.status == 200

@@ -304,6 +304,22 @@ async def test_patch_changes_given_fields_only(api, unique):
     assert shown["scopes"] == patch["scopes"]
 
 
+async def test_reports_to_invalidate_is_a_setting_like_the_others(api, unique):
+    name = unique("app")
+    assert (await create(api, app_body(name, "s")))["reports_to_invalidate"] == 3
+    other = unique("app")
+    assert (await create(api, app_body(other, "s", reports_to_invalidate=1)))[
+        "reports_to_invalidate"
+    ] == 1
+    async with api.patch(f"/v1/apps/{name}", json={"reports_to_invalidate": 100}) as response:
+        assert response.status == 200
+        assert (await response.json())["reports_to_invalidate"] == 100
+    for bad in (0, 101, None, "three"):
+        body = await refused(api, "PATCH", f"/v1/apps/{name}", json={"reports_to_invalidate": bad})
+        assert "reports_to_invalidate" in fields_of(body)
+    assert (await get_app(api, name))[1]["reports_to_invalidate"] == 100
+
+
 async def test_patch_cannot_null_a_required_field(api, unique):
     name = unique("app")
     await create(api, app_body(name, "s"))

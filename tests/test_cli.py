@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -250,6 +251,8 @@ async def test_apps_add_list_show_update_remove(cli_env, ops, unique, resources)
         "https://auth.example.com/oauth/token2",
         "--clear",
         "revoke_url",
+        "--reports-to-invalidate",
+        "5",
         "--client-secret-stdin",
         stdin=new_secret,
     )
@@ -257,6 +260,8 @@ async def test_apps_add_list_show_update_remove(cli_env, ops, unique, resources)
     assert "token_url" in updated.out and "client secret" in updated.out
     _, app = await get(ops, f"/v1/apps/{name}")
     assert app["token_url"].endswith("/token2") and app["revoke_url"] is None
+    assert app["reports_to_invalidate"] == 5
+    assert re.search(r"reports to invalidate: +5\n", (await cli("apps", "show", name)).out)
     assert app["scopes"] == ["read", "write", "admin"]  # not given: unchanged
     stored = await get_app(resources.pool, name)
     assert stored is not None and stored.client(resources.ring).client_secret == new_secret

@@ -6,6 +6,7 @@ method it was registered with."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,4 +260,142 @@ async def test_a_refused_placement_corrects_itself_and_says_so(jwt_server, setti
         (True, None),
         (False, "invalid_client"),
         (True, "invalid_client"),
+    ]
+
+
+async def connected_at_basic_only(
+    api: aiohttp.ClientSession,
+    anonymous: aiohttp.ClientSession,
+    server: JWTTestServer,
+    settings: Any,
+    name: str,
+    *,
+    client_auth: str,
+) -> tuple[str, str, dict[str, Any]]:
+    """An app set to `client_auth` for a client the server takes in a Basic header only, and a
+    connection authorized through it: the client id, its secret and the connection."""
+    secret = f"{name}-secret"
+    client_id = await server.register(
+        method="client_secret_basic", redirect_uri=settings.redirect_url, client_secret=secret
+    )
+    await create_app(api, server, name, client_id, client_secret=secret, client_auth=client_auth)
+    return client_id, secret, await connect(api, anonymous, server, name)
+
+
+async def _app(api: aiohttp.ClientSession, name: str) -> dict[str, Any]:
+    async with api.get(f"/v1/apps/{name}") as response:
+        return await _json(response, 200)
+
+
+async def _client_auth_check(api: aiohttp.ClientSession, path: str) -> dict[str, Any]:
+    async with api.get(path) as response:
+        body = await _json(response, 200)
+    return next(c for c in body["checks"] if c["name"] == "client_auth")
+
+
+async def _mismatch_events(resources: Any, app: str) -> list[dict[str, Any]]:
+    """The app's `app.client_auth_mismatch` events, as written with the change."""
+    rows = await resources.pool.fetch(
+        """SELECT event FROM outbox
+           WHERE event->>'type' = 'app.client_auth_mismatch' AND event->>'app' = $1 ORDER BY id""",
+        app,
+    )
+    return [row["event"] for row in rows]
+
+
+@pytest.mark.parametrize("new_setting", ["basic", "auto"])
+async def test_a_fixed_placement_refused_elsewhere_accepted_is_named_until_changed(
+    api, anonymous, web_server, worker, events, resources, jwt_server, settings, unique, new_setting
+):
+    """An app set to the body at a provider that takes only Basic: the tokens are stored, the
+    setting stays, and the app says once what to change; changing client_auth clears it."""
+    name = unique("placed")
+    client_id, secret, connection = await connected_at_basic_only(
+        api, anonymous, jwt_server, settings, name, client_auth="body"
+    )
+    cid = connection["connection_id"]
+    assert connection["status"] == "active" and connection["problem"] is None, connection
+
+    app = await _app(api, name)
+    assert (app["client_auth"], app["client_auth_works"]) == ("body", "basic")
+    seen_at = app["client_auth_works_at"]
+    assert seen_at is not None
+    event = await events.wait_for(
+        lambda e: e["type"] == "app.client_auth_mismatch" and e["app"] == name
+    )
+    assert event["data"] == {"configured": "body", "worked": "basic"}
+    assert event["problem"] == "client_auth_method" and event["connection_id"] == cid
+    assert f'PATCH /v1/apps/{name} {{"client_auth": "basic"}}' in event["detail"]
+    assert f"authbroker apps update {name} --client-auth basic" in event["detail"]
+    assert secret not in json.dumps(event)
+
+    # Refreshes go on the same way (body first, then Basic), and say nothing new.
+    assert (await refresh(api, cid))["outcome"] == "refreshed"
+    assert (await _app(api, name))["client_auth_works_at"] == seen_at
+    assert len(await _mismatch_events(resources, name)) == 1
+    seen = await jwt_server.requests(client_id)
+    assert [(r["grant_type"], r["basic"], r["status"]) for r in seen] == [
+        ("authorization_code", False, 401),
+        ("authorization_code", True, 200),
+        ("refresh_token", False, 401),
+        ("refresh_token", True, 200),
+    ]
+
+    for path in (f"/v1/apps/{name}/diagnosis", f"/v1/connections/{cid}/diagnosis"):
+        check = await _client_auth_check(api, path)
+        assert check["status"] == "failing", check
+        assert check["evidence"]["client_auth"] == "body"
+        assert check["evidence"]["client_auth_works"] == "basic"
+        assert check["evidence"]["client_auth_works_seen_at"] is not None
+        assert "accepted them in a Basic header" in check["summary"]
+        assert f'PATCH /v1/apps/{name} {{"client_auth": "basic"}}' in check["remedy"]
+
+    async with api.patch(f"/v1/apps/{name}", json={"client_auth": new_setting}) as response:
+        changed = await _json(response, 200)
+    assert (changed["client_auth_works"], changed["client_auth_works_at"]) == (None, None)
+    assert (await _client_auth_check(api, f"/v1/apps/{name}/diagnosis"))["status"] == "ok"
+    assert (await refresh(api, cid))["outcome"] == "refreshed"
+    # Basic now (auto tries it first): one request, nothing refused, nothing new said.
+    after = await jwt_server.requests(client_id)
+    assert [(r["grant_type"], r["basic"], r["status"]) for r in after[4:]] == [
+        ("refresh_token", True, 200)
+    ]
+    assert len(await _mismatch_events(resources, name)) == 1
+
+
+async def test_every_placement_refused_pauses_the_app_with_each_answer(
+    api, anonymous, web_server, worker, events, jwt_server, settings, unique
+):
+    """A wrong secret is refused in the body and in the Basic header: the app pauses with
+    invalid_settings, and its diagnosis and event say where the credentials were refused."""
+    name = unique("refused")
+    client_id, secret, connection = await connected_at_basic_only(
+        api, anonymous, jwt_server, settings, name, client_auth="basic"
+    )
+    async with api.patch(f"/v1/apps/{name}", json={"client_secret": "not-the-secret"}) as response:
+        await _json(response, 200)
+    async with api.post(f"/v1/connections/{connection['connection_id']}/refresh") as response:
+        assert response.status in (200, 503), await response.text()
+
+    app = await _app(api, name)
+    assert (app["paused"], app["paused_problem"]) == (True, "invalid_settings")
+    event = await events.wait_for(
+        lambda e: e["type"] == "app.settings_invalid" and e["app"] == name
+    )
+    assert event["data"]["placements_refused"] == ["basic", "body"]
+    assert (
+        "refused in every placement tried (basic: invalid_client"
+        in (event["data"]["provider_description"])
+    )
+    async with api.get(f"/v1/apps/{name}/diagnosis") as response:
+        body = await _json(response, 200)
+    check = next(c for c in body["checks"] if c["name"] == "settings")
+    assert check["status"] == "failing"
+    assert "in every placement tried (basic, body)" in check["summary"]
+    assert check["evidence"]["paused_error"]["placements_refused"] == ["basic", "body"]
+    assert "not-the-secret" not in json.dumps(body) and secret not in json.dumps(body)
+    seen = await jwt_server.requests(client_id)
+    assert [(r["grant_type"], r["basic"], r["error"]) for r in seen[-2:]] == [
+        ("refresh_token", True, "invalid_client"),
+        ("refresh_token", False, "invalid_client"),
     ]

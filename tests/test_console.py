@@ -649,6 +649,35 @@ async def test_edit_keeps_the_secret_when_left_empty(
     assert (await apps.get(resources.pool, name)).scope_separator == " "
 
 
+async def test_the_form_sets_reports_to_invalidate(
+    signed_in: Console, resources: Resources, unique
+):
+    name = unique("reports")
+    await make_app(signed_in, name, "a-secret")
+    status, text, _ = await signed_in.get(f"/console/apps/{name}/edit")
+    assert status == 200
+    assert re.search(r'name="reports_to_invalidate"[^>]*value="3"', text), text
+    form = {
+        "client_id": "client-1",
+        "authorization_url": "https://provider.example/authorize",
+        "token_url": "https://provider.example/token",
+        "scopes": "read write",
+        "scope_separator": " ",
+        "client_auth": "body",
+        "pkce": "on",
+        "refresh_margin": "300",
+    }
+    status, text, _ = await signed_in.post(
+        f"/console/apps/{name}/edit", {**form, "reports_to_invalidate": "0"}
+    )
+    assert status == 400 and 'id="e-reports_to_invalidate"' in text
+    status, _, _ = await signed_in.post(
+        f"/console/apps/{name}/edit", {**form, "reports_to_invalidate": "5"}
+    )
+    assert status == 303
+    assert (await apps.get(resources.pool, name)).reports_to_invalidate == 5
+
+
 async def test_create_from_a_preset(signed_in: Console, resources: Resources, unique):
     presets = pytest.importorskip("authbroker.presets")
     status, text, _ = await signed_in.get("/console/apps/new")

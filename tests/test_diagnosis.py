@@ -21,6 +21,7 @@ from authbroker.diagnosis import (
     Check,
     ConnectionFacts,
     EndpointAnswer,
+    PausedError,
     RecentEvent,
     RecordedError,
     Report,
@@ -359,7 +360,10 @@ def test_client_credentials_expected_elsewhere():
     checks = diagnose(app=app_facts(paused_at=NOW, paused_problem="client_auth_method"))
     assert_only_failing(checks, "client_auth")
     assert checks["client_auth"].evidence["client_auth"] == "body"
-    assert "auto" in checks["client_auth"].remedy
+    # Both placements were tried and refused on the method: auto would try the same two.
+    remedy = checks["client_auth"].remedy
+    assert "in the body and in a Basic header" in remedy and "auto" not in remedy
+    assert "private_key_jwt" in remedy and "client_secret_jwt" in remedy
     # Classified from the recorded provider error itself.
     error = {
         "stage": "exchange",
@@ -381,6 +385,80 @@ def test_client_auth_detected_is_informational():
     assert "basic" in found.summary
     stale = diagnose(app=app_facts(client_auth="body", client_auth_detected="basic"))["client_auth"]
     assert stale.status == "warning"
+
+
+def test_a_fixed_placement_refused_where_another_worked_names_the_change():
+    app = app_facts(client_auth="body", client_auth_works="basic", client_auth_works_at=NOW)
+    for checks in (diagnose(app=app), diagnose_the_app(app)):
+        assert_only_failing(checks, "client_auth")
+        found = checks["client_auth"]
+        assert found.status == "failing"
+        assert found.evidence["client_auth"] == "body"
+        assert found.evidence["client_auth_works"] == "basic"
+        assert found.evidence["client_auth_works_seen_at"] == "2025-03-01T12:00:00Z"
+        assert "refused the client credentials in the body" in found.summary
+        assert 'PATCH /v1/apps/crm {"client_auth": "basic"}' in found.remedy
+        assert "authbroker apps update crm --client-auth basic" in found.remedy
+
+
+def test_credentials_refused_in_every_placement_say_where():
+    error = {
+        "stage": "refresh",
+        "error": "invalid_client",
+        "description": "the client credentials were refused in every placement tried (…)",
+        "status": 401,
+        "placements": ["body", "basic"],
+    }
+    app = app_facts(
+        paused_at=NOW, paused_problem="invalid_settings", paused_error=PausedError.of(error)
+    )
+    for checks in (diagnose(app=app), diagnose_the_app(app)):
+        assert_only_failing(checks, "settings")
+        found = checks["settings"]
+        assert "in every placement tried (body, basic)" in found.summary
+        assert found.evidence["paused_error"]["placements_refused"] == ["body", "basic"]
+        assert found.evidence["paused_error"]["error"] == "invalid_client"
+
+
+LONG_LIVED = {"has_refresh_token": False, "expires_at": None, "refresh_at": None}
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ({"reported_status": 401, "reported_error": "invalid_token"}, "reported invalid_token"),
+        ({"reported_status": 401, "probe_status": 401}, "the probe URL answered 401"),
+        ({"reported_status": 401, "reports": 3}, "reported 3 bare 401s within an hour"),
+    ],
+)
+def test_a_long_lived_token_the_provider_revoked(data, says):
+    connection = connection_facts(status="failed", problem="token_revoked", **LONG_LIVED)
+    event = {
+        "type": "connection.invalidated",
+        "occurred_at": "2025-03-01T11:00:00.000Z",
+        "problem": "token_revoked",
+        "connection_id": "crm-1",
+        "data": data,
+    }
+    checks = diagnose(connection, events=[event])
+    assert_only_failing(checks, "connection", "authentication")
+    found = checks["authentication"]
+    assert found.status == "failing" and says in found.summary
+    assert found.evidence["event"]["data"] == data
+    assert found.remedy == Problem.TOKEN_REVOKED.remedy
+
+
+def test_bare_401s_being_counted_are_a_warning_for_an_hour():
+    counting = connection_facts(
+        unconfirmed_401s=2, unconfirmed_401s_since=NOW - timedelta(minutes=10), **LONG_LIVED
+    )
+    checks = diagnose(counting, app=app_facts(reports_to_invalidate=5))
+    assert_only_failing(checks, "authentication")
+    found = checks["authentication"]
+    assert found.status == "warning" and "2 bare 401s" in found.summary
+    assert (found.evidence["unconfirmed_401s"], found.evidence["reports_to_invalidate"]) == (2, 5)
+    stale = dataclasses.replace(counting, unconfirmed_401s_since=NOW - timedelta(hours=2))
+    assert diagnose(stale)["authentication"].status == "ok"
 
 
 @pytest.mark.parametrize(

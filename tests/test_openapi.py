@@ -622,6 +622,23 @@ async def test_every_answer_matches_the_document(api_doc: Api, resources, worker
         params={"connection_id": cid},
     )
     assert diagnosis["summary"] == "failing"  # no refresh token, an expiring token, a 403 report
+    # Without a refresh token, a bare 401 is counted and invalid_token ends the token.
+    counted = await call(
+        "POST",
+        "/v1/connections/{connection_id}/report",
+        expect=200,
+        params={"connection_id": cid},
+        json={"status": 401},
+    )
+    assert (counted["action"], counted["reports"]) == ("counted", 1)
+    ended = await call(
+        "POST",
+        "/v1/connections/{connection_id}/report",
+        expect=200,
+        params={"connection_id": cid},
+        json={"status": 401, "www_authenticate": 'Bearer error="invalid_token"'},
+    )
+    assert (ended["action"], ended["problem"]) == ("invalidated", "token_revoked")
     # Expired with no refresh token: 409; expiring with the app paused: 503.
     await seal_tokens(resources, cid, expires_in="-1 minute", refresh=False)
     expired = await call(

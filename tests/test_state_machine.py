@@ -8,10 +8,14 @@ import asyncio
 import time
 from typing import Any
 
-import aiohttp
-
-from tests.helpers import create_oauth_app, follow_callback, start_connection, stored_tokens
-from tests.oauth_server import OAuthTestServer, basic_auth_header
+from tests.helpers import (
+    create_oauth_app,
+    follow_callback,
+    revoke_at_provider,
+    start_connection,
+    stored_tokens,
+)
+from tests.oauth_server import OAuthTestServer
 
 
 async def history(events, subject: str, *, key: str = "connection_id") -> list[tuple[str, Any]]:
@@ -149,14 +153,35 @@ async def test_an_apps_refreshes_pause_and_resume_once_each(
     ]
 
 
-async def revoke_at_provider(server: OAuthTestServer, refresh_token: str) -> None:
-    """The user removes the integration in the provider's settings."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            server.revoke_url,
-            data={"token": refresh_token, "token_type_hint": "refresh_token"},
-            headers={"Authorization": basic_auth_header(server.client_id, server.client_secret)},
-        ) as response,
-    ):
-        assert response.status == 200
+async def test_a_long_lived_token_revoked_at_the_provider(
+    api, anonymous, oauth_server, worker, events, unique, resources
+):
+    """No refresh token (GitHub OAuth Apps, Notion): the web service's invalid_token fails the
+    connection once; authorizing again brings it back."""
+    app = unique("longlived")
+    await create_oauth_app(api, oauth_server, app)
+    cid = f"{app}-1"
+    assert (await approve(api, anonymous, oauth_server, app, cid))["status"] == "succeeded"
+    await resources.pool.execute(
+        "UPDATE connections SET refresh_token = NULL, expires_at = NULL, refresh_at = NULL "
+        "WHERE id = $1",
+        cid,
+    )
+    access, _ = await stored_tokens(resources, cid)
+    await revoke_at_provider(oauth_server, access, "access_token")
+    challenge = 'Bearer realm="api", error="invalid_token"'
+    for expected in (200, 409):  # the second report finds it failed already
+        async with api.post(
+            f"/v1/connections/{cid}/report", json={"status": 401, "www_authenticate": challenge}
+        ) as response:
+            assert response.status == expected, await response.text()
+    assert (await approve(api, anonymous, oauth_server, app, cid))["status"] == "succeeded"
+    await settle(events, cid, 5)
+
+    assert await history(events, cid) == [
+        ("connection.authorization_started", "pending"),
+        ("connection.authorized", "active"),
+        ("connection.invalidated", "failed"),
+        ("connection.authorization_started", "failed"),
+        ("connection.authorized", "active"),
+    ]

@@ -167,6 +167,16 @@ async def test_existing_apps_are_skipped_unless_replaced_and_keep_their_secret(
     assert result["unchanged"] == [name] and result["updated"] == []
 
 
+async def test_reports_to_invalidate_moves_with_the_app(ops, unique):
+    source, target = unique("src"), unique("dst")
+    await create(ops, app_body(source, "s", reports_to_invalidate=7))
+    document = await export(ops, source)
+    assert document["apps"][0]["reports_to_invalidate"] == 7
+    status, result = await import_(ops, renamed(document, {source: target}))
+    assert status == 200 and result["created"] == [target], result
+    assert (await show(ops, target))[1]["reports_to_invalidate"] == 7
+
+
 async def test_one_invalid_app_refuses_the_whole_import(ops, unique):
     good, bad = unique("good"), unique("bad")
     document = {

@@ -34,8 +34,11 @@ def _app_state(app: dict[str, Any]) -> str:
 
 
 def _client_auth(app: dict[str, Any]) -> str:
-    detected = app.get("client_auth_detected")
-    return f"{app.get('client_auth')}" + (f" (detected: {detected})" if detected else "")
+    detected, works = app.get("client_auth_detected"), app.get("client_auth_works")
+    shown = f"{app.get('client_auth')}" + (f" (detected: {detected})" if detected else "")
+    if works:
+        shown += f" (refused; {works} works, seen {when(app.get('client_auth_works_at'))})"
+    return shown
 
 
 def _show_app(app: dict[str, Any]) -> None:
@@ -66,6 +69,7 @@ def _show_app(app: dict[str, Any]) -> None:
                 ("refresh token lifetime", app.get("refresh_token_lifetime")),
                 ("probe url", app.get("probe_url")),
                 ("probe interval", app.get("probe_interval")),
+                ("reports to invalidate", app.get("reports_to_invalidate")),
                 ("issuer", app.get("issuer")),
                 ("require iss", app.get("require_iss")),
                 ("reconnect links", app.get("reconnect_links")),

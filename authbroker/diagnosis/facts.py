@@ -162,6 +162,30 @@ class RecentEvent:
 
 
 @dataclass(frozen=True)
+class PausedError:
+    """What the provider answered when it paused the app: its error, words and status, and the
+    placements the client credentials were refused in (when more than one was tried)."""
+
+    error: RecordedError
+    placements: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, value: Any) -> PausedError | None:
+        error = RecordedError.of(value)
+        if error is None:
+            return None
+        placements = value.get("placements")
+        found = tuple(str(p) for p in placements) if isinstance(placements, list) else ()
+        return cls(error, found)
+
+    def as_evidence(self) -> dict[str, Any]:
+        evidence = self.error.as_evidence()
+        if self.placements:
+            evidence["placements_refused"] = list(self.placements)
+        return evidence
+
+
+@dataclass(frozen=True)
 class AppFacts:
     """An app's settings and state; of its secrets only whether they are set."""
 
@@ -173,6 +197,9 @@ class AppFacts:
     scopes: tuple[str, ...] = ()
     client_auth: str = "body"
     client_auth_detected: str | None = None
+    # The fixed placement was refused and this one worked, first seen then.
+    client_auth_works: str | None = None
+    client_auth_works_at: datetime | None = None
     authorize_params: Mapping[str, str] = field(default_factory=dict)
     pkce: bool = True
     refresh_token_lifetime: int | None = None
@@ -181,6 +208,8 @@ class AppFacts:
     awaiting_secret: bool = False
     paused_at: datetime | None = None
     paused_problem: str | None = None
+    paused_error: PausedError | None = None
+    reports_to_invalidate: int = 3
     deleting: bool = False
     updated_at: datetime | None = None
 
@@ -216,6 +245,9 @@ class ConnectionFacts:
     last_report: Report | None = None
     authorized_at: datetime | None = None
     answer_lost_at: datetime | None = None
+    # Bare 401s reported for a token without refresh token, counted since (see revoked tokens).
+    unconfirmed_401s: int = 0
+    unconfirmed_401s_since: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

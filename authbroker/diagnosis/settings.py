@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from authbroker.diagnosis.check import Check, check, plural
+from authbroker.diagnosis.check import Check, check, iso, plural
 from authbroker.diagnosis.facts import AppCase, AppFacts, ConnectionCase
-from authbroker.problems import Problem
+from authbroker.problems import PLACEMENT_NAMES, Problem, mismatch_summary, placement_remedy
 
 AWAITING_SECRET_SUMMARY = (
     "The app was imported without its client secret: no authorization can start until it is set."
@@ -25,7 +25,17 @@ def _evidence(app: AppFacts, **extra: Any) -> dict[str, Any]:
     evidence["client_secret_set"] = app.client_secret_set
     if app.awaiting_secret:
         evidence["awaiting_secret"] = True
+    if app.paused_error is not None:
+        evidence["paused_error"] = app.paused_error
     return evidence
+
+
+def _where_refused(app: AppFacts) -> str:
+    """Where the provider refused the credentials when it paused the app, for summaries."""
+    placements = app.paused_error.placements if app.paused_error else ()
+    if len(placements) > 1:
+        return f" in every placement tried ({', '.join(placements)})"
+    return ""
 
 
 def _refused_or_missing(app: AppFacts, evidence: dict[str, Any], whose: str) -> Check | None:
@@ -42,8 +52,8 @@ def _refused_or_missing(app: AppFacts, evidence: dict[str, Any], whose: str) -> 
         return check(
             "settings",
             "failing",
-            f"The provider refused the app's client credentials ({app.paused}): refreshes of "
-            f"{whose} are paused until the app is updated.",
+            f"The provider refused the app's client credentials{_where_refused(app)} "
+            f"({app.paused}): refreshes of {whose} are paused until the app is updated.",
             evidence,
             Problem.INVALID_SETTINGS.remedy,
         )
@@ -124,19 +134,48 @@ def app_client_auth(case: AppCase) -> Check:
 
 
 def _client_auth(app: AppFacts, refused: bool, extra: dict[str, Any]) -> Check:
+    """Where the client credentials go against where the provider takes them. After a
+    client-authentication refusal authbroker tries the body and a Basic header (a query setting
+    the query first; `auto` Basic first): a placement that worked where a fixed one was refused
+    is recorded on the app (`client_auth_works`), and a refusal everywhere on the method pauses
+    the app with client_auth_method."""
     configured, detected = app.client_auth or "body", app.client_auth_detected
-    evidence = {"client_auth": configured, "client_auth_detected": detected, **extra}
+    evidence: dict[str, Any] = {
+        "client_auth": configured,
+        "client_auth_detected": detected,
+        "client_auth_works": app.client_auth_works,
+        "client_auth_works_seen_at": app.client_auth_works_at,
+        **extra,
+    }
     if refused:
         if configured == "auto":
             remedy = (
-                "client_auth is auto and no placement worked: the provider refuses the client "
-                "credentials themselves. Check the client id and secret."
+                "client_auth is auto and the provider refused the credentials in a Basic header "
+                "and in the body: check the client id and secret, or, if the provider wants a "
+                "signed JWT, set client_auth to private_key_jwt or client_secret_jwt."
+            )
+        elif not app.client_secret_set and configured != "private_key_jwt":
+            remedy = (
+                "The app has no client secret, so it sent its client id alone in the body and "
+                "the provider wants the client authenticated: set the client secret, or set "
+                "client_auth to private_key_jwt (register the app's public key, GET "
+                f"/v1/apps/{app.name}/jwks)."
+            )
+        elif configured in PLACEMENT_NAMES:
+            remedy = (
+                "authbroker sent the credentials in the body and in a Basic header"
+                + (" after the query" if configured == "query" else "")
+                + " and the provider refused the method each time: it wants a signed JWT. Set "
+                "client_auth to private_key_jwt (register the app's public key, GET "
+                f"/v1/apps/{app.name}/jwks) or client_secret_jwt, as the provider's application "
+                "is registered (token_endpoint_auth_method)."
             )
         else:
             remedy = (
-                "Set the app's client_auth to auto so authbroker tries the body, the Basic "
-                "header and the query in turn and remembers what works, or to the placement the "
-                "provider documents (client_secret_post = body, client_secret_basic = basic)."
+                f"The provider refused the {configured} assertion's method: set client_auth to "
+                "the method the provider's application is registered with "
+                "(token_endpoint_auth_method: client_secret_post = body, client_secret_basic = "
+                "basic, private_key_jwt, client_secret_jwt)."
             )
         return check(
             "client_auth",
@@ -144,6 +183,15 @@ def _client_auth(app: AppFacts, refused: bool, extra: dict[str, Any]) -> Check:
             f"The provider wants the client credentials elsewhere than the {configured} placement.",
             evidence,
             remedy,
+        )
+    if app.client_auth_works and configured in PLACEMENT_NAMES:
+        seen = f" (first seen {iso(app.client_auth_works_at)})" if app.client_auth_works_at else ""
+        return check(
+            "client_auth",
+            "failing",
+            mismatch_summary(configured, app.client_auth_works) + seen,
+            evidence,
+            placement_remedy(app.name, app.client_auth_works),
         )
     if detected and configured == "auto":
         return check(

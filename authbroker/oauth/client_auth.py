@@ -154,6 +154,7 @@ def _every_placement_refused(refused: list[tuple[Placement, ProviderRejected]]) 
         f"the client credentials were refused in every placement tried ({evidence})",
         status=first.status,
         problem=Problem.CLIENT_AUTH_METHOD if method else Problem.INVALID_SETTINGS,
+        placements_refused=tuple(placement for placement, _ in refused),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from authbroker.oauth.model import Grant
+from authbroker.oauth.model import Grant, Placement
 from authbroker.problems import Problem
 
 __all__ = [
@@ -63,7 +63,22 @@ class OAuthError(Exception):
 
 
 class ProviderRejected(OAuthError):
-    """The provider answered with an OAuth error: a 4xx with an error body, or an error in a 200."""
+    """The provider answered with an OAuth error: a 4xx with an error body, or an error in a 200.
+
+    `placements_refused` names where the client credentials went when the provider refused
+    them in more than one placement (`client_auth`); the description has each one's answer.
+    """
+
+    def __init__(
+        self,
+        error: str,
+        description: str | None = None,
+        *,
+        placements_refused: tuple[Placement, ...] = (),
+        **kwargs: Any,
+    ) -> None:
+        self.placements_refused = placements_refused
+        super().__init__(error, description, **kwargs)
 
 
 class ProviderUnavailable(OAuthError):

@@ -132,8 +132,10 @@ class AuthbrokerClient:
     ) -> dict[str, Any]:
         """Tell authbroker the web service refused the token (401 or 403) and what its
         `WWW-Authenticate` said: it refreshes a token the service calls invalid (waiting up to
-        10 s for the outcome) and records a missing scope. Returns authbroker's answer
-        (`action`: `refreshed`, `refresh_attempted`, `recorded` or `none`)."""
+        10 s for the outcome) and records a missing scope; a token without a refresh token is
+        checked (`invalidated` when confirmed dead, else `counted`). Returns authbroker's
+        answer (`action`: `refreshed`, `refresh_attempted`, `recorded`, `invalidated`,
+        `counted` or `none`)."""
         body: dict[str, Any] = {"status": status}
         if www_authenticate:
             body["www_authenticate"] = www_authenticate
