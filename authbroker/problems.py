@@ -40,6 +40,8 @@ class Problem(StrEnum):
     # The callback came from another authorization server than the app's (RFC 9207): its `iss`
     # is not the app's issuer, or is missing where the provider promises it.
     ISSUER_MISMATCH = "issuer_mismatch"
+    # The provider knows the client but will not let it use the client credentials grant.
+    GRANT_NOT_ALLOWED = "grant_not_allowed"
 
     @property
     def remedy(self) -> str:
@@ -125,6 +127,12 @@ REMEDIES: dict[Problem, str] = {
         "not the app's issuer, or is missing though the provider always sends it): a mix-up "
         "attack, or a wrong issuer setting. The code was not used. Check the app's issuer against "
         "the provider's metadata, then start the authorization again."
+    ),
+    Problem.GRANT_NOT_ALLOWED: (
+        "The provider accepted the client but will not let it use the client credentials grant "
+        "(unauthorized_client or unsupported_grant_type). Enable the grant for the application "
+        "at the provider (it may be called machine-to-machine, service account, or application "
+        "permissions), then start the connection again."
     ),
     Problem.PROVIDER_ERROR: (
         "The provider answered with something that is not a valid token response. Check the "

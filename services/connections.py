@@ -57,9 +57,7 @@ async def credentials(res: Resources, found: Connection) -> Connection:
     now = datetime.now(UTC)
     backing_off = found.next_attempt_at is not None and found.next_attempt_at > now
     refreshable = (
-        found.refresh_token is not None
-        and found.app_paused is None
-        and found.provider_unavailable_until is None
+        found.renewable and found.app_paused is None and found.provider_unavailable_until is None
     )
     if expiring(found, now) and refreshable and not backing_off:
         found = await refresh_and_wait(res, found) or found
@@ -67,7 +65,7 @@ async def credentials(res: Resources, found: Connection) -> Connection:
     if found.status != Status.ACTIVE or found.access_token is None:
         unusable(found)
     if found.expires_at is not None and found.expires_at <= now:
-        if found.refresh_token is None:
+        if not found.renewable:
             raise Conflict(
                 "token_expired",
                 "the access token expired and there is no refresh token",
@@ -129,11 +127,12 @@ def _seconds_until(moment: datetime | None, default: float = 5.0) -> float:
 
 
 def require_refreshable(found: Connection) -> None:
-    """Stop with the reason when no refresh can run: not active, no refresh token, its app
-    paused because the provider refused the app's settings, or its token endpoint down."""
+    """Stop with the reason when no refresh can run: not active, no refresh token (nor the
+    client credentials grant), its app paused because the provider refused the app's settings,
+    or its token endpoint down."""
     if found.status != Status.ACTIVE:
         unusable(found)
-    if found.refresh_token is None:
+    if not found.renewable:
         raise Conflict(
             "refresh_token_missing",
             "this connection has no refresh token: authorize it again",

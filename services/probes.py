@@ -42,7 +42,7 @@ async def probe(context: Context, connection_id: str) -> str:
     if app is None or not app.probe_url:
         return "no probe"
     status = await _call(context, app.probe_url, found.open_access_token(res.ring) or "")
-    if status == 401 and found.refresh_token is not None:
+    if status == 401 and found.renewable:
         outcome = await refresh_one(context, connection_id, force=True)
         if outcome != "refreshed":
             # Busy (another refresh is in flight), failed or retrying: no verdict on the

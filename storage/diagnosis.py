@@ -57,7 +57,7 @@ def app_facts(app: App) -> AppFacts:
     return AppFacts(
         name=app.name,
         client_id=app.client_id,
-        authorization_url=app.authorization_url,
+        authorization_url=app.authorization_url or "",
         token_url=app.token_url,
         revoke_url=app.revoke_url,
         scopes=tuple(app.scopes),
