@@ -83,8 +83,11 @@ def _json(value: Any) -> Any:
 class AuthorizationStarted(EventData):
     type = EventType.AUTHORIZATION_STARTED
     reauthorization: bool
-    authorization_id: str
-    expires_at: datetime  # when the authorization lapses if the user does not finish
+    # The user's authorization and when it lapses if they do not finish; both None for a service
+    # connection (the client credentials grant), whose token a worker requests at once.
+    authorization_id: str | None
+    expires_at: datetime | None
+    grant: str = "authorization_code"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

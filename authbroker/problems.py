@@ -43,6 +43,8 @@ class Problem(StrEnum):
     # A connection without a refresh token whose access token the provider no longer accepts
     # (a runtime reported invalid_token, the probe URL answered 401, or enough bare 401s).
     TOKEN_REVOKED = "token_revoked"
+    # The provider knows the client but will not let it use the client credentials grant.
+    GRANT_NOT_ALLOWED = "grant_not_allowed"
 
     @property
     def remedy(self) -> str:
@@ -136,6 +138,12 @@ REMEDIES: dict[Problem, str] = {
         "The provider no longer accepts the access token (revoked by the user or an "
         "administrator, or expired early) and the connection has no refresh token to get "
         "another: authorize the connection again."
+    ),
+    Problem.GRANT_NOT_ALLOWED: (
+        "The provider accepted the client but will not let it use the client credentials grant "
+        "(unauthorized_client or unsupported_grant_type). Enable the grant for the application "
+        "at the provider (it may be called machine-to-machine, service account, or application "
+        "permissions), then start the connection again."
     ),
     Problem.PROVIDER_ERROR: (
         "The provider answered with something that is not a valid token response. Check the "

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,6 +23,7 @@ from pydantic import (
     ValidationInfo,
     create_model,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 
@@ -162,8 +164,14 @@ class AppCreate(_AppFields):
         default_factory=list, max_length=5, repr=False
     )
     authorization_url: Annotated[
-        str, Setting("text", "URL", "the provider's authorize endpoint")
-    ] = Field(max_length=2048)
+        str | None,
+        Setting(
+            "text",
+            "URL",
+            "the provider's authorize endpoint (absent: service connections only, grant "
+            "client_credentials)",
+        ),
+    ] = Field(default=None, max_length=2048)
     token_url: Annotated[str, Setting("text", "URL", "the provider's token endpoint")] = Field(
         max_length=2048
     )
@@ -408,12 +416,56 @@ class KeyCreate(BaseModel):
     )
 
 
+Grant = Literal["authorization_code", "client_credentials"]
+
+
+def _resource(value: str) -> str:
+    """RFC 8707 §2: an absolute URI without a fragment."""
+    parts = urlsplit(value)
+    if not parts.scheme or not (parts.netloc or parts.path):
+        raise ValueError("must be an absolute URI (RFC 8707 §2), such as https://api.example.com")
+    if parts.fragment or value.endswith("#"):
+        raise ValueError("must not have a fragment (RFC 8707 §2)")
+    return value
+
+
+Resource = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_resource)]
+
+
 class ConnectionStart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     connection_id: str | None = Field(default=None, pattern=CONNECTION_ID_PATTERN)
-    scopes: list[Scope] | None = Field(default=None, max_length=100)
+    grant: Grant = Field(
+        default="authorization_code",
+        description="`authorization_code`: a user authorizes (the answer holds the URL to send "
+        "them to). `client_credentials` (RFC 6749 §4.4): a service connection for the client "
+        "itself, no user; a worker requests its token at once and each next one before expiry.",
+    )
+    scopes: list[Scope] | None = Field(
+        default=None, max_length=100, description="Absent: the app's scopes."
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
+    audience: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="client_credentials only: the `audience` token request parameter (Auth0 "
+        "and others name the API the token is for with it).",
+    )
+    resource: list[Resource] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10,
+        description="client_credentials only: RFC 8707 resource indicators, absolute URIs of "
+        "the APIs the token is for (sent as repeated `resource` parameters).",
+    )
+    token_params: Params | None = Field(
+        default=None,
+        max_length=20,
+        description="client_credentials only: more token request parameters of this "
+        "connection (they win over the app's token_params).",
+    )
 
     @field_validator("metadata")
     @classmethod
@@ -421,6 +473,39 @@ class ConnectionStart(BaseModel):
         if len(repr(value)) > 8192:
             raise ValueError("must be smaller than 8 KiB")
         return value
+
+    @field_validator("token_params", mode="after")
+    @classmethod
+    def _params(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        clash = sorted(set(value or {}) & (PROTOCOL_PARAMS | {"audience", "resource"}))
+        if clash:
+            raise ValueError(
+                f"must not set {', '.join(clash)} (protocol parameters; audience and resource "
+                "have fields of their own)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _grant_fields(self) -> ConnectionStart:
+        if self.grant != "client_credentials":
+            given = [
+                f for f in ("audience", "resource", "token_params") if f in self.model_fields_set
+            ]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: only for the client_credentials grant (an "
+                    "authorization code app takes them as its own token_params)"
+                )
+        return self
+
+    def request_params(self) -> dict[str, str | list[str]] | None:
+        """The connection's own token request parameters, as stored (None: none)."""
+        found: dict[str, str | list[str]] = dict(self.token_params or {})
+        if self.audience is not None:
+            found["audience"] = self.audience
+        if self.resource:
+            found["resource"] = list(dict.fromkeys(self.resource))
+        return found or None
 
 
 class ConnectLinkCreate(BaseModel):

@@ -30,7 +30,6 @@ class AppCreateFromPreset(AppCreate):
     """POST /v1/apps with a provider preset: the preset fills the URLs, scopes and the rest;
     whatever the body gives wins, and `placeholders` fill the preset's URL templates."""
 
-    authorization_url: str = models.omitted(max_length=2048)
     token_url: str = models.omitted(max_length=2048)
     preset: str = Field(max_length=64, json_schema_extra={"enum": presets.names()})
     placeholders: dict[str, str] = models.omitted(

@@ -15,7 +15,7 @@ from handlers.apps import APP_NAME, APP_NOT_FOUND, load_app
 from handlers.context import AUDIT, caller, resources
 from handlers.operations import NO_STORE, RETRY_AFTER, Answer, operation, path_param, query_param
 from handlers.responses import fail, ok, query_value, read_model
-from services import access, authorizations, revocation
+from services import access, authorizations, revocation, service_connections
 from services import connections as service
 from storage import connections
 from storage.connections import Connection
@@ -56,10 +56,16 @@ async def load_connection(request: web.Request) -> Connection:
     "connections",
     {
         201: Answer("The authorize URL, valid ten minutes.", models.AuthorizationStarted),
+        202: Answer(
+            "A service connection (client credentials): its token is being requested.",
+            models.ServiceConnectionStarted,
+        ),
         404: APP_NOT_FOUND,
         409: "The app is being deleted (`app_deleting`), waits for its client secret "
-        "(`app_awaiting_secret`), or the connection id belongs to another app "
-        "(`connection_exists`).",
+        "(`app_awaiting_secret`), has no authorization URL for a user to sign in at "
+        "(`authorization_url_missing`) or no client secret for the client credentials grant "
+        "(`client_credentials_unavailable`), or the connection id belongs to another app or "
+        "another grant (`connection_exists`).",
     },
     parameters=[APP_NAME],
     body=ConnectionStart,
@@ -67,21 +73,34 @@ async def load_connection(request: web.Request) -> Connection:
     permission=Permission.CONNECTIONS_WRITE,
 )
 async def start_authorization(request: web.Request) -> web.Response:
-    """Start an authorization: get the URL to send the user to.
+    """Start an authorization: get the URL to send the user to, or a service connection.
 
     The connection becomes active once a worker has exchanged the code for tokens. An existing
     connection id of the same app is authorized again; its current tokens keep working until the
-    new ones arrive.
+    new ones arrive. With `"grant": "client_credentials"` there is no user: a worker requests
+    the token at once (`connection.authorized`, or `connection.authorization_failed` naming
+    the problem) and each next one before the current one expires.
     """
     res = resources(request)
     app = await load_app(request)
     body = await read_model(request, ConnectionStart)
+    metadata = body.metadata if "metadata" in body.model_fields_set else None
+    if body.grant == "client_credentials":
+        service = await service_connections.start(
+            res,
+            app,
+            connection_id=body.connection_id,
+            scopes=body.scopes,
+            token_params=body.request_params(),
+            metadata=metadata,
+        )
+        return ok(models.ServiceConnectionStarted.of(service, res.settings.public_url), status=202)
     started = await authorizations.start(
         res,
         app,
         connection_id=body.connection_id,
         scopes=body.scopes,
-        metadata=body.metadata if "metadata" in body.model_fields_set else None,
+        metadata=metadata,
     )
     return ok(models.AuthorizationStarted.of(started), status=201)
 

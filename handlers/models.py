@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
@@ -26,7 +27,7 @@ from authbroker.schemas import without_default
 
 if TYPE_CHECKING:
     from authbroker import diagnosis
-    from services import authorizations, connect_links
+    from services import authorizations, connect_links, service_connections
     from services.api_keys import Shown
     from storage.api_keys import ApiKey as ApiKeyRow
     from storage.apps import App as AppRow
@@ -111,7 +112,9 @@ class App(Body):
     client_id: str
     client_secret_set: bool
     client_secrets_previous_set: bool
-    authorization_url: Url
+    authorization_url: Url | None = Field(
+        description="Absent (null): the app makes service connections only (client credentials)."
+    )
     token_url: Url
     revoke_url: Url | None
     scopes: list[str]
@@ -267,13 +270,33 @@ class ConnectLink(Body):
         return cls(url=link.url, expires_at=link.expires_at, connection_id=link.connection_id)
 
 
+class ServiceConnectionStarted(Body):
+    connection_id: str
+    grant: Literal["client_credentials"] = "client_credentials"
+    status: ConnectionStatus = Field(
+        description="`pending` until its first token arrives; an existing connection keeps its "
+        "status (and working token) until the next one does."
+    )
+    reauthorization: bool
+    connection_url: Url = Field(description="Where to follow it (GET, with an API key).")
+
+    @classmethod
+    def of(cls, started: service_connections.Started, public_url: str) -> ServiceConnectionStarted:
+        return cls(
+            connection_id=started.connection_id,
+            status=started.status,
+            reauthorization=started.reauthorization,
+            connection_url=f"{public_url}/v1/connections/{quote(started.connection_id, safe='')}",
+        )
+
+
 class ProviderError(BaseModel):
     """The last error the provider (or the probe URL) answered; never a secret."""
 
     # Recorded by the worker as JSON: a key this model does not know is left out of answers.
     model_config = ConfigDict(extra="ignore", json_schema_extra={"additionalProperties": False})
 
-    stage: Literal["authorize", "exchange", "refresh", "probe"]
+    stage: Literal["authorize", "exchange", "client_credentials", "refresh", "probe"]
     error: str | None = omitted()
     description: str | None = omitted()
     status: int | None = omitted()
@@ -284,11 +307,22 @@ class Connection(Body):
 
     connection_id: str
     app: str
+    grant: Literal["authorization_code", "client_credentials"] = Field(
+        description="How its tokens come: a user's authorization, or the client credentials "
+        "grant (a service connection)."
+    )
     status: ConnectionStatus
     problem: Problem | None
     problem_detail: str | None
     requested_scopes: list[str]
     granted_scopes: list[str] | None
+    token_params: dict[str, str | list[str]] | None = Field(
+        description="A service connection's own token request parameters (audience, resource…)."
+    )
+    authorization_pending: bool = Field(
+        description="A service connection's start waits for its token (false once it arrives "
+        "or is refused)."
+    )
     token_type: str | None
     expires_at: datetime | None
     refresh_at: datetime | None
@@ -313,11 +347,14 @@ class Connection(Body):
         return cls(
             connection_id=c.id,
             app=c.app,
+            grant=c.grant_type,
             status=c.status,
             problem=c.problem,
             problem_detail=c.problem_detail or Problem.remedy_of(c.problem),
             requested_scopes=c.requested_scopes,
             granted_scopes=c.granted_scopes,
+            token_params=c.token_params,
+            authorization_pending=c.authorization_pending,
             token_type=c.token_type,
             expires_at=c.expires_at,
             refresh_at=c.refresh_at,

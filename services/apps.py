@@ -44,8 +44,16 @@ async def get(res: Resources, name: str) -> App:
     return app
 
 
-def require_authorizable(app: App) -> None:
-    """`Conflict` unless an authorization may start for `app` now."""
+def require_authorizable(app: App, *, user: bool = True) -> None:
+    """`Conflict` unless an authorization may start for `app` now: by a user signing in
+    (`user`), or for a service connection."""
+    if user and not app.authorization_url:
+        raise Conflict(
+            "authorization_url_missing",
+            f"app {app.name!r} has no authorization_url: users cannot sign in with it (it serves "
+            "service connections, grant client_credentials); set authorization_url to connect "
+            "users",
+        )
     if app.deleting:
         raise Conflict("app_deleting", f"app {app.name!r} is being deleted")
     if app.awaiting_secret:

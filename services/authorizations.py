@@ -39,7 +39,7 @@ from services import client_auth, connect_links, queue, revocation
 from services.context import Context
 from services.errors import Conflict, Invalid, Unavailable
 from services.instrument import token_request
-from services.tokens import TokenTimes, token_times
+from services.tokens import TokenTimes, missing_scopes, token_times
 from storage import apps, authorizations, connections, outbox
 from storage.apps import App
 from storage.authorizations import Authorization
@@ -350,7 +350,7 @@ async def _succeeded(
     # A response without `scope` leaves the granted scopes unknown (None): some providers
     # (Facebook) grant less than asked and say nothing, so equal to the request is a guess.
     granted = tokens.scopes
-    missing = [] if granted is None else [s for s in requested if s not in granted]
+    missing = missing_scopes(requested, granted)
     async with res.pool.acquire() as conn, conn.transaction():
         current = await connections.get(conn, authorization.connection_id)
         has_refresh = bool(tokens.refresh_token) or bool(current and current.refresh_token)
@@ -407,7 +407,7 @@ async def _authorized(
     credentials worked, and write the events."""
     requested = authorization.requested_scopes
     granted = stored.granted_scopes
-    missing = [] if granted is None else [s for s in requested if s not in granted]
+    missing = missing_scopes(requested, granted)
     has_refresh = stored.refresh_token is not None
     await authorizations.finish(conn, authorization.id, outcome="succeeded", problem=None)
     await client_auth.note_placement(conn, app, tokens, connection_id=stored.id)

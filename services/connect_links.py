@@ -97,6 +97,12 @@ async def create(
             raise Conflict(
                 "connection_exists", f"connection {connection_id!r} belongs to another app"
             )
+        if existing is not None and existing.service:
+            raise Conflict(
+                "connection_exists",
+                f"connection {connection_id!r} is a service connection (client credentials): no "
+                "user signs in for it",
+            )
         link = await _store(conn, res, app.id, connection_id, scopes=scopes, lifetime=expires_in)
     assert link is not None  # made unconditionally
     log.info(

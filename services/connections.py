@@ -60,9 +60,7 @@ async def credentials(res: Resources, found: Connection) -> Connection:
     now = datetime.now(UTC)
     backing_off = found.next_attempt_at is not None and found.next_attempt_at > now
     refreshable = (
-        found.refresh_token is not None
-        and found.app_paused is None
-        and found.provider_unavailable_until is None
+        found.renewable and found.app_paused is None and found.provider_unavailable_until is None
     )
     if expiring(found, now) and refreshable and not backing_off:
         found = await refresh_and_wait(res, found) or found
@@ -70,7 +68,7 @@ async def credentials(res: Resources, found: Connection) -> Connection:
     if found.status != Status.ACTIVE or found.access_token is None:
         unusable(found)
     if found.expires_at is not None and found.expires_at <= now:
-        if found.refresh_token is None:
+        if not found.renewable:
             expired_for_good(found)
         unusable(found)
     return found
@@ -137,11 +135,12 @@ def _seconds_until(moment: datetime | None, default: float = 5.0) -> float:
 
 
 def require_refreshable(found: Connection) -> None:
-    """Stop with the reason when no refresh can run: not active, no refresh token, its app
-    paused because the provider refused the app's settings, or its token endpoint down."""
+    """Stop with the reason when no refresh can run: not active, no refresh token (nor the
+    client credentials grant), its app paused because the provider refused the app's settings,
+    or its token endpoint down."""
     if found.status != Status.ACTIVE:
         unusable(found)
-    if found.refresh_token is None:
+    if not found.renewable:
         raise Conflict(
             "refresh_token_missing",
             "this connection has no refresh token: authorize it again",
@@ -291,7 +290,7 @@ async def report(
         bound.info("insufficient_scope_reported", required=needed)
         return Reported("recorded", required_scopes=tuple(needed))
     token_refused = status == 401 or (challenge is not None and challenge.error == "invalid_token")
-    if token_refused and found.status == Status.ACTIVE and found.refresh_token is None:
+    if token_refused and found.status == Status.ACTIVE and not found.renewable:
         return await _unrefreshable(res, found, status, challenge.error if challenge else None)
     if token_refused:
         require_refreshable(found)

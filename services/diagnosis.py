@@ -48,7 +48,9 @@ async def app_checks(res: Resources, app: App) -> list[Check]:
         endpoint=await facts.token_endpoint(res.pool, app.token_url),
         authorization_answer=await answer_of(
             app.authorization_url, res.settings, timeout=ANSWER_TIMEOUT
-        ),
+        )
+        if app.authorization_url
+        else None,
         provider_timeout=res.settings.provider_timeout,
     )
 

@@ -44,7 +44,7 @@ async def probe(context: Context, connection_id: str) -> str:
     if app is None or not app.probe_url:
         return "no probe"
     status = await _call(context, app.probe_url, found.open_access_token(res.ring) or "")
-    if status == 401 and found.refresh_token is None:
+    if status == 401 and not found.renewable:
         # Nothing can replace the token: the probe's 401 is the verdict.
         await connections.mark_probed(res.pool, connection_id)
         async with res.pool.acquire() as conn, conn.transaction():

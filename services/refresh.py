@@ -29,7 +29,7 @@ from authbroker.events import EventType, make_event
 from authbroker.logs import get_logger
 from authbroker.metrics import LOST_ANSWERS, PROBES, REFRESH_LAG_SECONDS
 from authbroker.problems import Problem
-from services import client_auth, connect_links
+from services import client_auth, connect_links, service_connections
 from services.context import Context
 from services.instrument import token_request
 from services.tokens import TokenTimes, token_times
@@ -93,14 +93,14 @@ async def refresh(wc: Context, claimed: Claimed, holder: str, *, probe: Probe | 
     current, app = claimed.connection, claimed.app
     res = wc.resources
     now = datetime.now(UTC)
-    if current.refresh_token is None:
+    if not current.renewable:
         return await _without_refresh_token(wc, current, holder, now)
     bound = log.bind(app=app.name, connection_id=current.id)
     lag = (now - current.refresh_at).total_seconds() if current.refresh_at else None
     if lag is not None:
         REFRESH_LAG_SECONDS.observe(max(lag, 0.0))
     try:
-        client, refresh_token = wc.client(app), current.open_refresh_token(res.ring) or ""
+        client, refresh_token = wc.client(app), current.open_refresh_token(res.ring)
     except SealError as exc:
         # A key is missing from the ring: an operator's mistake, not the provider's verdict.
         bound.error("refresh_token_unreadable", error=str(exc))
@@ -108,20 +108,31 @@ async def refresh(wc: Context, claimed: Claimed, holder: str, *, probe: Probe | 
         await connections.postpone(res.pool, current.id, holder, retry)
         return "unreadable"
 
+    waits = {
+        "timeout": res.settings.provider_timeout,
+        "connect_timeout": res.settings.provider_connect_timeout,
+    }
+
     async def ask() -> oauth.TokenResponse:
+        if current.service:
+            async with token_request(app.name, "client_credentials"):
+                return await oauth.client_credentials(
+                    wc.http,
+                    client,
+                    scopes=current.requested_scopes,
+                    params=current.token_params,
+                    **waits,
+                )
         async with token_request(app.name, "refresh_token"):
             return await oauth.refresh_token(
-                wc.http,
-                client,
-                refresh_token=refresh_token,
-                timeout=res.settings.provider_timeout,
-                connect_timeout=res.settings.provider_connect_timeout,
+                wc.http, client, refresh_token=refresh_token or "", **waits
             )
 
     try:
         tokens = await ask()
     except oauth.ProviderUnavailable as exc:
-        if not exc.answer_lost:
+        if not exc.answer_lost or current.service:
+            # A service connection's lost answer costs nothing: the next request gets a token.
             return await _failed(wc, claimed, holder, exc, probe=probe)
         # The provider may have rotated the token and its answer is gone: ask again with the
         # same one now, while a rotating provider's reuse grace may still accept it.
@@ -138,7 +149,12 @@ async def refresh(wc: Context, claimed: Claimed, holder: str, *, probe: Probe | 
         bound.warning("token_response_warnings", warnings=list(tokens.warnings))
     issued_at = datetime.now(UTC)
     times = token_times(app, tokens, issued_at, has_refresh_token=True)
-    stored = await _store(wc, app, current, holder, tokens, times)
+    if current.authorization_pending:
+        stored = await _write_with_retry(
+            lambda: service_connections.authorized(wc, app, current, holder, tokens, times)
+        )
+    else:
+        stored = await _store(wc, app, current, holder, tokens, times)
     await client_auth.note_placement(res.pool, app, tokens, connection_id=current.id)
     if probe is not None or claimed.endpoint_failures != 0:
         await _endpoint_answered(wc, app.token_url, probe)
@@ -225,6 +241,8 @@ async def _failed(
         await _endpoint_answered(wc, app.token_url, probe)  # a refusal is an answer too
     problem = exc.problem or Problem.PROVIDER_ERROR
     if isinstance(exc, oauth.ProviderRejected):
+        if current.authorization_pending:
+            return await service_connections.start_failed(wc, app, current, holder, exc)
         if problem in APP_PROBLEMS and (
             problem == Problem.CLIENT_AUTH_METHOD or exc.error in oauth.CLIENT_CREDENTIAL_ERRORS
         ):
@@ -393,7 +411,7 @@ async def _retry_later(
                     EventType.REFRESH_FAILED,
                     app=app.name,
                     connection_id=current.id,
-                    status="active",
+                    status=current.status,
                     problem=named,
                     detail="The provider could not refresh the token now; authbroker retries.",
                     data=events.RefreshFailed(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -43,3 +44,9 @@ def token_times(
         # Nothing to refresh with: look again at expiry, to mark the connection expired.
         refresh_at = expires_at
     return TokenTimes(expires_at, refresh_at, refresh_expires_at)
+
+
+def missing_scopes(requested: Sequence[str], granted: Sequence[str] | None) -> list[str]:
+    """The requested scopes the provider did not grant; none when it did not say what it
+    granted (`granted` None: a response without `scope`, which is not proof of a refusal)."""
+    return [] if granted is None else [s for s in requested if s not in granted]

@@ -34,7 +34,7 @@ class App:
     client_id: str
     client_secret: bytes | None = field(repr=False)
     client_secrets_previous: bytes | None = field(repr=False)
-    authorization_url: str
+    authorization_url: str | None  # None: service connections only (client credentials)
     token_url: str
     revoke_url: str | None
     scopes: list[str]
@@ -95,7 +95,7 @@ class App:
         return oauth.Client(
             client_id=self.client_id,
             client_secret=secret,
-            authorization_url=self.authorization_url,
+            authorization_url=self.authorization_url or "",
             token_url=self.token_url,
             revoke_url=self.revoke_url,
             scope_separator=self.scope_separator,

@@ -35,13 +35,17 @@ async def create(
 ) -> datetime | None:
     """Store a link; returns when it expires. `scopes` None: those the connection asked for
     last, or else the app's. `only_if_wanted`: only for an app that hands out reconnect links
-    (`reconnect_links`) and is not being deleted; None otherwise."""
+    (`reconnect_links`), is not being deleted and has an authorization URL, for a connection a
+    user authorizes (not a service connection); None otherwise."""
     return await conn.fetchval(
         """INSERT INTO connect_links (id, token_hash, app_id, connection_id, scopes, expires_at)
            SELECT $1, $2, a.id, $4, coalesce($5, c.requested_scopes, a.scopes),
                   now() + make_interval(secs => $6)
            FROM apps a LEFT JOIN connections c ON c.id = $4 AND c.app_id = a.id
-           WHERE a.id = $3 AND (NOT $7 OR (a.reconnect_links AND NOT a.deleting))
+           WHERE a.id = $3
+             AND (NOT $7 OR (a.reconnect_links AND NOT a.deleting
+                             AND a.authorization_url IS NOT NULL
+                             AND c.grant_type IS DISTINCT FROM 'client_credentials'))
            RETURNING expires_at""",
         uuid.uuid4(),
         token_hash,

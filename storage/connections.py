@@ -21,10 +21,18 @@ COLUMNS = """c.id, c.app_id, a.name AS app, c.status, c.problem, c.problem_detai
     c.requested_scopes, c.granted_scopes, c.metadata, c.version, c.lease_holder, c.lease_until,
     c.failed_attempts, c.next_attempt_at, c.last_error, c.last_refresh_at, c.last_report,
     c.last_probe_at, c.authorized_at, c.answer_lost_at, c.unconfirmed_401s,
-    c.unconfirmed_401s_since, c.created_at, c.updated_at,
+    c.unconfirmed_401s_since, c.grant_type, c.token_params, c.authorization_pending,
+    c.created_at, c.updated_at,
     CASE WHEN a.paused_at IS NOT NULL THEN coalesce(a.paused_problem, 'paused') END AS app_paused,
     CASE WHEN NOT e.available THEN e.next_probe_at END AS provider_unavailable_until"""
 JOINS = "JOIN apps a ON a.id = c.app_id LEFT JOIN token_endpoints e ON e.url = a.token_url"
+# A connection (alias `c`) that can get its next access token by itself: with a refresh token,
+# or with the client credentials grant.
+RENEWABLE = "(c.refresh_token IS NOT NULL OR c.grant_type = 'client_credentials')"
+# A connection (no alias) the refresh engine works on: active ones, and service connections
+# waiting for their first token.
+REFRESHING = "(status = 'active' OR (status = 'pending' AND grant_type = 'client_credentials'))"
+CLIENT_CREDENTIALS = "client_credentials"
 
 
 def select_from(source: str) -> str:
@@ -34,7 +42,12 @@ def select_from(source: str) -> str:
 
 
 class ConnectionConflict(Exception):
-    """The connection id is taken by another app's connection."""
+    """The connection id is taken: by another app's connection, or by one that gets its tokens
+    with another grant (`grant_type` says which)."""
+
+    def __init__(self, connection_id: str, grant_type: str | None = None) -> None:
+        super().__init__(connection_id)
+        self.grant_type = grant_type
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,12 @@ class Connection:
     # when the first of them came (see `count_unconfirmed_401`).
     unconfirmed_401s: int
     unconfirmed_401s_since: datetime | None
+    # How the connection gets its tokens: a user's authorization code, or the client credentials
+    # grant (a service connection; `token_params` are its own token request parameters).
+    grant_type: str
+    token_params: dict[str, Any] | None
+    # A start of a service connection waits for its token (see `start_service`).
+    authorization_pending: bool
     created_at: datetime
     updated_at: datetime
     # Why the connection's app is paused (its settings were refused), or None: read with the
@@ -92,6 +111,16 @@ class Connection:
         if self.extra is None:
             return {}
         return json.loads(ring.open(self.extra, aad=aad("connections", self.id, "extra")))
+
+    @property
+    def service(self) -> bool:
+        """A service connection: its tokens come from the client credentials grant."""
+        return self.grant_type == CLIENT_CREDENTIALS
+
+    @property
+    def renewable(self) -> bool:
+        """Whether it can get its next access token by itself (see `RENEWABLE`)."""
+        return self.refresh_token is not None or self.service
 
     def open_refresh_token(self, ring: KeyRing) -> str | None:
         if self.refresh_token is None:
@@ -157,7 +186,7 @@ async def start(
            VALUES ($1, $2, $3, coalesce($4, '{}'::jsonb))
            ON CONFLICT (id) DO UPDATE
               SET metadata = coalesce($4, connections.metadata), updated_at = now()
-              WHERE connections.app_id = $2
+              WHERE connections.app_id = $2 AND connections.grant_type = 'authorization_code'
            RETURNING (xmax = 0) AS created""",
         connection_id,
         app_id,
@@ -165,8 +194,61 @@ async def start(
         metadata,
     )
     if row is None:
-        raise ConnectionConflict(connection_id)
+        raise await _conflict(conn, connection_id, app_id)
     return bool(row["created"])
+
+
+async def _conflict(
+    conn: asyncpg.Connection, connection_id: str, app_id: uuid.UUID
+) -> ConnectionConflict:
+    """Why a start could not take the connection id: another app's, or another grant's."""
+    row = await conn.fetchrow(
+        "SELECT app_id, grant_type FROM connections WHERE id = $1", connection_id
+    )
+    same_app = row is not None and row["app_id"] == app_id
+    return ConnectionConflict(connection_id, row["grant_type"] if same_app else None)
+
+
+async def start_service(
+    conn: asyncpg.Connection,
+    *,
+    connection_id: str,
+    app_id: uuid.UUID,
+    requested_scopes: list[str],
+    token_params: dict[str, Any] | None,
+    metadata: dict[str, Any] | None,
+) -> Connection:
+    """Create a service connection (client credentials grant) due for its first token now, or
+    start a new grant for an existing one of the same app: due now with the new scopes and
+    parameters, its current token working until the next arrives. The refresh engine requests
+    the token; `authorization_pending` makes that answer end this start. Returns the row (its
+    `version` 1 when new)."""
+    row = await conn.fetchrow(
+        f"""WITH started AS (
+              INSERT INTO connections AS c (id, app_id, requested_scopes, metadata, grant_type,
+                                            token_params, refresh_at, authorization_pending)
+              VALUES ($1, $2, $3, coalesce($5, '{{}}'::jsonb), 'client_credentials', $4, now(),
+                      true)
+              ON CONFLICT (id) DO UPDATE SET
+                 requested_scopes = $3, token_params = $4,
+                 metadata = coalesce($5, c.metadata),
+                 status = CASE WHEN c.status IN ('failed', 'expired') THEN 'pending'
+                               ELSE c.status END,
+                 refresh_at = now(), authorization_pending = true, failed_attempts = 0,
+                 next_attempt_at = NULL, version = c.version + 1, updated_at = now()
+              WHERE c.app_id = $2 AND c.grant_type = 'client_credentials'
+                AND c.status NOT IN ('revoking', 'revoked')
+              RETURNING c.*)
+            {select_from("started")}""",
+        connection_id,
+        app_id,
+        requested_scopes,
+        token_params,
+        metadata,
+    )
+    if row is None:
+        raise await _conflict(conn, connection_id, app_id)
+    return Connection.from_row(row)
 
 
 async def store_tokens(
@@ -218,6 +300,7 @@ async def store_tokens(
                 version = version + 1, failed_attempts = 0, next_attempt_at = NULL,
                 last_error = NULL, last_refresh_at = CASE WHEN $12 THEN last_refresh_at ELSE now() END,
                 authorized_at = CASE WHEN $12 THEN now() ELSE authorized_at END,
+                authorization_pending = false,
                 answer_lost_at = NULL, lease_holder = NULL, lease_until = NULL, updated_at = now(),
                 unconfirmed_401s = 0, unconfirmed_401s_since = NULL
               WHERE id = $1 AND status NOT IN ('revoking', 'revoked')
@@ -301,7 +384,9 @@ async def store_refreshes(
                 status = 'active', problem = i.problem, problem_detail = NULL,
                 access_token = i.access, refresh_token = coalesce(i.refresh, c.refresh_token),
                 token_type = i.token_type, extra = coalesce(i.extra, c.extra),
-                expires_at = i.expires_at, refresh_at = i.refresh_at,
+                expires_at = i.expires_at,
+                -- A start that arrived meanwhile wants its own token at once.
+                refresh_at = CASE WHEN c.authorization_pending THEN now() ELSE i.refresh_at END,
                 refresh_token_expires_at = CASE WHEN i.refresh IS NULL
                     THEN c.refresh_token_expires_at ELSE i.refresh_expires_at END,
                 granted_scopes = string_to_array(i.granted, ' '),
@@ -429,7 +514,7 @@ async def record_transient_failure(
     problem: str | None = None,
     answer_lost: bool = False,
 ) -> int | None:
-    """Count a failed attempt and schedule the next; the connection stays active. `problem`
+    """Count a failed attempt and schedule the next; the connection keeps its status. `problem`
     names what runtimes should know meanwhile (a malformed answer, a token that expired); a
     problem named earlier stays until a refresh succeeds. `answer_lost` remembers that the provider may
     have rotated the refresh token. Returns the attempt count, or None if the refresh was no
@@ -443,7 +528,7 @@ async def record_transient_failure(
                answer_lost_at = CASE WHEN $7 THEN coalesce(answer_lost_at, now())
                                      ELSE answer_lost_at END,
                lease_holder = NULL, lease_until = NULL, updated_at = now()
-           WHERE id = $1 AND status = 'active' AND {STILL_OURS}
+           WHERE id = $1 AND {REFRESHING} AND {STILL_OURS}
            RETURNING failed_attempts""",
         connection_id,
         holder,
@@ -501,6 +586,41 @@ async def end_grant(
     return result.endswith(" 1")
 
 
+_WORKING_TOKEN = "(access_token IS NOT NULL AND (expires_at IS NULL OR expires_at > now()))"
+
+
+async def fail_start(
+    conn: asyncpg.Connection,
+    connection_id: str,
+    holder: str,
+    version: int,
+    *,
+    problem: str,
+    detail: str,
+    last_error: dict[str, Any],
+) -> str | None:
+    """End a service connection's start that the provider refused: `failed` unless it holds a
+    token that still works, which is kept, and renewed (with the refused settings, so the
+    problem stays named until they are changed) only when it expires. Returns the status, or
+    None when the start is no longer this holder's."""
+    return await conn.fetchval(
+        f"""UPDATE connections SET
+               status = CASE WHEN {_WORKING_TOKEN} THEN status ELSE 'failed' END,
+               refresh_at = CASE WHEN {_WORKING_TOKEN} THEN expires_at END,
+               problem = $4, problem_detail = $5, last_error = $6,
+               authorization_pending = false, lease_holder = NULL, lease_until = NULL,
+               version = version + 1, updated_at = now()
+           WHERE id = $1 AND status IN ('active', 'pending') AND {STILL_OURS}
+           RETURNING status""",
+        connection_id,
+        holder,
+        version,
+        problem,
+        detail,
+        last_error,
+    )
+
+
 async def mark_tokens_expired(db: asyncpg.Connection | asyncpg.Pool) -> int:
     """Name the problem of active connections whose access token expired while no refresh could
     run (the provider is down, a worker died): a connection never says it is fine while its
@@ -509,7 +629,9 @@ async def mark_tokens_expired(db: asyncpg.Connection | asyncpg.Pool) -> int:
         """UPDATE connections SET problem = 'token_expired', problem_detail = NULL,
                updated_at = now()
            WHERE status = 'active' AND refresh_at IS NOT NULL AND refresh_at <= now()
-             AND expires_at <= now() AND refresh_token IS NOT NULL AND problem IS NULL"""
+             AND expires_at <= now() AND (refresh_token IS NOT NULL
+                                           OR grant_type = 'client_credentials')
+             AND problem IS NULL"""
     )
     return int(result.split()[-1])
 
@@ -555,7 +677,8 @@ async def resume_app(conn: asyncpg.Connection, app_id: uuid.UUID) -> None:
     await conn.execute(
         """UPDATE connections SET refresh_at = now()
            WHERE app_id = $1 AND status = 'active' AND refresh_at IS NULL
-             AND (refresh_token IS NOT NULL OR expires_at IS NOT NULL)""",
+             AND (refresh_token IS NOT NULL OR expires_at IS NOT NULL
+                  OR grant_type = 'client_credentials')""",
         app_id,
     )
 
@@ -592,6 +715,7 @@ async def count_unconfirmed_401(
                 unconfirmed_401s_since = CASE WHEN unconfirmed_401s_since > now() - $3 * interval '1 s'
                                               THEN unconfirmed_401s_since ELSE now() END
               WHERE id = $1 AND version = $2 AND status = 'active' AND refresh_token IS NULL
+                AND grant_type = 'authorization_code'
               RETURNING app_id, unconfirmed_401s, unconfirmed_401s_since)
            SELECT c.unconfirmed_401s, c.unconfirmed_401s_since, a.reports_to_invalidate
            FROM counted c JOIN apps a ON a.id = c.app_id""",
@@ -617,6 +741,7 @@ async def end_access(
         """UPDATE connections SET status = 'failed', problem = $3, problem_detail = $4,
                refresh_at = NULL, lease_holder = NULL, lease_until = NULL, updated_at = now()
            WHERE id = $1 AND version = $2 AND status = 'active' AND refresh_token IS NULL
+             AND grant_type = 'authorization_code'
              AND (expires_at IS NULL OR expires_at > now())""",
         connection_id,
         version,

@@ -35,6 +35,7 @@ def connection_facts(connection: Connection) -> ConnectionFacts:
         problem=c.problem,
         has_access_token=c.access_token is not None,
         has_refresh_token=c.refresh_token is not None,
+        service=c.service,
         expires_at=c.expires_at,
         refresh_at=c.refresh_at,
         refresh_token_expires_at=c.refresh_token_expires_at,
@@ -60,7 +61,7 @@ def app_facts(app: App) -> AppFacts:
     return AppFacts(
         name=app.name,
         client_id=app.client_id,
-        authorization_url=app.authorization_url,
+        authorization_url=app.authorization_url or "",
         token_url=app.token_url,
         revoke_url=app.revoke_url,
         scopes=tuple(app.scopes),

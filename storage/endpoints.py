@@ -15,6 +15,8 @@ from typing import Any
 
 import asyncpg
 
+from storage.connections import RENEWABLE
+
 # Transient failures in a row, across an endpoint's connections, that make it unavailable. High
 # enough that a provider failing one request in three does not trip it (0.3**10 ≈ 6e-6).
 FAILURES_TO_TRIP = 10
@@ -153,10 +155,10 @@ async def urgent(db: asyncpg.Connection | asyncpg.Pool, url: str, within: float)
     an expired access token: then probing cannot wait long."""
     return bool(
         await db.fetchval(
-            """SELECT EXISTS (
+            f"""SELECT EXISTS (
                    SELECT 1 FROM connections c JOIN apps a ON a.id = c.app_id
                    WHERE a.token_url = $1 AND c.status = 'active' AND c.refresh_at IS NOT NULL
-                     AND c.refresh_at <= now() AND c.refresh_token IS NOT NULL
+                     AND c.refresh_at <= now() AND {RENEWABLE}
                      AND c.expires_at <= now() + make_interval(secs => $2))""",
             url,
             within,

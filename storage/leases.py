@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from storage import apps
-from storage.connections import COLUMNS, JOINS, Connection, select_from
+from storage.connections import COLUMNS, JOINS, RENEWABLE, Connection, select_from
 
 # Workers LISTEN here: a runtime waits for a refresh that `request_refresh` made due.
 REFRESH_WANTED = "authbroker_refresh_wanted"
@@ -82,17 +82,20 @@ def _claim(picked: str) -> str:
             ORDER BY c.refresh_at"""
 
 
+# Due: active connections, and service connections waiting for their first token.
 CLAIM_DUE = _claim(
     f"""SELECT c.id FROM connections c {JOINS}
-        WHERE c.status = 'active' AND c.refresh_at IS NOT NULL AND c.refresh_at <= now()
+        WHERE (c.status = 'active'
+               OR (c.status = 'pending' AND c.grant_type = 'client_credentials'))
+          AND c.refresh_at IS NOT NULL AND c.refresh_at <= now()
           AND (c.lease_holder IS NULL OR c.lease_until < now())
           AND a.paused_at IS NULL AND e.available IS NOT FALSE
         ORDER BY c.refresh_at LIMIT $3"""
 )
 CLAIM_PROBE = _claim(
-    """SELECT c.id FROM connections c JOIN apps a ON a.id = c.app_id
+    f"""SELECT c.id FROM connections c JOIN apps a ON a.id = c.app_id
        WHERE a.token_url = $3 AND a.paused_at IS NULL
-         AND c.status = 'active' AND c.refresh_at IS NOT NULL AND c.refresh_token IS NOT NULL
+         AND c.status = 'active' AND c.refresh_at IS NOT NULL AND {RENEWABLE}
          AND (c.lease_holder IS NULL OR c.lease_until < now())
        ORDER BY c.refresh_at LIMIT 1"""
 )

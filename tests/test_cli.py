@@ -484,6 +484,62 @@ async def test_link_prints_a_connect_link(cli_env, ops, anonymous, unique):
     assert missing.code == 1 and "no app named" in missing.err
 
 
+async def test_a_service_connection_from_the_command_line(
+    cli_env, ops, oauth_server, worker, unique
+):
+    """`connections create --grant client_credentials --wait`: an app with no authorization
+    URL, a token for the app itself, the exit code saying how it went."""
+    name = unique("svc")
+    client_id, secret = oauth_server.create_application(
+        "https://unused.example/cb", name=name, grant="client-credentials"
+    )
+    added = await cli(
+        "apps",
+        "add",
+        name,
+        "--client-id",
+        client_id,
+        "--token-url",
+        oauth_server.token_url,
+        "--scope",
+        "read",
+        "--client-secret-stdin",
+        stdin=secret,
+    )
+    assert added.code == 0, added
+    result = await cli(
+        "connections",
+        "create",
+        name,
+        "--grant",
+        "client_credentials",
+        "--connection-id",
+        f"{name}-svc",
+        "--resource",
+        f"{oauth_server.base_url}/api/",
+        "--audience",
+        "https://api.example.com",
+        "--wait",
+    )
+    assert result.code == 0, result
+    assert f"connected: {name}-svc ({name}) is active (client credentials)" in result.out
+    shown = await cli("connections", "show", f"{name}-svc")
+    assert "client_credentials" in shown.out and "https://api.example.com" in shown.out
+    refused = await cli(
+        "connections",
+        "create",
+        name,
+        "--grant",
+        "client_credentials",
+        "--scope",
+        "admin",
+        "--wait",
+    )
+    assert refused.code == 1 and "scope_mismatch" in refused.err, refused
+    misplaced = await cli("connections", "connect", name, "--audience", "https://x.example")
+    assert misplaced.code == 2 and "--grant client_credentials" in misplaced.err
+
+
 async def _add_real_app(oauth_server, name: str) -> Result:
     return await cli(
         "apps",

@@ -1280,3 +1280,48 @@ async def test_the_app_form_sets_reconnect_links(signed_in: Console, resources: 
     assert "in events that need a new sign-in" in text
     status, _, _ = await signed_in.post(f"/console/apps/{name}/edit", form)
     assert (await apps.get(resources.pool, name)).reconnect_links is False
+
+
+async def test_a_service_connection_from_the_console(
+    signed_in: Console, oauth_server, worker, events, unique
+):
+    """An app without an authorization URL offers no user sign-in, only service connections;
+    the form starts one, and a bad resource is named on the form, nothing stored."""
+    name = unique("svc")
+    client_id, secret = oauth_server.create_application(
+        "https://unused.example/cb", name=name, grant="client-credentials"
+    )
+    form = {
+        "name": name,
+        "client_id": client_id,
+        "client_secret": secret,
+        "token_url": oauth_server.token_url,
+        "scopes": "read",
+        "scope_separator": " ",
+        "client_auth": "body",
+        "refresh_margin": "300",
+    }
+    await signed_in.get("/console/apps/new?preset=")
+    status, text, _ = await signed_in.post("/console/apps/new", form)
+    assert status == 303, text
+    status, page, _ = await signed_in.get(f"/console/apps/{name}")
+    assert status == 200
+    assert "Connect an account" not in page and "Service connection" in page
+
+    status, page, _ = await signed_in.post(
+        f"/console/apps/{name}/service-connection",
+        {"connection_id": f"{name}-svc", "resource": "not-a-uri"},
+    )
+    assert status == 400 and "absolute URI" in page
+    status, page, _ = await signed_in.post(
+        f"/console/apps/{name}/service-connection",
+        {"connection_id": f"{name}-svc", "audience": "https://api.example.com"},
+    )
+    assert status == 303, page
+    await events.wait_for(
+        lambda e: e["type"] == "connection.authorized" and e["connection_id"] == f"{name}-svc",
+        120,
+    )
+    status, page, _ = await signed_in.get(f"/console/apps/{name}")
+    assert "client credentials (service connection)" in page
+    assert "audience=https://api.example.com" in page and "New token" in page

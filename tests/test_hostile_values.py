@@ -202,6 +202,10 @@ CONSOLE: dict[tuple[str, str], dict[str, Any]] = {
         "fields": ("connection_id", "scopes"),
         "base": lambda: {"connection_id": fresh("fuzz")},
     },
+    ("POST", "/console/apps/{name}/service-connection"): {
+        "fields": ("connection_id", "scopes", "audience", "resource"),
+        "base": lambda: {"connection_id": fresh("fuzz")},
+    },
     ("POST", "/console/apps/{name}/connect-link"): {
         "fields": ("connection_id", "scopes"),
         "base": lambda: {"connection_id": fresh("fuzz")},

@@ -101,6 +101,10 @@ def run(call: Call) -> int:
     except (CliError, EmbeddedError) as exc:
         print(f"authbroker: {exc}", file=sys.stderr)
         return 1
+    except click.ClickException as exc:
+        # Options that only conflict once read together (a command checks them as it runs).
+        exc.show()
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -38,6 +38,8 @@ def _show_connection(c: dict[str, Any]) -> None:
             [
                 ("connection id", c.get("connection_id")),
                 ("app", c.get("app")),
+                ("grant", c.get("grant")),
+                ("token parameters", c.get("token_params")),
                 ("status", c.get("status")),
                 ("problem", c.get("problem")),
                 ("what to do", c.get("problem_detail") if c.get("problem") else None),
@@ -138,13 +140,38 @@ async def show(api: AuthbrokerClient, connection_id: str, as_json: bool) -> None
 
 
 @connections.command(
-    short_help="start an authorization and print the URL to approve it",
+    short_help="start an authorization and print the URL to approve it, or a service connection",
     examples="authbroker connections connect google\n"
     "authbroker connections connect google --connection-id acme-google --wait\n"
-    "authbroker connections connect google --scope openid --scope email --open --wait",
+    "authbroker connections connect google --scope openid --scope email --open --wait\n"
+    "authbroker connections create auth0-m2m --grant client_credentials "
+    "--audience https://api.example.com --wait",
 )
 @click.argument("app", metavar="APP")
 @click.option("--connection-id", metavar="ID", help="the connection's id (default: generated)")
+@click.option(
+    "--grant",
+    type=click.Choice(["authorization_code", "client_credentials"]),
+    default="authorization_code",
+    help="authorization_code (default): a user approves; client_credentials: a service "
+    "connection for the app itself, no user",
+)
+@click.option("--audience", help="client_credentials: the audience token request parameter")
+@click.option(
+    "--resource",
+    "resources",
+    multiple=True,
+    metavar="URI",
+    help="client_credentials: an RFC 8707 resource indicator (repeat)",
+)
+@click.option(
+    "--token-param",
+    "token_params",
+    multiple=True,
+    type=KEY_VALUE,
+    metavar="KEY=VALUE",
+    help="client_credentials: another token request parameter (repeat)",
+)
 @click.option(
     "--scope",
     "scopes",
@@ -174,6 +201,10 @@ async def connect(
     api: AuthbrokerClient,
     app: str,
     connection_id: str | None,
+    grant: str,
+    audience: str | None,
+    resources: tuple[str, ...],
+    token_params: tuple[tuple[str, str], ...],
     scopes: tuple[str, ...],
     metadata: tuple[tuple[str, str], ...],
     wait: bool,
@@ -184,7 +215,10 @@ async def connect(
     """Start an authorization for APP and print the URL where the account owner approves it
     (it is valid for 10 minutes). With --wait, wait for the outcome and print it: exit code 0
     once the connection is active, 1 if the authorization failed or expired. Connecting an
-    existing connection id authorizes it again."""
+    existing connection id authorizes it again.
+
+    With --grant client_credentials there is no user: a worker requests the app's own token at
+    once and each next one before it expires; --wait waits for the first."""
     body: dict[str, Any] = {}
     if connection_id:
         body["connection_id"] = connection_id
@@ -192,6 +226,28 @@ async def connect(
         body["scopes"] = split_scopes(scopes)
     if metadata:
         body["metadata"] = dict(metadata)
+    if grant == "client_credentials":
+        if open_url:
+            raise click.UsageError("--open: a service connection has no URL to approve")
+        body["grant"] = grant
+        if audience:
+            body["audience"] = audience
+        if resources:
+            body["resource"] = list(resources)
+        if token_params:
+            body["token_params"] = dict(token_params)
+        return await _service_connection(api, app, body, wait, wait_timeout, as_json)
+    given = [
+        n
+        for n, v in (
+            ("--audience", audience),
+            ("--resource", resources),
+            ("--token-param", token_params),
+        )
+        if v
+    ]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: only with --grant client_credentials")
     started = await _post_for(api, app, "connections", body)
     if as_json:
         emit_line(started)
@@ -209,6 +265,56 @@ async def connect(
             )
         return None
     return await _wait_for_authorization(api, started, wait_timeout, as_json)
+
+
+# `create` is the same command, by the name a service connection reads best with.
+connections.add_command(connect, "create")
+
+
+async def _service_connection(
+    api: AuthbrokerClient,
+    app: str,
+    body: dict[str, Any],
+    wait: bool,
+    wait_timeout: float,
+    as_json: bool,
+) -> int | None:
+    started = await _post_for(api, app, "connections", body)
+    cid = started["connection_id"]
+    if not wait:
+        if as_json:
+            emit_line(started)
+        else:
+            print(f"connection: {cid} (client credentials): its token is being requested")
+            print(f"(follow it: authbroker connections show {cid}, or add --wait)")
+        return None
+    if not as_json:
+        note(f"waiting for {cid}'s token (up to {wait_timeout:g} s; Ctrl-C stops waiting)…")
+    deadline = time.monotonic() + wait_timeout
+    connection: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        connection = await api.get(f"/v1/connections/{segment(cid)}")
+        if not connection.get("authorization_pending"):
+            break
+        await asyncio.sleep(0.5)
+    refused = (connection.get("last_error") or {}).get("stage") == "client_credentials"
+    if connection.get("authorization_pending") or refused or connection.get("status") != "active":
+        if as_json:
+            emit_line({"status": "failed", "connection": connection})
+        else:
+            what = connection.get("problem") or "no token yet"
+            note(
+                f"no token for {cid}: {what}"
+                + (f"\n{connection['problem_detail']}" if connection.get("problem_detail") else "")
+                + f"\n(details: authbroker connections diagnose {cid})"
+            )
+        return 1
+    if as_json:
+        emit_line({"status": "succeeded", "connection": connection})
+    else:
+        print(f"connected: {cid} ({app}) is active (client credentials)")
+        print(f"granted scopes: {text(connection.get('granted_scopes'))}")
+    return 0
 
 
 async def _post_for(api: AuthbrokerClient, app: str, what: str, body: dict[str, Any]) -> Any:

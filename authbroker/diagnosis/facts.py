@@ -248,6 +248,8 @@ class ConnectionFacts:
     # Bare 401s reported for a token without refresh token, counted since (see revoked tokens).
     unconfirmed_401s: int = 0
     unconfirmed_401s_since: datetime | None = None
+    # A service connection: its tokens come from the client credentials grant, no refresh token.
+    service: bool = False
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

@@ -101,6 +101,14 @@ def authorization_url(case: AppCase) -> Check:
         "Correct the app's authorization_url: copy it from the provider's documentation, or "
         "from the authorization_endpoint of its /.well-known/openid-configuration."
     )
+    if not url:
+        return check(
+            "authorization_url",
+            "ok",
+            "The app has no authorization URL: it makes service connections only (client "
+            "credentials); users cannot connect with it.",
+            evidence,
+        )
     if answer is None:
         return check("authorization_url", "ok", "The authorization URL was not fetched.", evidence)
     if answer.error == "not_allowed":

@@ -49,6 +49,15 @@ def connection_refresh_token(case: ConnectionCase) -> Check:
     if c.has_refresh_token:
         evidence["last_refresh_at"] = c.last_refresh_at
         return check("refresh_token", "ok", "A refresh token is stored.", evidence)
+    if c.service:
+        evidence["last_refresh_at"] = c.last_refresh_at
+        return check(
+            "refresh_token",
+            "ok",
+            "A service connection (client credentials) needs no refresh token: each next token "
+            "is requested the same way before the current one expires.",
+            evidence,
+        )
     if c.status == "failed" and c.problem in GRANT_REFUSED:
         return check(
             "refresh_token",

@@ -62,7 +62,7 @@ from authbroker.oauth.model import (
     TokenShape,
 )
 from authbroker.oauth.revocation import revoke_token
-from authbroker.oauth.tokens import exchange_code, refresh_token, request_token
+from authbroker.oauth.tokens import client_credentials, exchange_code, refresh_token, request_token
 from authbroker.oauth.transport import Timeouts
 
 __all__ = [
@@ -89,6 +89,7 @@ __all__ = [
     "build_authorize_url",
     "callback_problem",
     "classify",
+    "client_credentials",
     "code_challenge",
     "exchange_code",
     "issuer_mismatch",

@@ -33,7 +33,7 @@ from yarl import URL
 
 from authbroker.oauth import jwt
 from authbroker.oauth.errors import ProviderRejected
-from authbroker.oauth.model import Authenticated, Client, Placement
+from authbroker.oauth.model import Authenticated, Client, ParamValue, Placement
 from authbroker.oauth.transport import Request
 from authbroker.problems import Problem
 
@@ -96,6 +96,8 @@ def _may_be_wrong_placement(exc: ProviderRejected) -> bool:
     for credentials in the wrong place."""
     code = exc.error.lower()
     text = (exc.description or "").lower()
+    if exc.problem is Problem.GRANT_NOT_ALLOWED:
+        return False  # the client was recognised: it may not use this grant
     if exc.status == 401 or exc.problem is Problem.CLIENT_AUTH_METHOD:
         return True
     if code in _SECRET_REFUSED or code in {"invalid_client_id", "unauthorized_client"}:
@@ -171,7 +173,7 @@ def _evidence(exc: ProviderRejected) -> str:
 def build_request(
     client: Client,
     url: str,
-    params: Mapping[str, str],
+    params: Mapping[str, ParamValue],
     placement: Placement,
     credential: Credential,
 ) -> Request:
@@ -182,7 +184,11 @@ def build_request(
     are dropped. A client assertion's audience is the token endpoint unless the client names
     another, for revocation too (one audience identifies the authorization server).
     """
-    fields = {key: value for key, value in params.items() if key not in _CREDENTIAL_PARAMS}
+    fields: dict[str, ParamValue] = {
+        key: value if isinstance(value, str) else list(value)
+        for key, value in params.items()
+        if key not in _CREDENTIAL_PARAMS
+    }
     headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
     made: tuple[str, ...] = ()
     if client.client_auth in {"private_key_jwt", "client_secret_jwt"} and credential is not None:
@@ -206,12 +212,12 @@ def build_request(
         # Encoded by us, exactly as a form would be, and kept so: yarl must not re-encode it.
         base = str(URL(url))
         separator = "&" if URL(url).query_string else "?"
-        query = URL(f"{base}{separator}{urlencode(fields)}", encoded=True)
+        query = URL(f"{base}{separator}{urlencode(fields, doseq=True)}", encoded=True)
         return Request("GET", query, None, headers, made)
     if client.token_request_format == "json":
         headers["Content-Type"] = "application/json"
         body = json.dumps(fields, separators=(",", ":")).encode("utf-8")
     else:
         headers["Content-Type"] = "application/x-www-form-urlencoded"
-        body = urlencode(fields).encode("ascii")
+        body = urlencode(fields, doseq=True).encode("ascii")
     return Request("POST", URL(url), body, headers, made)

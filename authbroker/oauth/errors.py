@@ -155,6 +155,8 @@ def classify(
     code = error.strip().lower()
     text = (description or "").lower()
 
+    if grant == "client_credentials" and code in {"unauthorized_client", "unsupported_grant_type"}:
+        return Problem.GRANT_NOT_ALLOWED
     if code in CLIENT_CREDENTIAL_ERRORS:
         if AUTH_METHOD_HINTS.search(text):
             return Problem.CLIENT_AUTH_METHOD

@@ -3,7 +3,7 @@ gives back."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -16,6 +16,7 @@ __all__ = [
     "Client",
     "ClientAuth",
     "Grant",
+    "ParamValue",
     "Placement",
     "TokenRequestFormat",
     "TokenResponse",
@@ -36,7 +37,11 @@ JWT_METHODS = frozenset({"private_key_jwt", "client_secret_jwt"})
 TokenRequestFormat = Literal["form", "json"]
 """How a request body is encoded: RFC 6749's form, or JSON (Atlassian, Notion)."""
 
-Grant = Literal["authorization_code", "refresh_token"]
+Grant = Literal["authorization_code", "refresh_token", "client_credentials"]
+
+ParamValue = str | Sequence[str]
+"""A request parameter's value; a sequence is sent as the parameter repeated (RFC 8707's
+`resource`), or as a JSON array in a JSON body."""
 
 
 @dataclass(frozen=True)

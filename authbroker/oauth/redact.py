@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus
 
 from authbroker.oauth.client_auth import basic_credentials
-from authbroker.oauth.model import Client
+from authbroker.oauth.model import Client, ParamValue
 
 __all__ = ["SECRET_PARAMS", "Redactor"]
 
@@ -39,10 +39,12 @@ class Redactor:
     secrets: tuple[str, ...] = field(repr=False)
 
     @classmethod
-    def for_request(cls, client: Client, params: Mapping[str, str]) -> Redactor:
+    def for_request(cls, client: Client, params: Mapping[str, ParamValue]) -> Redactor:
         sent = [s for s in (client.client_secret, *client.previous_secrets) if s]
         values = [*sent, *(basic_credentials(client.client_id, s) for s in sent)]
-        values += [value for key, value in params.items() if key in SECRET_PARAMS]
+        for key, value in params.items():
+            if key in SECRET_PARAMS:
+                values += [value] if isinstance(value, str) else list(value)
         return cls(()).including(values)
 
     def including(self, values: Iterable[str]) -> Redactor:

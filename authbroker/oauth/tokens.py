@@ -1,5 +1,5 @@
-"""The token endpoint (RFC 6749 §4.1.3, §6): exchanging a code and refreshing, with the client
-authenticated as its method says (see `client_auth`)."""
+"""The token endpoint (RFC 6749 §4.1.3, §4.4, §6): exchanging a code, refreshing, and the client
+credentials grant, with the client authenticated as its method says (see `client_auth`)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ import aiohttp
 
 from authbroker.oauth.answers import token_response_from
 from authbroker.oauth.client_auth import Credential, build_request, with_client_auth
-from authbroker.oauth.model import Client, Grant, Placement, TokenResponse
+from authbroker.oauth.model import Client, Grant, ParamValue, Placement, TokenResponse
 from authbroker.oauth.redact import Redactor
 from authbroker.oauth.transport import Timeouts, send
 
-__all__ = ["exchange_code", "refresh_token", "request_token"]
+__all__ = ["client_credentials", "exchange_code", "refresh_token", "request_token"]
 
 
 async def request_token(
     session: aiohttp.ClientSession,
     client: Client,
-    params: Mapping[str, str],
+    params: Mapping[str, ParamValue],
     *,
     timeout: float = 60.0,  # noqa: ASYNC109 - per HTTP request, so each retry gets its own
     connect_timeout: float | None = None,
@@ -37,7 +37,7 @@ async def request_token(
     """
     if not client.token_url:
         raise ValueError("the client has no token_url")
-    merged = {**params}
+    merged: dict[str, ParamValue] = {**params}
     for key, value in client.token_params.items():
         merged.setdefault(key, value)
     redactor = Redactor.for_request(client, merged)
@@ -108,4 +108,32 @@ async def refresh_token(
         connect_timeout=connect_timeout,
         max_body=max_body,
         grant="refresh_token",
+    )
+
+
+async def client_credentials(
+    session: aiohttp.ClientSession,
+    client: Client,
+    *,
+    scopes: Sequence[str] = (),
+    params: Mapping[str, ParamValue] | None = None,
+    timeout: float = 60.0,  # noqa: ASYNC109 - per HTTP request, so each retry gets its own
+    connect_timeout: float | None = None,
+    max_body: int = 1_000_000,
+) -> TokenResponse:
+    """A token for the client itself (RFC 6749 §4.4): no user, and no refresh token expected
+    (§4.4.3): the next token is asked for the same way. `params` are the connection's own
+    (`audience`, RFC 8707's `resource`, repeated for several); they win over the app's
+    `token_params` and lose to the grant's."""
+    merged: dict[str, ParamValue] = {**(params or {}), "grant_type": "client_credentials"}
+    if scopes:
+        merged["scope"] = client.scope_separator.join(scopes)
+    return await request_token(
+        session,
+        client,
+        merged,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        max_body=max_body,
+        grant="client_credentials",
     )

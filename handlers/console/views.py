@@ -50,7 +50,7 @@ from handlers.throttle import SIGN_IN_FAILURES, client_address
 from services import apps as apps_service
 from services import authorizations as authorizations_service
 from services import connections as connections_service
-from services import revocation
+from services import revocation, service_connections
 from services.errors import DomainError
 from storage import api_keys, apps, authorizations, basic, connections
 from storage.apps import App
@@ -515,7 +515,7 @@ def connection_item(c: Connection, ring: KeyRing) -> dict[str, Any]:
             "missing_scopes": [s for s in requested if granted is not None and s not in granted],
             "extra_scopes": [s for s in (granted or []) if s not in requested],
             "refresh": _refresh_outcome(c),
-            "can_refresh": c.status == "active" and c.refresh_token is not None,
+            "can_refresh": c.status == "active" and c.renewable,
             "can_delete": c.status not in ("revoked", "revoking"),
         }
     )
@@ -551,6 +551,8 @@ async def _app_page(
     *,
     connect_form: dict[str, str] | None = None,
     connect_errors: dict[str, str] | None = None,
+    service_form: dict[str, str] | None = None,
+    service_errors: dict[str, str] | None = None,
     status: int = 200,
 ) -> web.Response:
     res = resources(request)
@@ -573,6 +575,8 @@ async def _app_page(
             "diagnosis": await app_checks(res, app),
             "connect_form": connect_form or {},
             "connect_errors": connect_errors or {},
+            "service_form": service_form or {},
+            "service_errors": service_errors or {},
             "events": await _strip(request, app.name),
         },
         status=status,
@@ -713,6 +717,51 @@ async def connect(request: web.Request) -> web.StreamResponse:
     if not kept:  # no Redis: show the link once, on this answer
         return await _connect_page(request, started.authorization_id, started.authorize_url)
     return redirect(f"{PREFIX}/connect/{authorization_id}")
+
+
+@routes.post(PREFIX + "/apps/{name}/service-connection")
+@action
+async def service_connection(request: web.Request) -> web.StreamResponse:
+    """A service connection (client credentials): requested now, followed on the app's page."""
+    res = resources(request)
+    app = await load_app(request)
+    form = request[FORM]
+    shown = {k: str(form.get(k, "")) for k in ("connection_id", "scopes", "audience", "resource")}
+    data: dict[str, Any] = {"grant": "client_credentials"}
+    if shown["connection_id"].strip():
+        data["connection_id"] = shown["connection_id"].strip()
+    if shown["scopes"].strip():
+        data["scopes"] = shown["scopes"].split()
+    if shown["audience"].strip():
+        data["audience"] = shown["audience"].strip()
+    if shown["resource"].strip():
+        data["resource"] = shown["resource"].split()
+    model, errors = forms.validate(ConnectionStart, data)
+    if model is None:
+        return await _app_page(request, app, service_form=shown, service_errors=errors, status=400)
+    try:
+        started = await service_connections.start(
+            res,
+            app,
+            connection_id=model.connection_id,
+            scopes=model.scopes,
+            token_params=model.request_params(),
+            metadata=None,
+        )
+    except DomainError as exc:
+        return await _app_page(
+            request,
+            app,
+            service_form=shown,
+            service_errors={"connect": exc.message},
+            status=exc.http_status,
+        )
+    return see_other(
+        request,
+        app_url(app.name) + f"#conn-{quote(started.connection_id, safe='')}",
+        f"Requesting a token for {started.connection_id} (client credentials); its status "
+        "below says when it arrives.",
+    )
 
 
 async def _connect_page(

@@ -92,7 +92,7 @@ class Client(ClientMixin):
         return response_type == "code"
 
     def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type in {"authorization_code", "refresh_token"}
+        return grant_type in {"authorization_code", "refresh_token", "client_credentials"}
 
 
 class Code:
@@ -196,6 +196,10 @@ class RefreshGrant(grants.RefreshTokenGrant):
         refresh_token.data["revoked"] = True
 
 
+class ClientCredentials(grants.ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = METHODS
+
+
 class Revocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = METHODS
 
@@ -289,6 +293,7 @@ app.config.update(OAUTH2_REFRESH_TOKEN_GENERATOR=True)
 server = Server(app, query_client=query_client, save_token=save_token)
 server.register_grant(CodeGrant, [CodeChallenge(required=True)])
 server.register_grant(RefreshGrant)
+server.register_grant(ClientCredentials)
 server.register_endpoint(Revocation)
 for name in ("private_key_jwt", "client_secret_jwt"):
     server.register_client_auth_method(name, Assertion(name))
@@ -306,6 +311,7 @@ def _record(endpoint: str, response: Any) -> Any:
                 "format": request.environ["test.format"],
                 "basic": request.headers.get("Authorization", "").startswith("Basic "),
                 "assertion": "client_assertion" in request.form,
+                "audience": request.form.get("audience"),
                 "status": response.status_code,
                 "error": body.get("error"),
             }

@@ -352,16 +352,27 @@ class OAuthTestServer:
             raise OAuthTestServerError(f"{path} -> {exc.code}: {exc.read()[:2000]!r}") from exc
 
     def create_application(
-        self, redirect_uri: str, *, name: str, confidential: bool = True
+        self,
+        redirect_uri: str,
+        *,
+        name: str,
+        confidential: bool = True,
+        grant: str = "authorization-code",
     ) -> tuple[str, str]:
-        """Register another authorization-code application (exact ``redirect_uri``).
+        """Register another application (exact ``redirect_uri``) for one grant:
+        ``authorization-code`` (default) or ``client-credentials``.
 
         Returns ``(client_id, client_secret)``; the secret is ``""`` for a public client.
         Synchronous (plain urllib): fine to call from async tests, it only blocks briefly.
         """
         data = self._post_json_sync(
             "/test/applications",
-            {"redirect_uri": redirect_uri, "name": name, "confidential": confidential},
+            {
+                "redirect_uri": redirect_uri,
+                "name": name,
+                "confidential": confidential,
+                "grant": grant,
+            },
         )
         return data["client_id"], data["client_secret"]
 
@@ -548,8 +559,10 @@ class OAuthTestServer:
 
     async def stats(self) -> dict:
         """``{"token_requests": {grant_type: {status: n}}, "revocations": {status: n},
-        "resource_requests": {status: n}}`` since start or the last :meth:`reset_stats`.
-        Status codes are strings; a token POST without ``grant_type`` counts as ``"missing"``."""
+        "resource_requests": {status: n}, "last_params": {grant_type: {name: [values]}}}``
+        since start or the last :meth:`reset_stats`. Status codes are strings; a token POST
+        without ``grant_type`` counts as ``"missing"``. ``last_params`` keeps the last token
+        request's ``scope``, ``audience`` and ``resource`` values (never a secret) per grant."""
         return await self._request_json("GET", "/test/stats")
 
     async def set_token_delay(self, seconds: float) -> None:

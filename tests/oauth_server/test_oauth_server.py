@@ -184,12 +184,15 @@ async def test_full_authorization_code_flow(server: OAuthTestServer):
         },
         "revocations": {"200": 1},
         "resource_requests": {"200": 2, "401": 2},
+        # No scope, audience or resource in the last code and refresh requests.
+        "last_params": {"authorization_code": {}, "refresh_token": {}},
     }
     await server.reset_stats()
     assert await server.stats() == {
         "token_requests": {},
         "revocations": {},
         "resource_requests": {},
+        "last_params": {},
     }
 
 

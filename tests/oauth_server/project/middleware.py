@@ -16,6 +16,9 @@ _lock = threading.Lock()
 _token_requests: "defaultdict[str, defaultdict[str, int]]" = defaultdict(lambda: defaultdict(int))
 _revocations: "defaultdict[str, int]" = defaultdict(int)
 _resource_requests: "defaultdict[str, int]" = defaultdict(int)
+# The last token request's non-secret parameters of interest, by grant type.
+_RECORDED = ("scope", "audience", "resource")
+_last_params: "dict[str, dict[str, list[str]]]" = {}
 # Seconds to hold every token answer back AFTER the request was processed (tokens issued,
 # rotated ones revoked): a provider whose answer arrives late.
 _token_delay = 0.0
@@ -34,6 +37,7 @@ def snapshot() -> dict:
             },
             "revocations": dict(_revocations),
             "resource_requests": dict(_resource_requests),
+            "last_params": {grant: dict(params) for grant, params in _last_params.items()},
         }
 
 
@@ -42,6 +46,7 @@ def reset() -> None:
         _token_requests.clear()
         _revocations.clear()
         _resource_requests.clear()
+        _last_params.clear()
 
 
 def _grant_type(request) -> str:
@@ -51,8 +56,12 @@ def _grant_type(request) -> str:
         body = request.body.decode("utf-8", "replace")
     except Exception:  # pragma: no cover - defensive
         return "unknown"
-    values = parse_qs(body).get("grant_type")
-    return values[0] if values else "missing"
+    form = parse_qs(body)
+    values = form.get("grant_type")
+    grant = values[0] if values else "missing"
+    with _lock:
+        _last_params[grant] = {k: form[k] for k in _RECORDED if k in form}
+    return grant
 
 
 class StatsMiddleware:

@@ -62,7 +62,8 @@ def me(request):
     token = oauthlib_request.access_token
     return JsonResponse(
         {
-            "user": oauthlib_request.user.get_username(),
+            # A client credentials token acts for no user.
+            "user": oauthlib_request.user.get_username() if oauthlib_request.user else None,
             "scope": token.scope,
             "client_id": token.application.client_id if token.application else None,
         }
@@ -153,8 +154,10 @@ def create_application(
     client_id: str | None = None,
     client_secret: str | None = None,
     username: str | None = None,
+    grant: str = "authorization-code",
 ):
-    """Create an authorization-code application; returns ``(client_id, plaintext_secret)``."""
+    """Create an application for one grant (DOT's names: ``authorization-code`` or
+    ``client-credentials``); returns ``(client_id, plaintext_secret)``."""
     Application = get_application_model()
     client_id = client_id or "test-" + secrets.token_hex(12)
     client_secret = (client_secret or secrets.token_urlsafe(32)) if confidential else ""
@@ -165,7 +168,7 @@ def create_application(
         client_id=client_id,
         client_secret=client_secret,  # hashed on save (hash_client_secret=True)
         client_type=Application.CLIENT_CONFIDENTIAL if confidential else Application.CLIENT_PUBLIC,
-        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+        authorization_grant_type=grant,
         redirect_uris=redirect_uri,
         name=name,
         user=user,
@@ -189,6 +192,7 @@ def applications(request):
         confidential=bool(data.get("confidential", True)),
         client_id=data.get("client_id"),
         client_secret=data.get("client_secret"),
+        grant=data.get("grant") or "authorization-code",
     )
     return JsonResponse({"client_id": client_id, "client_secret": client_secret}, status=201)
 
