@@ -2,7 +2,9 @@
 
 A preset fills an app definition with what the provider's documentation says: endpoints, where
 client credentials go, extra authorize parameters, default scopes, PKCE, lifetimes. The operator
-still supplies the client id and secret, and anything given explicitly wins (see `apply`).
+still supplies the client id and secret, and anything given explicitly wins (see `apply`). A
+placeholder the preset marks `per_connection` (Zendesk's subdomain) may be left to each
+connection instead (`authbroker.connection_settings`).
 
 The rest of a provider's knowledge is read from here too: how it rotates refresh tokens
 (`rotation`, for apps made from its preset), and what it needs before it issues them at all
@@ -24,6 +26,8 @@ from importlib import resources
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
+from authbroker.connection_settings import fill, placeholders_in, template_problem
+
 __all__ = [
     "APP_FIELDS",
     "Preset",
@@ -32,6 +36,7 @@ __all__ = [
     "apply",
     "authorize_params_of",
     "callback_params",
+    "checked",
     "get",
     "granted_scopes_at",
     "matching",
@@ -65,6 +70,7 @@ _META_FIELDS = frozenset(
         "notes",
         "placeholders",
         "placeholder_defaults",
+        "per_connection",
         "refresh_token_rotates",
         "refresh_token_reuse_grace",
         "refresh_token_needs",
@@ -85,7 +91,6 @@ _MERGED = frozenset({"authorize_params", "token_params"})
 """Dict-valued settings where the given entries are laid over the preset's instead of replacing
 them, so that adding `hd` to Google's authorize_params keeps `access_type=offline`."""
 
-_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _PLACEHOLDER_VALUE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 """A tenant, subdomain or host name: it is pasted into URLs, so nothing that could end the host
 or start a path, query or userinfo (`/`, `?`, `#`, `@`, `:`) may get in."""
@@ -103,12 +108,19 @@ class Preset:
     # Seconds a rotated-out refresh token still works (0: one use only; None: not documented).
     # Within it, a refresh whose answer was lost can be retried with the same token.
     refresh_token_reuse_grace: int | None = None
+    # Placeholders each connection may fill for itself when the app leaves them out.
+    per_connection: tuple[str, ...] = ()
 
 
 @functools.cache
 def _load() -> dict[str, dict[str, Any]]:
     text = resources.files("authbroker").joinpath("presets.json").read_text(encoding="utf-8")
-    data = json.loads(text)
+    return checked(json.loads(text))
+
+
+def checked(data: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The presets' data as read from presets.json, or a ValueError naming what is wrong (a
+    test registers a preset of its own through this, with the data file's)."""
     for name, entry in data.items():
         unknown = set(entry) - set(APP_FIELDS) - _META_FIELDS
         if unknown:
@@ -118,7 +130,7 @@ def _load() -> dict[str, dict[str, Any]]:
             raise ValueError(
                 f"presets.json: {name} has unknown token_response keys {sorted(shape)}"
             )
-        used = {p for key in APP_FIELDS for p in _placeholders_in(entry.get(key))}
+        used = {p for key in APP_FIELDS for p in placeholders_in(entry.get(key))}
         unknown = set(entry.get("refresh_token_needs", {})) - _NEEDS_FIELDS
         if unknown:
             raise ValueError(f"presets.json: {name} refresh_token_needs has {sorted(unknown)}")
@@ -128,17 +140,33 @@ def _load() -> dict[str, dict[str, Any]]:
                 f"presets.json: {name} uses placeholders {sorted(used)} "
                 f"but declares {sorted(declared)}"
             )
+        _check_per_connection(name, entry)
     return data
 
 
-def _placeholders_in(value: Any) -> set[str]:
-    if isinstance(value, str):
-        return set(_PLACEHOLDER.findall(value))
-    if isinstance(value, dict):
-        return {p for v in value.values() for p in _placeholders_in(v)}
-    if isinstance(value, list):
-        return {p for v in value for p in _placeholders_in(v)}
-    return set()
+def _check_per_connection(name: str, entry: dict[str, Any]) -> None:
+    """A per-connection placeholder is declared, has no default (it would never be asked
+    for), and wherever it is used it may be filled by whoever starts a connection: the first
+    label of a host the preset fixes (`authbroker.connection_settings`)."""
+    for placeholder in entry.get("per_connection", []):
+        if placeholder not in entry.get("placeholders", []):
+            raise ValueError(
+                f"presets.json: {name} per_connection names {placeholder}, not a placeholder"
+            )
+        if placeholder in entry.get("placeholder_defaults", {}):
+            raise ValueError(
+                f"presets.json: {name} per_connection {placeholder} must not have a default"
+            )
+        for key in APP_FIELDS:
+            value = entry.get(key)
+            if placeholder not in placeholders_in(value):
+                continue
+            problem = template_problem(value, placeholder) if isinstance(value, str) else None
+            if problem or not isinstance(value, str):
+                raise ValueError(
+                    f"presets.json: {name} {key} cannot take {placeholder} per connection: "
+                    f"{problem or 'only a URL can'}"
+                )
 
 
 def names() -> list[str]:
@@ -160,6 +188,7 @@ def get(name: str) -> Preset:
         refresh_token_rotates=entry.get("refresh_token_rotates"),
         placeholder_defaults=dict(entry.get("placeholder_defaults", {})),
         refresh_token_reuse_grace=entry.get("refresh_token_reuse_grace"),
+        per_connection=tuple(entry.get("per_connection", ())),
     )
 
 
@@ -344,14 +373,19 @@ def apply(
     after `apply`. Given scopes replace the preset's default scopes.
 
     `{placeholders}` in the preset's values are filled from `placeholders`, then from the preset's
-    defaults (Microsoft's tenant is "common"); a missing one is a ValueError naming it. Values
-    in `given` are taken as they are.
+    defaults (Microsoft's tenant is "common"); a missing one is a ValueError naming it, unless the
+    preset marks it per connection (`per_connection`, Zendesk's subdomain): it then stays in the
+    URLs and the app takes it from each connection (`connection_settings`). Values in `given`
+    are taken as they are.
     """
     preset = get(name)
     if given.get("preset", name) != name:
         raise ValueError(f"given preset {given['preset']!r} differs from {name!r}")
     filled = _fill_placeholders(preset, placeholders or {})
     app = {key: _substitute(value, filled) for key, value in preset.values.items()}
+    per_connection = [p for p in preset.per_connection if p not in filled]
+    if per_connection:
+        app["connection_settings"] = per_connection
     for key, value in given.items():
         if key in _MERGED and isinstance(value, dict) and isinstance(app.get(key), dict):
             app[key] = {**app[key], **value}
@@ -370,6 +404,8 @@ def _fill_placeholders(preset: Preset, given: dict[str, str]) -> dict[str, str]:
         )
     filled = {}
     for placeholder in preset.placeholders:
+        if placeholder in preset.per_connection and placeholder not in given:
+            continue  # left to each connection
         value = given.get(placeholder) or preset.placeholder_defaults.get(placeholder)
         if not value:
             raise ValueError(
@@ -387,7 +423,7 @@ def _fill_placeholders(preset: Preset, given: dict[str, str]) -> dict[str, str]:
 
 def _substitute(value: Any, filled: dict[str, str]) -> Any:
     if isinstance(value, str):
-        return _PLACEHOLDER.sub(lambda m: filled.get(m.group(1), m.group(0)), value)
+        return fill(value, filled)
     if isinstance(value, dict):
         return {k: _substitute(v, filled) for k, v in value.items()}
     if isinstance(value, list):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -26,8 +26,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from authbroker import netguard, webhooks
+from authbroker import connection_settings, netguard, webhooks
 from authbroker.config import is_loopback
 from authbroker.oauth import ClientAuth, KeyAlgorithm, TokenRequestFormat
 from authbroker.roles import APP_LIMITED, Role
@@ -62,6 +63,7 @@ Scope = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[\x21\x23-
 Params = dict[
     Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(max_length=2048)]
 ]
+SettingName = Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,17 @@ class AppCreate(_AppFields):
     revoke_url: Annotated[str | None, Setting("text", "URL", "RFC 7009 revocation endpoint")] = (
         Field(default=None, max_length=2048)
     )
+    # Placeholders each connection fills: `{name}` as the first label of the URLs' host
+    # (authbroker/connection_settings.py). A list of words, so shown and read like scopes.
+    connection_settings: Annotated[
+        list[SettingName],
+        Setting(
+            "scopes",
+            "NAME",
+            "a value each connection gives: {NAME} as the first label of the URLs' host (repeat)",
+            option="--connection-setting",
+        ),
+    ] = Field(default_factory=list, max_length=5)
     scopes: Annotated[
         list[Scope],
         Setting(
@@ -276,6 +289,27 @@ class AppCreate(_AppFields):
     ] = False
     # The provider preset the definition started from (informational once applied).
     preset: str | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="after")
+    def _templates(self) -> Self:
+        """The URLs and `connection_settings` agree, each setting where it may be filled by
+        whoever starts a connection; an error names the field at fault."""
+        errors = connection_settings.template_errors(self.__dict__)
+        if errors:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "value_error", "{reason}", {"reason": e["message"]}
+                        ),
+                        loc=(e["field"],),
+                        input=getattr(self, e["field"]),
+                    )
+                    for e in errors
+                ],
+            )
+        return self
 
 
 def _settings_of(model: type[BaseModel]) -> dict[str, tuple[FieldInfo, Setting]]:
@@ -417,6 +451,9 @@ class KeyCreate(BaseModel):
 
 
 Grant = Literal["authorization_code", "client_credentials"]
+ConnectionSettings = dict[
+    Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=255)]
+]
 
 
 def _resource(value: str) -> str:
@@ -465,6 +502,13 @@ class ConnectionStart(BaseModel):
         max_length=20,
         description="client_credentials only: more token request parameters of this "
         "connection (they win over the app's token_params).",
+    )
+    settings: ConnectionSettings | None = Field(
+        default=None,
+        max_length=5,
+        description="Values of the app's `connection_settings` for this connection, each one "
+        'DNS label (`{"subdomain": "acme"}`): its URLs are filled with them. Required when the '
+        "app has connection settings; a re-authorization without them keeps the connection's.",
     )
 
     @field_validator("metadata")
@@ -521,6 +565,12 @@ class ConnectLinkCreate(BaseModel):
         default=None,
         max_length=100,
         description="Absent: the scopes the connection asked for last, or the app's.",
+    )
+    settings: ConnectionSettings | None = Field(
+        default=None,
+        max_length=5,
+        description="Values of the app's `connection_settings` the link authorizes with; "
+        "absent: the connection's own (required for a new connection of such an app).",
     )
     expires_in: int = Field(
         default=CONNECT_LINK_LIFETIME,

@@ -33,7 +33,9 @@ class AppCreateFromPreset(AppCreate):
     token_url: str = models.omitted(max_length=2048)
     preset: str = Field(max_length=64, json_schema_extra={"enum": presets.names()})
     placeholders: dict[str, str] = models.omitted(
-        'Values for the preset\'s URL placeholders, e.g. {"tenant": "contoso"}.'
+        'Values for the preset\'s URL placeholders, e.g. {"tenant": "contoso"}. A placeholder '
+        "the preset takes per connection (Zendesk's subdomain) may be left out: the app then "
+        "takes it from each connection (`connection_settings`)."
     )
 
 

@@ -68,7 +68,12 @@ async def create_link(request: web.Request) -> web.Response:
     app = await load_app(request)
     body = await read_model(request, ConnectLinkCreate)
     link = await connect_links.create(
-        res, app, connection_id=body.connection_id, scopes=body.scopes, expires_in=body.expires_in
+        res,
+        app,
+        connection_id=body.connection_id,
+        scopes=body.scopes,
+        expires_in=body.expires_in,
+        settings=body.settings,
     )
     return ok(models.ConnectLink.of(link), status=201, headers={"Cache-Control": "no-store"})
 

@@ -60,6 +60,9 @@ async def load_connection(request: web.Request) -> Connection:
             "A service connection (client credentials): its token is being requested.",
             models.ServiceConnectionStarted,
         ),
+        400: "Invalid body; or `settings` that lack one the app needs, name one it does not "
+        "take, hold a value that is not one DNS label, or fill a URL the outbound rules refuse "
+        "(`fields` names each, `settings.NAME`).",
         404: APP_NOT_FOUND,
         409: "The app is being deleted (`app_deleting`), waits for its client secret "
         "(`app_awaiting_secret`), has no authorization URL for a user to sign in at "
@@ -80,6 +83,11 @@ async def start_authorization(request: web.Request) -> web.Response:
     new ones arrive. With `"grant": "client_credentials"` there is no user: a worker requests
     the token at once (`connection.authorized`, or `connection.authorization_failed` naming
     the problem) and each next one before the current one expires.
+
+    An app with `connection_settings` needs their values in `settings`; every URL of the
+    connection is filled with them. A re-authorization without `settings` keeps the
+    connection's; with other ones, the connection moves to them when the new grant arrives (its
+    previous grant is revoked, nothing of it kept).
     """
     res = resources(request)
     app = await load_app(request)
@@ -93,6 +101,7 @@ async def start_authorization(request: web.Request) -> web.Response:
             scopes=body.scopes,
             token_params=body.request_params(),
             metadata=metadata,
+            settings=body.settings,
         )
         return ok(models.ServiceConnectionStarted.of(service, res.settings.public_url), status=202)
     started = await authorizations.start(
@@ -101,6 +110,7 @@ async def start_authorization(request: web.Request) -> web.Response:
         connection_id=body.connection_id,
         scopes=body.scopes,
         metadata=metadata,
+        settings=body.settings,
     )
     return ok(models.AuthorizationStarted.of(started), status=201)
 

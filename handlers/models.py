@@ -117,6 +117,10 @@ class App(Body):
     )
     token_url: Url
     revoke_url: Url | None
+    connection_settings: list[str] = Field(
+        description="Values each connection gives when it starts (`settings`): the URLs hold "
+        "`{name}` as the first label of their host, filled per connection."
+    )
     scopes: list[str]
     scope_separator: str
     client_auth: ClientAuth
@@ -178,6 +182,7 @@ class App(Body):
             authorization_url=app.authorization_url,
             token_url=app.token_url,
             revoke_url=app.revoke_url,
+            connection_settings=app.connection_settings,
             scopes=app.scopes,
             scope_separator=app.scope_separator,
             client_auth=app.client_auth,
@@ -335,6 +340,10 @@ class Connection(Body):
     last_refresh_at: datetime | None
     authorized_at: datetime | None
     metadata: dict[str, Any]
+    settings: dict[str, str] = Field(
+        description="The values its app's connection settings have for it: its URLs are the "
+        "app's, filled with them."
+    )
     provider_data: dict[str, Any] = Field(
         description="What the provider returned besides tokens (an instance URL, a team, a "
         "company id from the redirect, the OpenID subject), without anything secret."
@@ -367,6 +376,7 @@ class Connection(Body):
             last_refresh_at=c.last_refresh_at,
             authorized_at=c.authorized_at,
             metadata=c.metadata,
+            settings=c.settings,
             provider_data=provider_data.shown(c.open_extra(ring)),
             created_at=c.created_at,
             updated_at=c.updated_at,

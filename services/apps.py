@@ -10,6 +10,10 @@ change of any of them needs the client secret in the same request (whoever knows
 it anywhere already; the previous secrets stay behind unless that request gives them too), or
 an admin key that confirms it (`confirm_secret_destination`): otherwise 409
 `secret_destination`.
+
+Per-connection settings (`authbroker.connection_settings`) keep to that rule: a connection may
+only fill the first label of a host its app fixes, with one DNS label, and the URLs it fills
+pass the outbound rules like any other (`for_connection`).
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from typing import Any
 
 import asyncpg
 
-from authbroker import netguard, presets
+from authbroker import connection_settings, netguard, presets
 from authbroker.config import Settings
 from authbroker.events import EventType, RefreshesResumed, make_event
 from authbroker.logs import get_logger
+from authbroker.schemas import check_url
 from services import queue, revocation
 from services.access import Caller
 from services.errors import Conflict, Forbidden, Invalid, NotFound
@@ -94,6 +99,8 @@ async def forbidden_hosts(values: dict[str, Any], settings: Settings) -> list[di
     for field in URL_FIELDS:
         url = values.get(field)
         host = netguard.normalized_host(url) if url else None
+        if host and connection_settings.placeholders_in(host):
+            continue  # filled per connection, and checked then (`for_connection`)
         reason = await netguard.resolved_reason(host, settings.outbound) if host else None
         if reason:
             errors.append({"field": field, "message": f"host {host} {reason}"})
@@ -109,6 +116,43 @@ async def check_hosts(values: dict[str, Any], settings: Settings, *, label: str 
     if errors:
         names = ", ".join(e["field"] for e in errors)
         raise Invalid("invalid_request", f"invalid fields: {names}", fields=errors)
+
+
+async def for_connection(res: Resources, app: App, settings: dict[str, str]) -> App:
+    """The app as a connection with `settings` would use it (its URLs filled), or `Invalid`
+    naming each setting at fault (`settings.NAME`): missing, unknown, not one DNS label, or
+    filling a URL the outbound rules refuse."""
+    errors = connection_settings.value_errors(app.connection_settings, settings)
+    if errors:
+        raise Invalid(
+            "invalid_request",
+            f"invalid connection settings: {', '.join(e['field'] for e in errors)}",
+            fields=errors,
+        )
+    filled = app.for_connection(settings)
+    for name in app.connection_settings:
+        for field in URL_FIELDS:
+            template, url = getattr(app, field), getattr(filled, field)
+            if not template or "{" + name + "}" not in template:
+                continue
+            try:
+                check_url(url, allow_http=res.settings.allow_http, rules=res.settings.outbound)
+            except ValueError as exc:
+                reason: str | None = str(exc)
+            else:
+                host = netguard.normalized_host(url) or ""
+                resolved = await netguard.resolved_reason(host, res.settings.outbound)
+                reason = f"host {host} {resolved}" if resolved else None
+            if reason:
+                errors.append(
+                    {
+                        "field": f"{connection_settings.FIELD}.{name}",
+                        "message": f"makes the {field} {url}, which {reason}",
+                    }
+                )
+    if errors:
+        raise Invalid("invalid_request", errors[0]["message"], fields=errors)
+    return filled
 
 
 async def create(res: Resources, values: dict[str, Any], *, via: str = "api") -> App:
@@ -209,6 +253,7 @@ async def apply_update(
 ) -> App:
     """Within the caller's transaction: write the changes, and if the app was paused for refused
     settings, say that its refreshes go on again (storage resumes them)."""
+    await _check_connection_settings(conn, app, changes)
     updated = await apps.update(conn, res.ring, app, changes)
     if app.paused_at is not None:
         paused_for = (datetime.now(UTC) - app.paused_at).total_seconds()
@@ -222,6 +267,34 @@ async def apply_update(
             ),
         )
     return updated
+
+
+async def _check_connection_settings(
+    conn: asyncpg.Connection, app: App, changes: dict[str, Any]
+) -> None:
+    """The changed app's URLs and connection settings agree (`Invalid` naming the fields), and
+    no live connection lacks a setting the app newly needs: its refreshes would go nowhere.
+    (Connections keep the settings they were authorized with; only a new authorization gives
+    them others.)"""
+    fields = (*connection_settings.TEMPLATED_FIELDS, "connection_settings")
+    if not set(changes) & set(fields):
+        return
+    merged = {field: changes.get(field, getattr(app, field)) for field in fields}
+    errors = connection_settings.template_errors(merged)
+    if errors:
+        names = ", ".join(dict.fromkeys(e["field"] for e in errors))
+        raise Invalid("invalid_request", f"invalid fields: {names}", fields=errors)
+    added = [n for n in merged["connection_settings"] if n not in app.connection_settings]
+    lacking = await connections.count_live(conn, app.id, lacking=added) if added else 0
+    if lacking:
+        raise Conflict(
+            "connection_settings",
+            f"{lacking} live connection(s) of app {app.name!r} have no value for "
+            f"{', '.join(added)}, which connections must now give: delete them first, or make "
+            "a new app for the connections that give it",
+            fields=[{"field": "connection_settings", "message": "live connections lack a value"}],
+            connections=lacking,
+        )
 
 
 async def delete(res: Resources, app: App, *, cascade: bool) -> int:

@@ -35,7 +35,7 @@ from authbroker.logs import get_logger
 from authbroker.problems import Problem
 from authbroker.states import AUTHORIZATION_LIFETIME, Status
 from services import apps as apps_service
-from services import client_auth, connect_links, queue, revocation
+from services import client_auth, connect_links, queue, revocation, service_connections
 from services.context import Context
 from services.errors import Conflict, Invalid, Unavailable
 from services.instrument import token_request
@@ -77,13 +77,21 @@ async def start(
     connection_id: str | None,
     scopes: list[str] | None,
     metadata: dict[str, Any] | None,
+    settings: dict[str, str] | None = None,
 ) -> Started:
     """Create a connection (or prepare an existing one for re-authorization) and an
     authorization for it: the authorize URL to send the user to. `metadata` None keeps an
-    existing connection's metadata."""
+    existing connection's metadata, `settings` None its connection settings (new ones are
+    the authorization's, and become the connection's with the grant: see `_succeeded`)."""
     async with res.pool.acquire() as conn, conn.transaction():
         started = await _start(
-            conn, res, app, connection_id=connection_id, scopes=scopes, metadata=metadata
+            conn,
+            res,
+            app,
+            connection_id=connection_id,
+            scopes=scopes,
+            metadata=metadata,
+            settings=settings,
         )
     _log_started(app, started)
     return started
@@ -99,7 +107,13 @@ async def start_from_link(res: Resources, token: str) -> Started:
         app = await apps.get_by_id(conn, link.app_id)
         assert app is not None  # links are deleted with their app
         started = await _start(
-            conn, res, app, connection_id=link.connection_id, scopes=link.scopes, metadata=None
+            conn,
+            res,
+            app,
+            connection_id=link.connection_id,
+            scopes=link.scopes,
+            metadata=None,
+            settings=link.settings,
         )
         await connect_links.mark_used(conn, link, started.authorization_id)
     _log_started(app, started, via="connect_link")
@@ -114,15 +128,21 @@ async def _start(
     connection_id: str | None,
     scopes: list[str] | None,
     metadata: dict[str, Any] | None,
+    settings: dict[str, str] | None,
 ) -> Started:
     """Within the caller's transaction: the connection, its authorization and the event."""
     apps_service.require_authorizable(app)
     connection_id = connection_id or connections.new_id()
     scopes = scopes if scopes is not None else app.scopes
+    if settings is None:
+        existing = await connections.get(conn, connection_id)
+        kept = existing.settings if existing and existing.app_id == app.id else {}
+        settings = {k: v for k, v in kept.items() if k in app.connection_settings}
+    filled = await apps_service.for_connection(res, app, settings)
     state = oauth.new_state()
     verifier = oauth.new_code_verifier() if app.pkce else None
     authorize_url = oauth.build_authorize_url(
-        app.client(res.ring),
+        filled.client(res.ring),
         redirect_uri=res.settings.redirect_url,
         scopes=scopes,
         state=state,
@@ -135,11 +155,10 @@ async def _start(
             app_id=app.id,
             requested_scopes=scopes,
             metadata=metadata,
+            settings=settings,
         )
-    except ConnectionConflict:
-        raise Conflict(
-            "connection_exists", f"connection {connection_id!r} belongs to another app"
-        ) from None
+    except ConnectionConflict as exc:
+        raise Conflict("connection_exists", service_connections.taken(connection_id, exc)) from None
     authorization_id, expires_at = await authorizations.create(
         conn,
         res.ring,
@@ -150,6 +169,7 @@ async def _start(
         requested_scopes=scopes,
         redirect_uri=res.settings.redirect_url,
         lifetime_seconds=AUTHORIZATION_LIFETIME,
+        settings=settings,
     )
     current = await connections.get(conn, connection_id)
     await outbox.append(
@@ -221,8 +241,9 @@ async def receive(res: Resources, params: dict[str, str]) -> Authorization:
             raise Invalid("state_expired", "This sign-in took too long and its link has expired.")
         app = await apps.get_by_id(conn, authorization.app_id)
         assert app is not None  # authorizations are deleted with their app
+        issuer = app.for_connection(authorization.settings).issuer
         mixed_up = oauth.issuer_mismatch(
-            app.issuer, required=app.require_iss, received=params.get("iss")
+            issuer, required=app.require_iss, received=params.get("iss")
         )
         if mixed_up:
             # RFC 9207: whatever it says, the response is another server's; its code is not used.
@@ -310,7 +331,7 @@ async def exchange(context: Context, authorization_id: uuid.UUID) -> str:
         async with token_request(app.name, "authorization_code"):
             tokens = await oauth.exchange_code(
                 context.http,
-                app.client(res.ring),
+                app.for_connection(authorization.settings).client(res.ring),
                 code=authorization.open_code(res.ring),
                 redirect_uri=authorization.redirect_uri,
                 code_verifier=authorization.open_verifier(res.ring),
@@ -344,6 +365,9 @@ async def exchange(context: Context, authorization_id: uuid.UUID) -> str:
 async def _succeeded(
     context: Context, authorization: Authorization, app: App, tokens: oauth.TokenResponse
 ) -> None:
+    """Store the grant. With connection settings other than the connection's (a
+    re-authorization that gave new ones), the connection moves to them with it: nothing of
+    its previous grant is kept, and that grant is revoked at its own URLs."""
     res = context.resources
     now = datetime.now(UTC)
     requested = authorization.requested_scopes
@@ -351,9 +375,12 @@ async def _succeeded(
     # (Facebook) grant less than asked and say nothing, so equal to the request is a guess.
     granted = tokens.scopes
     missing = missing_scopes(requested, granted)
+    own = app.for_connection(authorization.settings)
     async with res.pool.acquire() as conn, conn.transaction():
         current = await connections.get(conn, authorization.connection_id)
-        has_refresh = bool(tokens.refresh_token) or bool(current and current.refresh_token)
+        moved = current is not None and current.settings != authorization.settings
+        kept = None if moved else current
+        has_refresh = bool(tokens.refresh_token) or bool(kept and kept.refresh_token)
         times = token_times(app, tokens, now, has_refresh_token=has_refresh)
         problem = None
         if missing:
@@ -372,16 +399,33 @@ async def _succeeded(
             granted_scopes=granted,
             problem=str(problem) if problem else None,
             authorized=True,
+            settings=authorization.settings,
         )
         if stored is None:
             # Deleted while the user was at the provider: the new grant is not wanted.
             await authorizations.finish(conn, authorization.id, outcome="cancelled", problem=None)
         else:
-            await _authorized(conn, res, app, authorization, stored, tokens, current, times)
+            await _authorized(conn, res, own, authorization, stored, tokens, current, times)
     if stored is None:
         log.info("authorization_cancelled", connection_id=authorization.connection_id)
-        await revocation.revoke_unwanted(context, app, tokens)
+        await revocation.revoke_unwanted(
+            context, own, refresh_token=tokens.refresh_token, access_token=tokens.access_token
+        )
         return
+    if moved and current is not None and current.access_token is not None:
+        log.info(
+            "connection_settings_changed",
+            app=app.name,
+            connection_id=stored.id,
+            previous=current.settings,
+            settings=stored.settings,
+        )
+        await revocation.revoke_unwanted(
+            context,
+            app.for_connection(current.settings),
+            refresh_token=current.open_refresh_token(res.ring),
+            access_token=current.open_access_token(res.ring),
+        )
     log.info(
         "connection_authorized",
         app=app.name,

@@ -62,6 +62,7 @@ async def _store(
     scopes: list[str] | None,
     lifetime: int,
     only_if_wanted: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> Link | None:
     token = secrets.token_urlsafe(32)
     expires_at = await connect_links.create(
@@ -72,6 +73,7 @@ async def _store(
         scopes=scopes,
         lifetime_seconds=lifetime,
         only_if_wanted=only_if_wanted,
+        settings=settings,
     )
     if expires_at is None:
         return None
@@ -85,12 +87,18 @@ async def create(
     connection_id: str | None,
     scopes: list[str] | None,
     expires_in: int = CONNECT_LINK_LIFETIME,
+    settings: dict[str, str] | None = None,
 ) -> Link:
     """A link that authorizes `connection_id` again (or, without one, a new connection whose id
     is made now, so the caller knows it). `scopes` None: those the connection asked for last,
-    or the app's."""
+    or the app's; `settings` None: the connection's own connection settings. Settings the app
+    could not be used with are refused now, not when the link is opened."""
     apps_service.require_authorizable(app)
     connection_id = connection_id or connections.new_id()
+    if settings is not None or app.connection_settings:
+        named = await connections.get(res.pool, connection_id)
+        own = named.settings if named is not None and named.app_id == app.id else {}
+        await apps_service.for_connection(res, app, own if settings is None else settings)
     async with res.pool.acquire() as conn, conn.transaction():
         existing = await connections.get(conn, connection_id)
         if existing is not None and existing.app_id != app.id:
@@ -103,7 +111,15 @@ async def create(
                 f"connection {connection_id!r} is a service connection (client credentials): no "
                 "user signs in for it",
             )
-        link = await _store(conn, res, app.id, connection_id, scopes=scopes, lifetime=expires_in)
+        link = await _store(
+            conn,
+            res,
+            app.id,
+            connection_id,
+            scopes=scopes,
+            lifetime=expires_in,
+            settings=settings,
+        )
     assert link is not None  # made unconditionally
     log.info(
         "connect_link_created",

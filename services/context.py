@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,21 +47,24 @@ class Context:
         """A lease holder name unique to one claim: this process, and which of its claims."""
         return f"{self.worker_id}:{next(self._claims)}"
 
-    def client(self, app: App) -> oauth.Client:
-        """The app as the protocol needs it, its secrets opened once per version of the app row
-        rather than once per refresh."""
+    def client(self, app: App, settings: Mapping[str, str] | None = None) -> oauth.Client:
+        """The app as the protocol needs it for a connection with these connection `settings`
+        (its URLs filled with them), its secrets opened once per version of the app row and
+        settings rather than once per refresh."""
+        used = tuple(sorted((settings or {}).items())) if app.connection_settings else ()
         key = (
             app.id,
             app.updated_at,
             app.client_auth_detected,
             app.client_secret,
             app.client_secrets_previous,
+            used,
         )
         client = self._clients.get(key)
         if client is None:
             if len(self._clients) > 1000:
                 self._clients.clear()
-            client = self._clients[key] = app.client(self.resources.ring)
+            client = self._clients[key] = app.for_connection(settings).client(self.resources.ring)
         return client
 
     @contextmanager

@@ -9,7 +9,7 @@ import socket
 
 import aiohttp
 
-from authbroker import diagnosis, netguard
+from authbroker import connection_settings, diagnosis, netguard
 from authbroker.config import Settings
 from authbroker.diagnosis import Check, EndpointAnswer
 from authbroker.schemas import check_url
@@ -30,7 +30,7 @@ async def connection_checks(res: Resources, connection: Connection) -> list[Chec
     assert app is not None  # connections reference their app
     return diagnosis.diagnose_connection(
         facts.connection_facts(connection),
-        facts.app_facts(app),
+        facts.app_facts(app.for_connection(connection.settings)),
         redirect_url=res.settings.redirect_url,
         recent_events=await facts.recent_events(res.pool, connection.id),
         endpoint=await facts.token_endpoint(res.pool, app.token_url),
@@ -40,17 +40,17 @@ async def connection_checks(res: Resources, connection: Connection) -> list[Chec
 
 async def app_checks(res: Resources, app: App) -> list[Check]:
     """Every check of an app: its settings against what its connections met, the health of its
-    token endpoint, and what its authorization URL answers."""
+    token endpoint, and what its authorization URL answers (not fetched when each connection
+    fills it: there is no one URL to fetch)."""
+    templated = connection_settings.placeholders_in(app.authorization_url)
     return diagnosis.diagnose_app(
         facts.app_facts(app),
         redirect_url=res.settings.redirect_url,
         history=await facts.app_history(res.pool, app),
         endpoint=await facts.token_endpoint(res.pool, app.token_url),
-        authorization_answer=await answer_of(
-            app.authorization_url, res.settings, timeout=ANSWER_TIMEOUT
-        )
-        if app.authorization_url
-        else None,
+        authorization_answer=None
+        if templated or not app.authorization_url
+        else await answer_of(app.authorization_url, res.settings, timeout=ANSWER_TIMEOUT),
         provider_timeout=res.settings.provider_timeout,
     )
 

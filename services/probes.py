@@ -43,6 +43,7 @@ async def probe(context: Context, connection_id: str) -> str:
     app = await apps.get_by_id(res.pool, found.app_id)
     if app is None or not app.probe_url:
         return "no probe"
+    app = app.for_connection(found.settings)
     status = await _call(context, app.probe_url, found.open_access_token(res.ring) or "")
     if status == 401 and not found.renewable:
         # Nothing can replace the token: the probe's 401 is the verdict.

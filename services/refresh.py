@@ -100,7 +100,10 @@ async def refresh(wc: Context, claimed: Claimed, holder: str, *, probe: Probe | 
     if lag is not None:
         REFRESH_LAG_SECONDS.observe(max(lag, 0.0))
     try:
-        client, refresh_token = wc.client(app), current.open_refresh_token(res.ring)
+        client, refresh_token = (
+            wc.client(app, current.settings),
+            current.open_refresh_token(res.ring),
+        )
     except SealError as exc:
         # A key is missing from the ring: an operator's mistake, not the provider's verdict.
         bound.error("refresh_token_unreadable", error=str(exc))

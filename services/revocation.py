@@ -65,6 +65,7 @@ async def revoke(context: Context, connection_id: str, *, attempt: int = 1) -> s
     bound = log.bind(app=app.name, connection_id=connection_id)
     told_provider: bool | None = None
     refusal: oauth.OAuthError | None = None  # why the provider did not confirm it
+    app = app.for_connection(found.settings)
     if app.revoke_url and (found.refresh_token or found.access_token):
         client = app.client(res.ring)
         told_provider = True
@@ -148,15 +149,17 @@ async def _wipe(
     log.info("connection_revoked", app=app.name, connection_id=found.id, at_provider=told_provider)
 
 
-async def revoke_unwanted(context: Context, app: App, tokens: oauth.TokenResponse) -> None:
-    """A grant obtained for a connection deleted meanwhile: end it at the provider (best
-    effort; the tokens were never stored)."""
-    if not app.revoke_url:
+async def revoke_unwanted(
+    context: Context, app: App, *, refresh_token: str | None, access_token: str | None
+) -> None:
+    """A grant nobody holds any more, obtained for a connection deleted meanwhile or left
+    behind when a connection moved to other settings: end it at the provider (best effort;
+    `app` filled with the settings it was obtained under). The refresh token ends the grant
+    where there is one."""
+    if not app.revoke_url or not (refresh_token or access_token):
         return
     token, hint = (
-        (tokens.refresh_token, "refresh_token")
-        if tokens.refresh_token
-        else (tokens.access_token, "access_token")
+        (refresh_token, "refresh_token") if refresh_token else (access_token, "access_token")
     )
     settings = context.resources.settings
     try:
@@ -164,7 +167,7 @@ async def revoke_unwanted(context: Context, app: App, tokens: oauth.TokenRespons
             await oauth.revoke_token(
                 context.http,
                 app.client(context.resources.ring),
-                token=token,
+                token=token or "",
                 token_type_hint=hint,  # type: ignore[arg-type]
                 timeout=settings.provider_timeout,
                 connect_timeout=settings.provider_connect_timeout,

@@ -58,10 +58,12 @@ async def start(
     scopes: list[str] | None,
     token_params: dict[str, Any] | None,
     metadata: dict[str, Any] | None,
+    settings: dict[str, str] | None = None,
 ) -> Started:
     """Create a service connection, or ask a new token for an existing one with these scopes
     and parameters (its current token keeps working until then). `scopes` None: the app's.
-    `metadata` None keeps an existing connection's."""
+    `metadata` None keeps an existing connection's, `settings` None its connection settings
+    (the values its app's URLs take for it)."""
     apps_service.require_authorizable(app, user=False)
     if not app.client_secret and not (app.client_auth == "private_key_jwt" and app.signing_keys):
         raise Conflict(
@@ -71,6 +73,11 @@ async def start(
         )
     connection_id = connection_id or connections.new_id()
     scopes = scopes if scopes is not None else app.scopes
+    if settings is None:
+        existing = await connections.get(res.pool, connection_id)
+        kept = existing.settings if existing and existing.app_id == app.id else {}
+        settings = {k: v for k, v in kept.items() if k in app.connection_settings}
+    await apps_service.for_connection(res, app, settings)  # refuses what cannot be filled
     try:
         async with res.pool.acquire() as conn, conn.transaction():
             started = await connections.start_service(
@@ -80,6 +87,7 @@ async def start(
                 requested_scopes=scopes,
                 token_params=token_params,
                 metadata=metadata,
+                settings=settings,
             )
             reauthorization = started.authorized_at is not None
             await outbox.append(
@@ -100,7 +108,7 @@ async def start(
             )
             await leases.wake_workers(conn)
     except ConnectionConflict as exc:
-        raise Conflict("connection_exists", _taken(connection_id, exc)) from None
+        raise Conflict("connection_exists", taken(connection_id, exc)) from None
     log.info(
         "authorization_started",
         app=app.name,
@@ -111,11 +119,15 @@ async def start(
     return Started(connection_id, started.status, reauthorization)
 
 
-def _taken(connection_id: str, exc: ConnectionConflict) -> str:
+def taken(connection_id: str, exc: ConnectionConflict) -> str:
+    """Why a start could not take the connection id (`connection_exists`)."""
     if exc.grant_type is None:
         return f"connection {connection_id!r} belongs to another app"
     if exc.grant_type == CLIENT_CREDENTIALS:
-        return f"connection {connection_id!r} is a service connection being revoked"
+        return (
+            f"connection {connection_id!r} is a service connection (client credentials, no user "
+            "signs in for it), or one being revoked"
+        )
     return (
         f"connection {connection_id!r} is authorized by a user (authorization code): a service "
         "connection needs an id of its own"

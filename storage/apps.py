@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from authbroker import oauth, presets
+from authbroker import connection_settings, oauth, presets
 from storage import connections
 from storage.sealing import KeyRing, aad
 
@@ -20,7 +21,8 @@ COLUMNS = """id, name, client_id, client_secret, client_secrets_previous, author
     refresh_margin, default_token_lifetime, refresh_token_lifetime, probe_url, probe_interval,
     issuer, require_iss, preset, paused_at, paused_problem, paused_error, deleting,
     awaiting_secret, client_keys, jwks, jwks_public, client_assertion_audience,
-    token_request_format, reconnect_links, reports_to_invalidate, created_at, updated_at"""
+    token_request_format, reconnect_links, reports_to_invalidate, connection_settings,
+    created_at, updated_at"""
 
 SECRET_COLUMNS = ("client_secret", "client_secrets_previous", "client_keys")
 KEYS_KEPT = 2
@@ -68,12 +70,27 @@ class App:
     token_request_format: str
     reconnect_links: bool
     reports_to_invalidate: int
+    # Placeholders its URLs keep for each connection to fill (authbroker/connection_settings.py).
+    connection_settings: list[str]
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> App:
         return cls(**dict(row))
+
+    def for_connection(self, settings: Mapping[str, str] | None) -> App:
+        """The app as a connection with `settings` uses it: its URLs filled with them (the
+        app itself when it has no connection settings)."""
+        if not self.connection_settings:
+            return self
+        given = settings or {}
+        filled = {
+            name: connection_settings.fill(value, given)
+            for name in connection_settings.TEMPLATED_FIELDS
+            if isinstance(value := getattr(self, name), str)
+        }
+        return replace(self, **filled)
 
     def client(self, ring: KeyRing) -> oauth.Client:
         """The protocol's view of this app, with its secrets opened for one request."""

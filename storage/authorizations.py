@@ -18,7 +18,7 @@ from storage.sealing import KeyRing, aad
 
 COLUMNS = """z.id, z.app_id, a.name AS app, z.connection_id, z.code_verifier, z.requested_scopes,
     z.redirect_uri, z.expires_at, z.code, z.code_received_at, z.enqueued_at, z.attempts, z.done,
-    z.outcome, z.problem, z.created_at, z.done_at, z.callback_data"""
+    z.outcome, z.problem, z.created_at, z.done_at, z.callback_data, z.settings"""
 FROM = "authorizations z JOIN apps a ON a.id = z.app_id"
 
 
@@ -43,6 +43,9 @@ class Authorization:
     done_at: datetime | None
     # Parameters of the redirect that runtimes need later (QuickBooks' realmId); not secret.
     callback_data: dict[str, Any] | None
+    # The connection settings its URLs were filled with; the connection takes them with the
+    # grant. Not secret.
+    settings: dict[str, str]
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Authorization:
@@ -69,6 +72,7 @@ async def create(
     requested_scopes: list[str],
     redirect_uri: str,
     lifetime_seconds: int,
+    settings: dict[str, str] | None = None,
 ) -> tuple[uuid.UUID, datetime]:
     authorization_id = uuid.uuid4()
     verifier = (
@@ -78,8 +82,8 @@ async def create(
     )
     expires_at = await conn.fetchval(
         """INSERT INTO authorizations (id, state_hash, app_id, connection_id, code_verifier,
-               requested_scopes, redirect_uri, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
+               requested_scopes, redirect_uri, expires_at, settings)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8), $9)
            RETURNING expires_at""",
         authorization_id,
         state_hash,
@@ -89,6 +93,7 @@ async def create(
         requested_scopes,
         redirect_uri,
         float(lifetime_seconds),
+        settings or {},
     )
     return authorization_id, expires_at
 

@@ -21,6 +21,8 @@ class ConnectLink:
     scopes: list[str]
     expires_at: datetime
     used_at: datetime | None
+    # The connection settings to authorize with; None: the connection's own.
+    settings: dict[str, str] | None
 
 
 async def create(
@@ -32,15 +34,17 @@ async def create(
     scopes: list[str] | None,
     lifetime_seconds: int,
     only_if_wanted: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> datetime | None:
     """Store a link; returns when it expires. `scopes` None: those the connection asked for
     last, or else the app's. `only_if_wanted`: only for an app that hands out reconnect links
     (`reconnect_links`), is not being deleted and has an authorization URL, for a connection a
     user authorizes (not a service connection); None otherwise."""
     return await conn.fetchval(
-        """INSERT INTO connect_links (id, token_hash, app_id, connection_id, scopes, expires_at)
+        """INSERT INTO connect_links (id, token_hash, app_id, connection_id, scopes, expires_at,
+                                      settings)
            SELECT $1, $2, a.id, $4, coalesce($5, c.requested_scopes, a.scopes),
-                  now() + make_interval(secs => $6)
+                  now() + make_interval(secs => $6), $8
            FROM apps a LEFT JOIN connections c ON c.id = $4 AND c.app_id = a.id
            WHERE a.id = $3
              AND (NOT $7 OR (a.reconnect_links AND NOT a.deleting
@@ -54,13 +58,15 @@ async def create(
         scopes,
         float(lifetime_seconds),
         only_if_wanted,
+        settings,
     )
 
 
 async def take(conn: asyncpg.Connection, token_hash: bytes) -> ConnectLink | None:
     """The link of a token, locked until the caller's transaction ends."""
     row = await conn.fetchrow(
-        """SELECT id, app_id, connection_id, scopes, expires_at, used_at FROM connect_links
+        """SELECT id, app_id, connection_id, scopes, expires_at, used_at, settings
+           FROM connect_links
            WHERE token_hash = $1 FOR UPDATE""",
         token_hash,
     )

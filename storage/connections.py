@@ -21,7 +21,7 @@ COLUMNS = """c.id, c.app_id, a.name AS app, c.status, c.problem, c.problem_detai
     c.requested_scopes, c.granted_scopes, c.metadata, c.version, c.lease_holder, c.lease_until,
     c.failed_attempts, c.next_attempt_at, c.last_error, c.last_refresh_at, c.last_report,
     c.last_probe_at, c.authorized_at, c.answer_lost_at, c.unconfirmed_401s,
-    c.unconfirmed_401s_since, c.grant_type, c.token_params, c.authorization_pending,
+    c.unconfirmed_401s_since, c.grant_type, c.token_params, c.authorization_pending, c.settings,
     c.created_at, c.updated_at,
     CASE WHEN a.paused_at IS NOT NULL THEN coalesce(a.paused_problem, 'paused') END AS app_paused,
     CASE WHEN NOT e.available THEN e.next_probe_at END AS provider_unavailable_until"""
@@ -89,6 +89,8 @@ class Connection:
     token_params: dict[str, Any] | None
     # A start of a service connection waits for its token (see `start_service`).
     authorization_pending: bool
+    # The values its app's URLs are filled with (authbroker/connection_settings.py); not secret.
+    settings: dict[str, str]
     created_at: datetime
     updated_at: datetime
     # Why the connection's app is paused (its settings were refused), or None: read with the
@@ -157,11 +159,18 @@ async def page(
     return [Connection.from_row(r) for r in rows]
 
 
-async def count_live(db: asyncpg.Connection | asyncpg.Pool, app_id: uuid.UUID) -> int:
+async def count_live(
+    db: asyncpg.Connection | asyncpg.Pool, app_id: uuid.UUID, *, lacking: list[str] | None = None
+) -> int:
+    """The app's live connections; with `lacking`, only those without a value for one of
+    these connection settings."""
     return await db.fetchval(
-        "SELECT count(*) FROM connections WHERE app_id = $1 AND status = ANY($2::text[])",
+        """SELECT count(*) FROM connections
+           WHERE app_id = $1 AND status = ANY($2::text[])
+             AND ($3::text[] IS NULL OR NOT settings ?& $3::text[])""",
         app_id,
         list(LIVE),
+        lacking,
     )
 
 
@@ -177,21 +186,26 @@ async def start(
     app_id: uuid.UUID,
     requested_scopes: list[str],
     metadata: dict[str, Any] | None,
+    settings: dict[str, str] | None = None,
 ) -> bool:
     """Create a pending connection, or prepare an existing one of the same app for
-    re-authorization (its current tokens keep working until the new ones arrive).
+    re-authorization (its current tokens keep working until the new ones arrive, and so do
+    the settings they were issued under; one without tokens takes `settings` now).
     Returns True when the connection is new."""
     row = await conn.fetchrow(
-        """INSERT INTO connections (id, app_id, requested_scopes, metadata)
-           VALUES ($1, $2, $3, coalesce($4, '{}'::jsonb))
+        """INSERT INTO connections (id, app_id, requested_scopes, metadata, settings)
+           VALUES ($1, $2, $3, coalesce($4, '{}'::jsonb), $5)
            ON CONFLICT (id) DO UPDATE
-              SET metadata = coalesce($4, connections.metadata), updated_at = now()
+              SET metadata = coalesce($4, connections.metadata), updated_at = now(),
+                  settings = CASE WHEN connections.access_token IS NULL THEN $5
+                                  ELSE connections.settings END
               WHERE connections.app_id = $2 AND connections.grant_type = 'authorization_code'
            RETURNING (xmax = 0) AS created""",
         connection_id,
         app_id,
         requested_scopes,
         metadata,
+        settings or {},
     )
     if row is None:
         raise await _conflict(conn, connection_id, app_id)
@@ -217,6 +231,7 @@ async def start_service(
     requested_scopes: list[str],
     token_params: dict[str, Any] | None,
     metadata: dict[str, Any] | None,
+    settings: dict[str, str],
 ) -> Connection:
     """Create a service connection (client credentials grant) due for its first token now, or
     start a new grant for an existing one of the same app: due now with the new scopes and
@@ -226,11 +241,12 @@ async def start_service(
     row = await conn.fetchrow(
         f"""WITH started AS (
               INSERT INTO connections AS c (id, app_id, requested_scopes, metadata, grant_type,
-                                            token_params, refresh_at, authorization_pending)
-              VALUES ($1, $2, $3, coalesce($5, '{{}}'::jsonb), 'client_credentials', $4, now(),
-                      true)
+                                            token_params, settings, refresh_at,
+                                            authorization_pending)
+              VALUES ($1, $2, $3, coalesce($5, '{{}}'::jsonb), 'client_credentials', $4, $6,
+                      now(), true)
               ON CONFLICT (id) DO UPDATE SET
-                 requested_scopes = $3, token_params = $4,
+                 requested_scopes = $3, token_params = $4, settings = $6,
                  metadata = coalesce($5, c.metadata),
                  status = CASE WHEN c.status IN ('failed', 'expired') THEN 'pending'
                                ELSE c.status END,
@@ -245,10 +261,15 @@ async def start_service(
         requested_scopes,
         token_params,
         metadata,
+        settings,
     )
     if row is None:
         raise await _conflict(conn, connection_id, app_id)
     return Connection.from_row(row)
+
+
+# In store_tokens: the grant was made under the settings the connection already has.
+_SAME = "($15::jsonb IS NULL OR $15::jsonb = settings)"
 
 
 async def store_tokens(
@@ -266,10 +287,14 @@ async def store_tokens(
     authorized: bool,
     lease_holder: str | None = None,
     expected_version: int | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Connection | None:
     """Write a token response in one statement. An absent refresh token keeps the stored one
-    (RFC 6749 §6; providers that issue it once per user). The count of unconfirmed 401s
-    restarts: they were about the token replaced.
+    (RFC 6749 §6; providers that issue it once per user), and absent provider data the stored
+    data, unless `settings` (an authorization's connection settings, which the connection
+    takes) differ from the stored ones: the grant is then another account's, and nothing of
+    the previous one is kept. The count of unconfirmed 401s restarts: they were about the token
+    replaced.
 
     With `lease_holder`, the write happens only if the refresh is still this holder's: it holds
     the lease, or its lease lapsed but nobody has written since (`expected_version`). The
@@ -291,11 +316,13 @@ async def store_tokens(
     row = await conn.fetchrow(
         f"""WITH updated AS (
               UPDATE connections SET
-                status = 'active', problem = $2, problem_detail = NULL,
-                access_token = $3, refresh_token = coalesce($4, refresh_token),
-                token_type = $5, extra = coalesce($6, extra), expires_at = $7, refresh_at = $8,
-                refresh_token_expires_at = CASE WHEN $4::bytea IS NULL
+                status = 'active', problem = $2, problem_detail = NULL, access_token = $3,
+                refresh_token = CASE WHEN {_SAME} THEN coalesce($4, refresh_token) ELSE $4 END,
+                token_type = $5, extra = CASE WHEN {_SAME} THEN coalesce($6, extra) ELSE $6 END,
+                expires_at = $7, refresh_at = $8,
+                refresh_token_expires_at = CASE WHEN $4::bytea IS NULL AND {_SAME}
                     THEN refresh_token_expires_at ELSE $9 END,
+                settings = coalesce($15::jsonb, settings),
                 requested_scopes = coalesce($10, requested_scopes), granted_scopes = $11,
                 version = version + 1, failed_attempts = 0, next_attempt_at = NULL,
                 last_error = NULL, last_refresh_at = CASE WHEN $12 THEN last_refresh_at ELSE now() END,
@@ -322,6 +349,7 @@ async def store_tokens(
         authorized,
         lease_holder,
         expected_version,
+        settings,
     )
     return Connection.from_row(row) if row else None
 

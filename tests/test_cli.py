@@ -860,6 +860,43 @@ async def test_presets_listed_and_applied(cli_env, ops, unique):
     assert missing.code == 1 and "authbroker apps presets" in missing.err
 
 
+async def test_a_per_connection_setting_is_given_when_connecting(cli_env, ops, unique):
+    name = unique("zd")
+    added = await cli(
+        "apps", "add", name, "--preset", "zendesk", "--client-id", "cid", "--no-client-secret"
+    )
+    assert added.code == 0, added
+    shown = await cli("apps", "show", name)
+    assert re.search(r"^connection settings: +subdomain$", shown.out, re.M), shown
+
+    connected = await cli(
+        "connections",
+        "connect",
+        name,
+        "--connection-id",
+        f"{name}-acme",
+        "--setting",
+        "subdomain=acme",
+        "--json",
+    )
+    assert connected.code == 0, connected
+    assert urlsplit(connected.json()["authorize_url"]).hostname == "acme.zendesk.com"
+    connection = await cli("connections", "show", f"{name}-acme")
+    assert re.search(r"^settings: +.*acme", connection.out, re.M), connection
+
+    malformed = await cli("connections", "connect", name, "--setting", "acme")
+    assert malformed.code == 2 and "expected KEY=VALUE, got 'acme'" in malformed.err
+    twice = await cli(
+        "connections", "connect", name, "--setting", "subdomain=a", "--setting", "subdomain=b"
+    )
+    assert twice.code == 1 and "--setting subdomain given more than once" in twice.err
+    missing = await cli("connections", "connect", name)
+    assert missing.code == 1 and "settings.subdomain: required" in missing.err, missing
+    dotted = await cli("connections", "connect", name, "--setting", "subdomain=evil.example")
+    assert dotted.code == 1 and "settings.subdomain: must be one DNS label" in dotted.err
+    assert (await cli("apps", "remove", name, "--cascade")).code == 0
+
+
 @pytest.fixture
 async def metadata_server() -> Any:
     """An authorization server's RFC 8414 metadata on loopback."""

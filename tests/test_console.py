@@ -718,6 +718,54 @@ async def test_create_from_a_preset(signed_in: Console, resources: Resources, un
     assert created.client(resources.ring).client_secret == "preset-secret"
 
 
+async def test_a_per_connection_setting_from_a_preset_is_asked_when_connecting(
+    signed_in: Console, resources: Resources, unique
+):
+    """Zendesk's subdomain left empty on the preset's form: each connection gives it, in a
+    field of the connect form, and every error is shown next to that field."""
+    status, text, _ = await signed_in.get("/console/apps/new?preset=zendesk")
+    assert status == 200
+    assert "Leave it empty to take it from each connection" in text
+    name = unique("zd")
+    form = {"name": name, "client_id": "cid", "client_secret": "zd-secret", "preset": "zendesk"}
+    for field in ("authorization_url", "token_url", "client_auth", "refresh_margin", "scopes"):
+        found = re.search(rf'id="f-{field}"[^>]*value="([^"]*)"', text)
+        if found:
+            form[field] = html.unescape(found.group(1))
+    form.update({"client_auth": "body", "scope_separator": " ", "pkce": "on", "ph_subdomain": ""})
+    status, text, _ = await signed_in.post("/console/apps/new", form)
+    assert status == 303, text
+    created = await apps.get(resources.pool, name)
+    assert created.connection_settings == ["subdomain"]
+    assert created.token_url == "https://{subdomain}.zendesk.com/oauth/tokens"
+
+    status, page, _ = await signed_in.get(f"/console/apps/{name}")
+    assert status == 200
+    assert "Connection settings" in page and 'name="setting_subdomain"' in page
+
+    connect = f"/console/apps/{name}/connect"
+    for value, words in [("", "Required"), ("evil.example", "Must be one DNS label")]:
+        status, page, _ = await signed_in.post(
+            connect, {"connection_id": f"{name}-c", "setting_subdomain": value}
+        )
+        assert status == 400
+        error = re.search(r'id="e-setting_subdomain">([^<]*)<', page)
+        assert error and words in html.unescape(error.group(1)), page
+        assert f'value="{value}"' in page  # the input is kept
+        assert await connections.get(resources.pool, f"{name}-c") is None
+
+    status, _, response = await signed_in.post(
+        connect, {"connection_id": f"{name}-c", "setting_subdomain": "acme"}
+    )
+    assert status in (302, 303), response.headers
+    found = await connections.get(resources.pool, f"{name}-c")
+    assert found is not None and found.settings == {"subdomain": "acme"}
+    status, page, _ = await signed_in.get(response.headers["Location"])
+    assert status == 200 and "acme.zendesk.com" in page
+    status, page, _ = await signed_in.get(f"/console/apps/{name}")
+    assert "<code>subdomain=acme</code>" in page
+
+
 # --------------------------------------------------------------------------------- events
 
 

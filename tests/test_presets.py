@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from authbroker import presets
+from authbroker import connection_settings, presets
 from authbroker.oauth import ClientAuth
 from authbroker.schemas import AppCreate
 
@@ -140,12 +140,31 @@ def test_microsoft_tenant_defaults_to_common() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("name", "placeholder"), [("okta", "domain"), ("auth0", "domain"), ("zendesk", "subdomain")]
-)
+@pytest.mark.parametrize(("name", "placeholder"), [("okta", "domain"), ("auth0", "domain")])
 def test_missing_placeholder_is_named(name: str, placeholder: str) -> None:
     with pytest.raises(ValueError, match=f"preset {name} needs {placeholder}"):
         presets.apply(name, dict(BASE))
+
+
+@pytest.mark.parametrize(
+    ("name", "placeholder", "host"),
+    [
+        ("zendesk", "subdomain", "{subdomain}.zendesk.com"),
+        ("salesforce_mydomain", "mydomain", "{mydomain}.my.salesforce.com"),
+    ],
+)
+def test_a_per_connection_placeholder_left_out_is_asked_of_each_connection(
+    name: str, placeholder: str, host: str
+) -> None:
+    app = presets.apply(name, dict(BASE))
+    assert app["connection_settings"] == [placeholder]
+    assert urlsplit(app["token_url"]).hostname == host
+    assert validate(app).connection_settings == [placeholder]
+    # Given, it is filled for the whole app, as before.
+    filled = presets.apply(name, dict(BASE), placeholders={placeholder: "acme"})
+    assert "connection_settings" not in filled
+    assert urlsplit(filled["token_url"]).hostname == host.replace(f"{{{placeholder}}}", "acme")
+    assert validate(filled).connection_settings == []
 
 
 @pytest.mark.parametrize("value", ["evil.com/x?", "a@b", "host:8080", "a#b", "", "-x"])
@@ -219,7 +238,7 @@ def test_a_presets_own_settings_meet_what_its_refresh_tokens_need(name: str) -> 
     # Without the preset column, by its URLs: the customer's own domain matches nothing, and a
     # variant of a provider (Slack's user tokens) is known by the provider's name.
     customer_domain = {"okta", "auth0"}
-    variants = {"slack_user": "slack"}
+    variants = {"slack_user": "slack", "salesforce_mydomain": "salesforce"}
     matched = presets.matching(None, app["token_url"], app["authorization_url"])
     assert matched == (None if name in customer_domain else variants.get(name, name))
     if matched:
@@ -290,6 +309,48 @@ def test_a_misspelt_refresh_token_need_is_refused(monkeypatch: pytest.MonkeyPatc
     presets._load.cache_clear()
     try:
         with pytest.raises(ValueError, match=r"x refresh_token_needs has \['scopes'\]"):
+            presets.names()
+    finally:
+        monkeypatch.undo()
+        presets._load.cache_clear()
+        presets._domains.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ({"token_url": "https://id.example.com/{t}/token"}, "first label of the URL's host"),
+        ({"token_url": "https://{t}.example/token"}, "at least 2"),
+        ({"token_url": "https://{t}.{u}.example.com/token"}, "fixed names"),
+        (
+            {"token_url": "https://{t}.example.com/token", "placeholder_defaults": {"t": "x"}},
+            "default",
+        ),
+        (
+            {"token_url": "https://x.example.com/token", "per_connection": ["u"]},
+            "not a placeholder",
+        ),
+    ],
+)
+def test_a_per_connection_placeholder_must_stay_inside_a_fixed_host(
+    monkeypatch: pytest.MonkeyPatch, entry: dict[str, Any], words: str
+) -> None:
+    """Whoever starts a connection fills it, so it can only pick a host under the preset's
+    domain: checked when the presets load, like the rest of the file."""
+    placeholders = sorted(connection_settings.placeholders_in(entry["token_url"]))
+    broken = {
+        "x": {
+            "title": "X",
+            "authorization_url": "https://login.example.com/authorize",
+            "placeholders": placeholders,
+            "per_connection": ["t"],
+            **entry,
+        }
+    }
+    monkeypatch.setattr(presets.json, "loads", lambda _: broken)
+    presets._load.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=words):
             presets.names()
     finally:
         monkeypatch.undo()

@@ -40,6 +40,7 @@ OPTION_OF = {
     "connection_id": "--connection-id",
     "metadata": "--metadata",
     "expires_in": "--expires-in",
+    "settings": "--setting",
     "preset": "--preset",
     "placeholders": "--placeholder",
 }

@@ -54,6 +54,7 @@ def _show_app(app: dict[str, Any]) -> None:
                 ("authorization url", app.get("authorization_url")),
                 ("token url", app.get("token_url")),
                 ("revoke url", app.get("revoke_url")),
+                ("connection settings", app.get("connection_settings") or None),
                 ("scopes", app.get("scopes")),
                 ("scope separator", repr(app.get("scope_separator", " "))),
                 ("client auth", _client_auth(app)),

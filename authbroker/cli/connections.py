@@ -57,6 +57,7 @@ def _show_connection(c: dict[str, Any]) -> None:
                 ("last error", c.get("last_error")),
                 ("authorized", when(c.get("authorized_at"))),
                 ("metadata", c.get("metadata")),
+                ("settings", c.get("settings") or None),
                 ("created", when(c.get("created_at"))),
                 ("updated", when(c.get("updated_at"))),
             ]
@@ -139,11 +140,23 @@ async def show(api: AuthbrokerClient, connection_id: str, as_json: bool) -> None
         _show_connection(connection)
 
 
+setting_option = click.option(
+    "--setting",
+    "settings",
+    multiple=True,
+    type=KEY_VALUE,
+    metavar="NAME=VALUE",
+    help="a value the app takes per connection (its connection_settings), e.g. "
+    "subdomain=acme (repeat); without it, an existing connection keeps its own",
+)
+
+
 @connections.command(
     short_help="start an authorization and print the URL to approve it, or a service connection",
     examples="authbroker connections connect google\n"
     "authbroker connections connect google --connection-id acme-google --wait\n"
     "authbroker connections connect google --scope openid --scope email --open --wait\n"
+    "authbroker connections connect zendesk --setting subdomain=acme --wait\n"
     "authbroker connections create auth0-m2m --grant client_credentials "
     "--audience https://api.example.com --wait",
 )
@@ -186,6 +199,7 @@ async def show(api: AuthbrokerClient, connection_id: str, as_json: bool) -> None
     metavar="KEY=VALUE",
     help="metadata kept with the connection (repeat)",
 )
+@setting_option
 @click.option("--wait", is_flag=True, help="wait for the outcome and print it")
 @click.option(
     "--wait-timeout",
@@ -207,6 +221,7 @@ async def connect(
     token_params: tuple[tuple[str, str], ...],
     scopes: tuple[str, ...],
     metadata: tuple[tuple[str, str], ...],
+    settings: tuple[tuple[str, str], ...],
     wait: bool,
     wait_timeout: float,
     open_url: bool,
@@ -226,6 +241,8 @@ async def connect(
         body["scopes"] = split_scopes(scopes)
     if metadata:
         body["metadata"] = dict(metadata)
+    if settings:
+        body["settings"] = _settings(settings)
     if grant == "client_credentials":
         if open_url:
             raise click.UsageError("--open: a service connection has no URL to approve")
@@ -354,6 +371,7 @@ async def _post_for(api: AuthbrokerClient, app: str, what: str, body: dict[str, 
     help=f"seconds until the link expires (default {CONNECT_LINK_LIFETIME // 86_400} days, "
     f"at most {CONNECT_LINK_MAX_LIFETIME // 86_400})",
 )
+@setting_option
 @as_json
 @api_call
 async def link(
@@ -362,6 +380,7 @@ async def link(
     connection_id: str | None,
     scopes: tuple[str, ...],
     expires_in: int | None,
+    settings: tuple[tuple[str, str], ...],
     as_json: bool,
 ) -> None:
     """Make a single-use link that starts a fresh authorization of a connection when it is
@@ -374,12 +393,22 @@ async def link(
         body["scopes"] = split_scopes(scopes)
     if expires_in is not None:
         body["expires_in"] = expires_in
+    if settings:
+        body["settings"] = _settings(settings)
     made = await _post_for(api, app, "connect-links", body)
     if as_json:
         emit(made)
         return
     print(made["url"], flush=True)
     note(f"connection {made['connection_id']}; works once, until {when(made['expires_at'])} UTC")
+
+
+def _settings(given: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    names = [name for name, _ in given]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise CliError(f"--setting {', '.join(twice)} given more than once: give each once")
+    return dict(given)
 
 
 async def _wait_for_authorization(

@@ -82,6 +82,13 @@ async def list_presets(name: str | None, as_json: bool) -> int | None:
                 + ", ".join(view["placeholders"])
                 + "  (give them with --placeholder NAME=VALUE)"
             )
+        if view["per_connection"]:
+            print(
+                "per connection: "
+                + ", ".join(view["per_connection"])
+                + "  (left out, each connection gives it: connections connect APP --setting "
+                "NAME=VALUE)"
+            )
         print(details(sorted(view["values"].items())))
         for line in view["notes"]:
             print(f"note: {line}")
@@ -109,5 +116,6 @@ def _preset_view(name: str, preset: Any) -> dict[str, Any]:
         "title": getattr(preset, "title", name),
         "notes": list(getattr(preset, "notes", ()) or ()),
         "placeholders": list(getattr(preset, "placeholders", ()) or ()),
+        "per_connection": list(getattr(preset, "per_connection", ()) or ()),
         "values": dict(getattr(preset, "values", {}) or {}),
     }

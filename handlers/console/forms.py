@@ -5,13 +5,17 @@ and shown by the form kind each declares on its AppCreate field (`authbroker.sch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from authbroker import text
+from authbroker import connection_settings, text
 from authbroker.schemas import APP_SETTINGS, AppCreate, FormKind, default_of, field_errors
+from services.errors import DomainError
+
+SETTING = "setting_"
+"""The connect form's field of a connection setting: `setting_subdomain`."""
 
 SECRET_FIELDS = frozenset({"client_secret", "password", "key"})
 CLIENT_AUTH: tuple[str, ...] = get_args(APP_SETTINGS["client_auth"][0].annotation)
@@ -168,3 +172,21 @@ def create_payload(values: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
 
 def app_create_model_has(field: str) -> bool:
     return field in AppCreate.model_fields
+
+
+def settings_given(names: Sequence[str], shown: Mapping[str, str]) -> dict[str, Any]:
+    """The `settings` of a connect form: a field per connection setting of the app. All left
+    empty: none (an existing connection keeps its own; "Authorize again" buttons send none)."""
+    given = {n: str(shown.get(SETTING + n, "")).strip() for n in names}
+    return {"settings": {n: v for n, v in given.items() if v}} if any(given.values()) else {}
+
+
+def start_errors(exc: DomainError) -> dict[str, str]:
+    """A refused start as the connect form shows it: the message on top, and each setting at
+    fault (`settings.NAME`) beside its field."""
+    errors = {"connect": exc.message}
+    for item in exc.details.get("fields", []):
+        name = item["field"].removeprefix(f"{connection_settings.FIELD}.")
+        if item["field"] != name:
+            errors.setdefault(SETTING + name, item["message"][:1].upper() + item["message"][1:])
+    return errors

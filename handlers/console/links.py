@@ -33,6 +33,7 @@ async def make_link(request: web.Request) -> web.StreamResponse:
         back += f"#conn-{quote(connection_id, safe='')}"
     if str(form.get("scopes", "")).strip():
         data["scopes"] = str(form["scopes"]).split()
+    data.update(forms.settings_given(app.connection_settings, {k: str(v) for k, v in form.items()}))
     model, errors = forms.validate(ConnectLinkCreate, data)
     if model is None:
         shown = " ".join(f"{field}: {message}" for field, message in errors.items())
@@ -43,6 +44,7 @@ async def make_link(request: web.Request) -> web.StreamResponse:
             app,
             connection_id=model.connection_id,  # type: ignore[attr-defined]
             scopes=model.scopes,  # type: ignore[attr-defined]
+            settings=model.settings,  # type: ignore[attr-defined]
         )
     except DomainError as exc:
         return see_other(request, back, f"No link was made: {exc.message}", "bad")

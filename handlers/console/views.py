@@ -33,6 +33,7 @@ from handlers.apps import load_app
 from handlers.connections import load_connection
 from handlers.console import forms, live
 from handlers.console import session as sessions
+from handlers.console.forms import SETTING
 from handlers.console.render import (
     FORM,
     PREFIX,
@@ -275,11 +276,15 @@ def _preset(name: str | None) -> Any:
         return None
 
 
-def _placeholders(preset: Any) -> list[dict[str, str]]:
+def _placeholders(preset: Any) -> list[dict[str, Any]]:
     if preset is None:
         return []
     defaults = getattr(preset, "placeholder_defaults", {}) or {}
-    return [{"name": p, "default": defaults.get(p, "")} for p in preset.placeholders]
+    later = getattr(preset, "per_connection", ()) or ()
+    return [
+        {"name": p, "default": defaults.get(p, ""), "per_connection": p in later}
+        for p in preset.placeholders
+    ]
 
 
 def _new_app_page(
@@ -689,25 +694,32 @@ async def connect(request: web.Request) -> web.StreamResponse:
     res = resources(request)
     app = await load_app(request)
     form = request[FORM]
-    shown = {k: str(form.get(k, "")) for k in ("connection_id", "scopes")}
+    fields = ("connection_id", "scopes", *(SETTING + n for n in app.connection_settings))
+    shown = {k: str(form.get(k, "")) for k in fields}
     data: dict[str, Any] = {}
     if shown["connection_id"].strip():
         data["connection_id"] = shown["connection_id"].strip()
     if shown["scopes"].strip():
         data["scopes"] = shown["scopes"].split()
+    data.update(forms.settings_given(app.connection_settings, shown))
     model, errors = forms.validate(ConnectionStart, data)
     if model is None:
         return await _app_page(request, app, connect_form=shown, connect_errors=errors, status=400)
     try:
         started = await authorizations_service.start(
-            res, app, connection_id=model.connection_id, scopes=model.scopes, metadata=None
+            res,
+            app,
+            connection_id=model.connection_id,
+            scopes=model.scopes,
+            metadata=None,
+            settings=model.settings,  # type: ignore[attr-defined]
         )
     except DomainError as exc:
         return await _app_page(
             request,
             app,
             connect_form=shown,
-            connect_errors={"connect": exc.message},
+            connect_errors=forms.start_errors(exc),
             status=exc.http_status,
         )
     authorization_id = str(started.authorization_id)
@@ -726,7 +738,9 @@ async def service_connection(request: web.Request) -> web.StreamResponse:
     res = resources(request)
     app = await load_app(request)
     form = request[FORM]
-    shown = {k: str(form.get(k, "")) for k in ("connection_id", "scopes", "audience", "resource")}
+    fields = ("connection_id", "scopes", "audience", "resource")
+    fields += tuple(SETTING + n for n in app.connection_settings)
+    shown = {k: str(form.get(k, "")) for k in fields}
     data: dict[str, Any] = {"grant": "client_credentials"}
     if shown["connection_id"].strip():
         data["connection_id"] = shown["connection_id"].strip()
@@ -736,6 +750,7 @@ async def service_connection(request: web.Request) -> web.StreamResponse:
         data["audience"] = shown["audience"].strip()
     if shown["resource"].strip():
         data["resource"] = shown["resource"].split()
+    data.update(forms.settings_given(app.connection_settings, shown))
     model, errors = forms.validate(ConnectionStart, data)
     if model is None:
         return await _app_page(request, app, service_form=shown, service_errors=errors, status=400)
@@ -747,13 +762,14 @@ async def service_connection(request: web.Request) -> web.StreamResponse:
             scopes=model.scopes,
             token_params=model.request_params(),
             metadata=None,
+            settings=model.settings,
         )
     except DomainError as exc:
         return await _app_page(
             request,
             app,
             service_form=shown,
-            service_errors={"connect": exc.message},
+            service_errors=forms.start_errors(exc),
             status=exc.http_status,
         )
     return see_other(
@@ -803,7 +819,8 @@ async def _connect_page(
         {
             "authorization": found,
             "authorize_url": authorize_url,
-            "provider": _host(app.authorization_url if app else None) or "the provider",
+            "provider": _host(app.for_connection(found.settings).authorization_url if app else None)
+            or "the provider",
             "expired": expired,
             "back": back,
             "self_url": f"{PREFIX}/connect/{authorization_id}",

@@ -403,8 +403,12 @@ class OAuthTestServer:
 
     # ------------------------------------------------------------------ browser
     def _is_local(self, url: str) -> bool:
-        a, b = urlsplit(url), urlsplit(self.base_url)
-        return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+        """Whether `url` is this server: its port on loopback, or on a name under .localhost
+        (the hosts per-connection settings are tested with)."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        loopback = host in ("127.0.0.1", "localhost") or host.endswith(".localhost")
+        return parts.scheme == "http" and parts.port == self.port and loopback
 
     async def approve(
         self,
@@ -564,6 +568,12 @@ class OAuthTestServer:
         without ``grant_type`` counts as ``"missing"``. ``last_params`` keeps the last token
         request's ``scope``, ``audience`` and ``resource`` values (never a secret) per grant."""
         return await self._request_json("GET", "/test/stats")
+
+    async def host_stats(self) -> dict:
+        """``{host: {kind: n}}``: the requests each host name received (the Host header, without
+        its port) since start or the last :meth:`reset_stats`; ``kind`` is ``authorize``,
+        ``token:<grant_type>``, ``revoke`` or ``resource``."""
+        return await self._request_json("GET", "/test/stats/hosts")
 
     async def set_token_delay(self, seconds: float) -> None:
         """Answer every later token request ``seconds`` after processing it: the tokens are

@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from urllib.parse import parse_qs
 
+AUTHORIZE_PATH = "/o/authorize/"
 TOKEN_PATH = "/o/token/"
 REVOKE_PATH = "/o/revoke_token/"
 RESOURCE_PATH = "/api/me"
@@ -19,6 +20,9 @@ _resource_requests: "defaultdict[str, int]" = defaultdict(int)
 # The last token request's non-secret parameters of interest, by grant type.
 _RECORDED = ("scope", "audience", "resource")
 _last_params: "dict[str, dict[str, list[str]]]" = {}
+# Requests by the host they were sent to (the Host header, without its port) and what they
+# were: "authorize", "token:<grant>", "revoke", "resource".
+_hosts: "defaultdict[str, defaultdict[str, int]]" = defaultdict(lambda: defaultdict(int))
 # Seconds to hold every token answer back AFTER the request was processed (tokens issued,
 # rotated ones revoked): a provider whose answer arrives late.
 _token_delay = 0.0
@@ -41,12 +45,18 @@ def snapshot() -> dict:
         }
 
 
+def hosts_snapshot() -> dict:
+    with _lock:
+        return {host: dict(kinds) for host, kinds in _hosts.items()}
+
+
 def reset() -> None:
     with _lock:
         _token_requests.clear()
         _revocations.clear()
         _resource_requests.clear()
         _last_params.clear()
+        _hosts.clear()
 
 
 def _grant_type(request) -> str:
@@ -77,11 +87,17 @@ class StatsMiddleware:
         if grant is not None and _token_delay:
             time.sleep(_token_delay)
         status = str(response.status_code)
+        host = request.META.get("HTTP_HOST", "").rsplit(":", 1)[0]
         with _lock:
             if grant is not None:
                 _token_requests[grant][status] += 1
+                _hosts[host][f"token:{grant}"] += 1
             elif request.method == "POST" and path == REVOKE_PATH:
                 _revocations[status] += 1
+                _hosts[host]["revoke"] += 1
             elif path == RESOURCE_PATH:
                 _resource_requests[status] += 1
+                _hosts[host]["resource"] += 1
+            elif request.method == "GET" and path == AUTHORIZE_PATH:
+                _hosts[host]["authorize"] += 1
         return response

@@ -30,7 +30,9 @@ def _int_env(name: str, default: int) -> int:
 
 SECRET_KEY = os.environ.get("OAUTH_TEST_SECRET_KEY") or secrets.token_urlsafe(50)
 DEBUG = False
-ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+# Names under .localhost too: per-connection settings are tested with hosts such as
+# acme.provider.localhost that the tests resolve to loopback.
+ALLOWED_HOSTS = ["127.0.0.1", ".localhost"]
 
 INSTALLED_APPS = [
     "django.contrib.auth",

@@ -10,6 +10,7 @@ urlpatterns = [
     path("test/health", views.health, name="test-health"),
     path("test/stats", views.stats, name="test-stats"),
     path("test/stats/reset", views.stats_reset, name="test-stats-reset"),
+    path("test/stats/hosts", views.host_stats, name="test-stats-hosts"),
     path("test/introspect", views.introspect, name="test-introspect"),
     path("test/token-delay", views.token_delay, name="test-token-delay"),
     path("test/applications", views.applications, name="test-applications"),

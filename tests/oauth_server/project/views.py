@@ -75,6 +75,11 @@ def stats(request):
     return JsonResponse(middleware.snapshot())
 
 
+@require_GET
+def host_stats(request):
+    return JsonResponse(middleware.hosts_snapshot())
+
+
 @csrf_exempt
 @require_POST
 def stats_reset(request):
