@@ -21,7 +21,8 @@ from handlers import sse
 from handlers.app import create_app
 from handlers.openapi import served_operations
 from handlers.throttle import FailureLimiter
-from storage import apps
+from services import audit
+from storage import api_keys, apps
 from tests.helpers import app_body, insert_app, insert_connection, publish, serving
 
 
@@ -308,6 +309,45 @@ async def wait_for_reads(
             return found[0]
         assert time.monotonic() < deadline, shown
         await asyncio.sleep(0.2)
+
+
+class FailingOnce:
+    """A pool whose `fail_at`-th statement fails as if Postgres had gone away."""
+
+    def __init__(self, pool: Any, fail_at: int) -> None:
+        self.pool, self.fail_at, self.statements = pool, fail_at, 0
+
+    async def execute(self, *args: Any) -> Any:
+        self.statements += 1
+        if self.statements == self.fail_at:
+            raise ConnectionResetError("connection lost")
+        return await self.pool.execute(*args)
+
+
+async def test_a_flush_of_many_reads_interrupted_midway_loses_and_doubles_nothing(
+    resources, unique
+):
+    """A busy process reads thousands of connections between two flushes; they are stored in
+    chunks, and when Postgres fails midway, what was stored stays stored and the rest waits
+    for the next flush: each read counted once."""
+    key, _ = await api_keys.create(resources.pool, unique("audit"), role="runtime")
+    subjects = [f"{unique('c')}-{i}" for i in range(audit.FLUSH_CHUNK * 2 + 50)]
+    reads = audit.CredentialReads(resources.pool)
+    for i, subject in enumerate(subjects):
+        for _ in range(1 + i % 3):
+            reads.count(key.id, "connection", subject)
+    failing = FailingOnce(resources.pool, fail_at=2)
+    reads.pool = failing
+    await reads.flush()
+    stored = await audit.find(resources.pool, key_id=key.id, limit=10_000)
+    assert len(stored) == audit.FLUSH_CHUNK  # the first chunk, before the failure
+    reads.count(key.id, "connection", subjects[-1])  # counted meanwhile
+    await reads.flush()  # statement 3 on: Postgres is back
+    stored = await audit.find(resources.pool, key_id=key.id, limit=10_000)
+    counts = {r.subject: r.count for r in stored}
+    expected = {s: 1 + i % 3 for i, s in enumerate(subjects)}
+    expected[subjects[-1]] += 1
+    assert counts == expected
 
 
 async def test_every_read_of_credentials_is_counted_per_key_and_connection(
