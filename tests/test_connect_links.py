@@ -18,12 +18,12 @@ from storage import connect_links
 from tests.helpers import (
     create_oauth_app,
     follow_callback,
+    revoke_at_provider,
     serving,
     start_connection,
     stored_tokens,
 )
 from tests.oauth_server import OAuthTestServer
-from tests.test_state_machine import revoke_at_provider
 from worker.jobs import probe_connection
 
 DAY = 86_400
