@@ -186,7 +186,7 @@ async def run(b: Bench) -> None:
         f"for {outage:g} s in {s.runs} runs, then once for {s.long_outage_seconds:g} s; their "
         "access tokens expire during the outage (spread from a quarter of it to its end). One "
         "`authbroker worker`. After ten failures in a row the token endpoint is held back as "
-        "unavailable and probed by one connection at a time (2 s growing to 30 s, every 2 s "
+        "unavailable and probed by one connection at a time (2 s growing to 30 s, every second "
         "while tokens are expiring); its first answer releases the backlog. 'No token expired' "
         "= no active connection with `expires_at` in the past; 'cleared' = no connection left "
         "with `last_refresh_at IS NULL`.",
