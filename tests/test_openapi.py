@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -41,6 +43,8 @@ DOCUMENT = "urn:authbroker:openapi"
 # date-time is checked by rfc3339-validator (installed with openapi-spec-validator), uuid by the
 # standard library; jsonschema checks "uri" only with a package we do not need, so here.
 FORMATS = FormatChecker(formats=("date-time", "uuid"))
+
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 @FORMATS.checks("uri")
@@ -90,7 +94,9 @@ async def test_the_document_is_valid_openapi_31(api_doc: Api):
     assert schemas["AppUpdate"]["properties"]["client_id"]["type"] == "string"
     assert "anyOf" in schemas["AppUpdate"]["properties"]["revoke_url"]
     assert set(schemas["AppUpdate"]["properties"]) == set(AppUpdate.model_fields)
-    assert "DESIGN.md" not in json.dumps(doc)
+    # Every document the description cites is one the repository carries.
+    for cited in set(re.findall(r"[\w./-]+\.md\b", json.dumps(doc))):
+        assert (REPOSITORY / cited).is_file(), cited
     # The event contract, field for field.
     event = schemas["Event"]
     assert tuple(event["properties"]) == EVENT_FIELDS
