@@ -316,7 +316,8 @@ async def _unrefreshable(
         why = Invalidated(reported_status=status, reported_error=error)
         return await _invalidated(res, found, why, "invalid_token")
     app = await apps.get_by_id(res.pool, found.app_id)
-    probed = await _probe(res, app.probe_url, found) if app and app.probe_url else None
+    own = app.for_connection(found.settings) if app else None  # its own URLs, settings filled
+    probed = await _probe(res, own.probe_url, found) if own and own.probe_url else None
     if probed == 401:
         why = Invalidated(reported_status=status, reported_error=error, probe_status=probed)
         return await _invalidated(res, found, why, "probe")

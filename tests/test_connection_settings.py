@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from authbroker import presets
-from tests.helpers import follow_callback, resolve_as
+from tests.helpers import follow_callback, resolve_as, revoke_at_provider, stored_tokens
 from tests.oauth_server import OAuthTestServer
 from worker.jobs import probe_connection
 
@@ -510,3 +510,30 @@ async def test_a_service_connection_asks_its_tenant_host_for_its_tokens(
     for tenant in tenants:
         assert before.get(host_of(tenant)) is None
         assert after[host_of(tenant)] == {"token:client_credentials": 2}
+
+
+async def test_a_reported_401_is_checked_at_the_connections_own_probe_url(
+    api, anonymous, oauth_server, worker, events, resources, tenant_app, tenants
+):
+    """A token without refresh token, reported with a bare 401: the probe that checks it goes
+    to the connection's tenant, whose answer (the token revoked there) fails it."""
+    app, tenant = tenant_app["name"], tenants[0]
+    connection_id = f"{app}-long-lived"
+    await authorize(
+        api, anonymous, oauth_server, events, app, connection_id, settings={"tenant": tenant}
+    )
+    await resources.pool.execute(
+        "UPDATE connections SET refresh_token = NULL, expires_at = NULL, refresh_at = NULL "
+        "WHERE id = $1",
+        connection_id,
+    )
+    access, _ = await stored_tokens(resources, connection_id)
+    before = await oauth_server.host_stats()
+    await revoke_at_provider(oauth_server, access, "access_token")
+    async with api.post(f"/v1/connections/{connection_id}/report", json={"status": 401}) as r:
+        assert r.status == 200, await r.text()
+        answer = await r.json()
+    assert answer["action"] == "invalidated" and answer["confirmed_by"] == "probe", answer
+    after = await oauth_server.host_stats()
+    probed = after[host_of(tenant)].get("resource", 0) - before[host_of(tenant)].get("resource", 0)
+    assert probed == 1
