@@ -452,7 +452,10 @@ class KeyCreate(BaseModel):
 
 Grant = Literal["authorization_code", "client_credentials"]
 ConnectionSettings = dict[
-    Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=255)]
+    Annotated[str, Field(max_length=64)],
+    # A host label: case means nothing to DNS, so `ACME` and `acme` are one account (a
+    # re-authorization with either is not a move to another one).
+    Annotated[str, Field(max_length=255), AfterValidator(str.lower)],
 ]
 
 

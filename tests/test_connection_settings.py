@@ -537,3 +537,29 @@ async def test_a_reported_401_is_checked_at_the_connections_own_probe_url(
     after = await oauth_server.host_stats()
     probed = after[host_of(tenant)].get("resource", 0) - before[host_of(tenant)].get("resource", 0)
     assert probed == 1
+
+
+async def test_a_setting_in_capitals_names_the_same_account(
+    api, anonymous, oauth_server, worker, events, tenant_app, tenants
+):
+    """Host labels know no case: authorizing again with `ACME` where the connection has `acme`
+    is not a move to another account, so the grant is not revoked."""
+    app, tenant = tenant_app["name"], tenants[0]
+    connection_id = f"{app}-cased"
+    await authorize(
+        api, anonymous, oauth_server, events, app, connection_id, settings={"tenant": tenant}
+    )
+    before = await oauth_server.host_stats()
+    again = await authorize(
+        api,
+        anonymous,
+        oauth_server,
+        events,
+        app,
+        connection_id,
+        settings={"tenant": tenant.upper()},
+    )
+    assert urlsplit(again["authorize_url"]).netloc.startswith(f"{tenant}.")
+    assert (await connection(api, connection_id))["settings"] == {"tenant": tenant}
+    after = await oauth_server.host_stats()
+    assert after[host_of(tenant)].get("revoke", 0) == before[host_of(tenant)].get("revoke", 0)
