@@ -17,7 +17,7 @@ from handlers.operations import NO_STORE, STRING, Answer, operation, path_param
 from handlers.pages import page, wants_json
 from handlers.responses import ok, read_model
 from services import authorizations, connect_links
-from services.errors import Conflict, DomainError
+from services.errors import Conflict, DomainError, Invalid
 
 routes = web.RouteTableDef()
 log = get_logger("authbroker.connect_links")
@@ -29,14 +29,12 @@ NOT_NOW = (
 
 
 def _refused(request: web.Request, exc: DomainError) -> web.Response:
+    # What the app's state or settings are is the operator's business, not the link holder's:
+    # the link's own fate (unknown, used, expired) is said as it is, anything else as "not now".
+    message = NOT_NOW if isinstance(exc, (Conflict, Invalid)) else exc.message
     if wants_json(request):
-        return ok(models.Error(error=exc.code, message=exc.message), status=exc.http_status)
-    return page(
-        "This link cannot be used",
-        [NOT_NOW if isinstance(exc, Conflict) else exc.message],
-        tone="bad",
-        status=exc.http_status,
-    )
+        return ok(models.Error(error=exc.code, message=message), status=exc.http_status)
+    return page("This link cannot be used", [message], tone="bad", status=exc.http_status)
 
 
 @routes.post("/v1/apps/{name}/connect-links")
@@ -92,6 +90,12 @@ REFUSED = "HTML for browsers, JSON when `Accept` asks for it."
                 "Location": {"description": "The provider's authorize URL.", "schema": STRING}
             },
         ),
+        400: Answer(
+            "The connection settings the link carries no longer suit the app (it was changed "
+            f"since, or a host now resolves to a forbidden address); the link stays usable. {REFUSED}",
+            models.Error,
+            {"text/html": STRING},
+        ),
         404: Answer(
             f"No such link (`link_unknown`). {REFUSED}", models.Error, {"text/html": STRING}
         ),
@@ -120,7 +124,7 @@ async def open_link(request: web.Request) -> web.Response:
             resources(request), request.match_info["token"]
         )
     except DomainError as exc:
-        log.info("connect_link_refused", reason=exc.code)
+        log.info("connect_link_refused", reason=exc.code, detail=exc.message)
         return _refused(request, exc)
     return web.Response(
         status=302,

@@ -563,3 +563,31 @@ async def test_a_setting_in_capitals_names_the_same_account(
     assert (await connection(api, connection_id))["settings"] == {"tenant": tenant}
     after = await oauth_server.host_stats()
     assert after[host_of(tenant)].get("revoke", 0) == before[host_of(tenant)].get("revoke", 0)
+
+
+async def test_a_link_whose_settings_no_longer_suit_says_not_now_and_stays_usable(
+    api, anonymous, monkeypatch, tenant_app, tenants
+):
+    """Its tenant's host now resolves to the metadata service: the person holding the link is
+    told it cannot be used now, and nothing of the app, its URLs or the address; once the host
+    is fine again the same link works."""
+    app, tenant = tenant_app["name"], tenants[0]
+    async with api.post(
+        f"/v1/apps/{app}/connect-links", json={"settings": {"tenant": tenant}}
+    ) as response:
+        assert response.status == 201, await response.text()
+        link = await response.json()
+    resolve_as(monkeypatch, host_of(tenant), "169.254.169.254")
+    for accept in ("text/html", "application/json"):
+        async with anonymous.get(
+            link["url"], headers={"Accept": accept}, allow_redirects=False
+        ) as response:
+            assert response.status == 400
+            text = await response.text()
+        assert "not ready for sign-ins" in text
+        for secret_of_the_operator in ("169.254", tenant, DOMAIN, app, "settings"):
+            assert secret_of_the_operator not in text
+    resolve_as(monkeypatch, host_of(tenant), "127.0.0.1")
+    async with anonymous.get(link["url"], allow_redirects=False) as response:
+        assert response.status == 302
+        assert urlsplit(response.headers["Location"]).hostname == host_of(tenant)
