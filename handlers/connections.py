@@ -67,8 +67,9 @@ async def load_connection(request: web.Request) -> Connection:
         409: "The app is being deleted (`app_deleting`), waits for its client secret "
         "(`app_awaiting_secret`), has no authorization URL for a user to sign in at "
         "(`authorization_url_missing`) or no client secret for the client credentials grant "
-        "(`client_credentials_unavailable`), or the connection id belongs to another app or "
-        "another grant (`connection_exists`).",
+        "(`client_credentials_unavailable`), the connection id belongs to another app or "
+        "another grant (`connection_exists`), or a service connection holding a token would "
+        "move to other settings (`connection_settings`: delete it first).",
     },
     parameters=[APP_NAME],
     body=ConnectionStart,

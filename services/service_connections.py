@@ -73,10 +73,19 @@ async def start(
         )
     connection_id = connection_id or connections.new_id()
     scopes = scopes if scopes is not None else app.scopes
+    existing = await connections.get(res.pool, connection_id)
+    own = existing.settings if existing and existing.app_id == app.id else None
     if settings is None:
-        existing = await connections.get(res.pool, connection_id)
-        kept = existing.settings if existing and existing.app_id == app.id else {}
-        settings = {k: v for k, v in kept.items() if k in app.connection_settings}
+        settings = {k: v for k, v in (own or {}).items() if k in app.connection_settings}
+    elif own is not None and existing and existing.access_token and settings != own:
+        # Its token stays until the next arrives, and was issued at its own URLs: refreshed,
+        # probed and revoked anywhere else it would go astray.
+        raise Conflict(
+            "connection_settings",
+            f"service connection {connection_id!r} holds a token issued with settings {own}: "
+            "delete it first (its token is revoked where it was issued), or start another "
+            "connection id with the new settings",
+        )
     await apps_service.for_connection(res, app, settings)  # refuses what cannot be filled
     try:
         async with res.pool.acquire() as conn, conn.transaction():

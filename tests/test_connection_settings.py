@@ -591,3 +591,44 @@ async def test_a_link_whose_settings_no_longer_suit_says_not_now_and_stays_usabl
     async with anonymous.get(link["url"], allow_redirects=False) as response:
         assert response.status == 302
         assert urlsplit(response.headers["Location"]).hostname == host_of(tenant)
+
+
+async def test_a_service_connection_with_a_token_does_not_move_to_other_settings(
+    api, oauth_server, worker, events, tenants, unique
+):
+    """Its token stays until the next arrives and was issued at its own tenant: a start with
+    other settings is refused (delete it first), one with the same settings asks a new token."""
+    name = unique("tenant-m2m")
+    client_id, secret = oauth_server.create_application(
+        "https://unused.example/cb", name=name, grant="client-credentials"
+    )
+    async with api.post(
+        "/v1/apps",
+        json={
+            "name": name,
+            "client_id": client_id,
+            "client_secret": secret,
+            "token_url": f"http://{{tenant}}.{DOMAIN}:{oauth_server.port}/o/token/",
+            "connection_settings": ["tenant"],
+        },
+    ) as response:
+        assert response.status == 201, await response.text()
+    first, second = tenants
+    cid = f"{name}-svc"
+    body = {"grant": "client_credentials", "connection_id": cid, "settings": {"tenant": first}}
+    earlier = await ids_of(events, "connection.authorized")
+    async with api.post(f"/v1/apps/{name}/connections", json=body) as response:
+        assert response.status == 202, await response.text()
+    await next_event(events, "connection.authorized", cid, earlier)
+
+    moved = {**body, "settings": {"tenant": second}}
+    async with api.post(f"/v1/apps/{name}/connections", json=moved) as response:
+        assert response.status == 409
+        answer = await response.json()
+    assert answer["error"] == "connection_settings" and "delete it first" in answer["message"]
+    assert (await connection(api, cid))["settings"] == {"tenant": first}
+    earlier = await ids_of(events, "connection.authorized")
+    async with api.post(f"/v1/apps/{name}/connections", json=body) as response:
+        assert response.status == 202, await response.text()
+    await next_event(events, "connection.authorized", cid, earlier)
+    assert (await oauth_server.host_stats()).get(host_of(second)) is None
