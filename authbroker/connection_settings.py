@@ -8,19 +8,23 @@ authorization starts, and every request made for it goes to its own URLs.
 The person starting a connection must not be able to move where the client secret and the
 tokens go (the secret-destination rule of `services.apps`). So a setting may only be one label
 of a host whose other labels the app fixes, the first one, with at least two fixed labels after
-it (`{subdomain}.zendesk.com`: any value stays inside zendesk.com), and its value is one DNS
-label (letters, digits, hyphens; no dot, so it cannot climb out of the fixed domain; nothing
-that could end the host or start a path, query, port or userinfo). Both are checked when an app
+it that are not a public suffix (`{subdomain}.zendesk.com`: any value stays inside zendesk.com;
+`{x}.co.uk` or `{x}.herokuapp.com` would let anyone's host receive the secret), and its value
+is one DNS label (letters, digits, hyphens; no dot, so it cannot climb out of the fixed domain;
+nothing that could end the host or start a path, query, port or userinfo). Both are checked when an app
 (or a preset) declares a setting and when values arrive; the filled URLs still pass the
 outbound rules (`authbroker.netguard`).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
+
+from publicsuffixlist import PublicSuffixList
 
 __all__ = [
     "FIELD",
@@ -84,7 +88,21 @@ def template_problem(url: str, name: str) -> str | None:
             f"the host's labels after {token} must be fixed names, at least "
             f"{FIXED_LABELS} ({token}.example.com), so that no value leaves that domain"
         )
+    domain = ".".join(fixed).lower()
+    if _public_suffixes().is_public(domain):
+        return (
+            f"{domain} is a public suffix (anyone may hold a name under it, as under co.uk or "
+            f"herokuapp.com): a value could send the client secret to a host of its own; the "
+            f"labels after {token} must hold the provider's own domain"
+        )
     return None
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    """The Public Suffix List as the installed package carries it, ICANN and private sections
+    (parsed once, on the first template checked)."""
+    return PublicSuffixList()
 
 
 def template_errors(values: Mapping[str, Any]) -> list[dict[str, str]]:

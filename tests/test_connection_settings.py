@@ -338,6 +338,8 @@ async def test_an_app_without_a_preset_may_declare_a_setting_in_a_fixed_host(api
         ({"token_url": "https://auth.example.com/{region}/token"}, "token_url", "first label"),
         ({"token_url": "https://{region}.example/token"}, "token_url", "at least 2"),
         ({"token_url": "https://{region}.0.0.1/token"}, "token_url", "fixed names"),
+        ({"token_url": "https://{region}.co.uk/token"}, "token_url", "public suffix"),
+        ({"token_url": "https://{region}.herokuapp.com/token"}, "token_url", "public suffix"),
         ({"token_url": "https://{other}.auth.example.com/token"}, "token_url", "not one of"),
         ({"connection_settings": ["region", "zone"]}, "connection_settings", "used by none"),
     ],
