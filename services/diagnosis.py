@@ -33,7 +33,9 @@ async def connection_checks(res: Resources, connection: Connection) -> list[Chec
         facts.app_facts(app.for_connection(connection.settings)),
         redirect_url=res.settings.redirect_url,
         recent_events=await facts.recent_events(res.pool, connection.id),
-        endpoint=await facts.token_endpoint(res.pool, app.token_url),
+        endpoint=await facts.token_endpoint(
+            res.pool, app.for_connection(connection.settings).token_url
+        ),
         provider_timeout=res.settings.provider_timeout,
     )
 

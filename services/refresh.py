@@ -160,7 +160,7 @@ async def refresh(wc: Context, claimed: Claimed, holder: str, *, probe: Probe | 
         stored = await _store(wc, app, current, holder, tokens, times)
     await client_auth.note_placement(res.pool, app, tokens, connection_id=current.id)
     if probe is not None or claimed.endpoint_failures != 0:
-        await _endpoint_answered(wc, app.token_url, probe)
+        await _endpoint_answered(wc, _token_url(claimed), probe)
     if not stored:
         bound.error("refresh_lost_lease", detail="another writer changed the connection first")
         return "lost lease"
@@ -241,7 +241,7 @@ async def _failed(
     if not isinstance(exc, oauth.ProviderUnavailable) and (
         probe is not None or claimed.endpoint_failures != 0
     ):
-        await _endpoint_answered(wc, app.token_url, probe)  # a refusal is an answer too
+        await _endpoint_answered(wc, _token_url(claimed), probe)  # a refusal is an answer too
     problem = exc.problem or Problem.PROVIDER_ERROR
     if isinstance(exc, oauth.ProviderRejected):
         if current.authorization_pending:
@@ -426,7 +426,7 @@ async def _retry_later(
                 )
             )
         if outage:
-            news += await _endpoint_failed(conn, app.token_url, exc, error, probe)
+            news += await _endpoint_failed(conn, _token_url(claimed), exc, error, probe)
         await outbox.append(conn, *news)
     bound = log.bind(app=app.name, connection_id=current.id)
     if attempts is None:
@@ -491,6 +491,12 @@ async def _endpoint_failed(
         )
         for name in await endpoints.apps_using(conn, url)
     ]
+
+
+def _token_url(claimed: Claimed) -> str:
+    """The token URL whose health a refresh tells of: the connection's own, its settings filled
+    (`storage.connections.TOKEN_URL` in SQL), so one tenant's outage holds back only its own."""
+    return claimed.app.for_connection(claimed.connection.settings).token_url
 
 
 async def _endpoint_answered(wc: Context, url: str, probe: Probe | None) -> None:

@@ -25,7 +25,13 @@ COLUMNS = """c.id, c.app_id, a.name AS app, c.status, c.problem, c.problem_detai
     c.created_at, c.updated_at,
     CASE WHEN a.paused_at IS NOT NULL THEN coalesce(a.paused_problem, 'paused') END AS app_paused,
     CASE WHEN NOT e.available THEN e.next_probe_at END AS provider_unavailable_until"""
-JOINS = "JOIN apps a ON a.id = c.app_id LEFT JOIN token_endpoints e ON e.url = a.token_url"
+# The token URL a connection (alias `c`) of an app (alias `a`) uses: its settings filled in
+# (per-connection settings; the function is in migration 0015). Endpoint health is kept per it.
+TOKEN_URL = (
+    "(CASE WHEN c.settings = '{}'::jsonb THEN a.token_url "
+    "ELSE connection_token_url(a.token_url, c.settings) END)"
+)
+JOINS = f"JOIN apps a ON a.id = c.app_id LEFT JOIN token_endpoints e ON e.url = {TOKEN_URL}"
 # A connection (alias `c`) that can get its next access token by itself: with a refresh token,
 # or with the client credentials grant.
 RENEWABLE = "(c.refresh_token IS NOT NULL OR c.grant_type = 'client_credentials')"
@@ -669,10 +675,10 @@ async def release_backlog(conn: asyncpg.Connection, token_url: str) -> int:
     the backlog clears at full speed instead of over each one's own backoff; one whose token has
     expired goes by its expiry, ahead of those still valid (claims take the oldest first)."""
     result = await conn.execute(
-        """UPDATE connections c SET refresh_at = least(now(), coalesce(c.expires_at, now())),
+        f"""UPDATE connections c SET refresh_at = least(now(), coalesce(c.expires_at, now())),
                next_attempt_at = NULL
            FROM apps a
-           WHERE a.token_url = $1 AND c.app_id = a.id AND c.failed_attempts > 0
+           WHERE {TOKEN_URL} = $1 AND c.app_id = a.id AND c.failed_attempts > 0
              AND c.status = 'active' AND c.refresh_at > now()""",
         token_url,
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from storage.connections import RENEWABLE
+from storage.connections import RENEWABLE, TOKEN_URL
 
 # Transient failures in a row, across an endpoint's connections, that make it unavailable. High
 # enough that a provider failing one request in three does not trip it (0.3**10 ≈ 6e-6).
@@ -157,7 +157,7 @@ async def urgent(db: asyncpg.Connection | asyncpg.Pool, url: str, within: float)
         await db.fetchval(
             f"""SELECT EXISTS (
                    SELECT 1 FROM connections c JOIN apps a ON a.id = c.app_id
-                   WHERE a.token_url = $1 AND c.status = 'active' AND c.refresh_at IS NOT NULL
+                   WHERE {TOKEN_URL} = $1 AND c.status = 'active' AND c.refresh_at IS NOT NULL
                      AND c.refresh_at <= now() AND {RENEWABLE}
                      AND c.expires_at <= now() + make_interval(secs => $2))""",
             url,
@@ -167,8 +167,16 @@ async def urgent(db: asyncpg.Connection | asyncpg.Pool, url: str, within: float)
 
 
 async def apps_using(conn: asyncpg.Connection, url: str) -> list[str]:
-    """The names of the apps whose token endpoint this is (their events tell of its health)."""
-    rows = await conn.fetch("SELECT name FROM apps WHERE token_url = $1 ORDER BY name", url)
+    """The names of the apps whose token endpoint this is (their events tell of its health):
+    the apps with this token URL, and those whose connections fill theirs to it."""
+    rows = await conn.fetch(
+        f"""SELECT name FROM apps WHERE token_url = $1
+            UNION
+            SELECT a.name FROM apps a JOIN connections c ON c.app_id = a.id
+            WHERE cardinality(a.connection_settings) > 0 AND {TOKEN_URL} = $1
+            ORDER BY name""",
+        url,
+    )
     return [row["name"] for row in rows]
 
 

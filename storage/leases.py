@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from storage import apps
-from storage.connections import COLUMNS, JOINS, RENEWABLE, Connection, select_from
+from storage.connections import COLUMNS, JOINS, RENEWABLE, TOKEN_URL, Connection, select_from
 
 # Workers LISTEN here: a runtime waits for a refresh that `request_refresh` made due.
 REFRESH_WANTED = "authbroker_refresh_wanted"
@@ -94,7 +94,7 @@ CLAIM_DUE = _claim(
 )
 CLAIM_PROBE = _claim(
     f"""SELECT c.id FROM connections c JOIN apps a ON a.id = c.app_id
-       WHERE a.token_url = $3 AND a.paused_at IS NULL
+       WHERE {TOKEN_URL} = $3 AND a.paused_at IS NULL
          AND c.status = 'active' AND c.refresh_at IS NOT NULL AND {RENEWABLE}
          AND (c.lease_holder IS NULL OR c.lease_until < now())
        ORDER BY c.refresh_at LIMIT 1"""

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from authbroker import presets
+from authbroker import connection_settings, presets
 from tests.helpers import follow_callback, resolve_as, revoke_at_provider, stored_tokens
 from tests.oauth_server import OAuthTestServer
 from worker.jobs import probe_connection
@@ -634,3 +634,23 @@ async def test_a_service_connection_with_a_token_does_not_move_to_other_settings
         assert response.status == 202, await response.text()
     await next_event(events, "connection.authorized", cid, earlier)
     assert (await oauth_server.host_stats()).get(host_of(second)) is None
+
+
+@pytest.mark.parametrize(
+    ("template", "given"),
+    [
+        ("https://{tenant}.example.com/token", {"tenant": "acme"}),
+        ("https://{tenant}.example.com/token", {}),
+        ("https://{tenant}.example.com/{tenant}", {"tenant": "acme", "region": "eu"}),
+        ("https://auth.example.com/token", {"tenant": "acme"}),
+        ("https://{a}.example.com/{b}", {"a": "x", "b": "y"}),
+    ],
+)
+async def test_postgres_fills_a_token_url_as_the_connection_does(resources, template, given):
+    """Endpoint health is looked up in SQL by the URL a connection's requests go to: both
+    fillings must agree, or a tenant's outage would be recorded under one URL and looked up
+    under another."""
+    filled = await resources.pool.fetchval(
+        "SELECT connection_token_url($1, $2::jsonb)", template, given
+    )
+    assert filled == connection_settings.fill(template, given)

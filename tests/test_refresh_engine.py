@@ -360,3 +360,53 @@ async def test_a_runtime_is_told_the_provider_is_down_and_when_to_come_back(rig:
             assert response.status == 503
             assert (await response.json())["problem"] == "provider_unavailable"
     assert down.served["503"] == 12  # no request reached the provider for any of this
+
+
+async def test_one_tenants_outage_holds_back_only_that_tenants_connections(rig: Rig) -> None:
+    """An app with a host per tenant (`{tenant}.…`): its endpoint health is that of each
+    connection's own token URL, so one tenant's outage is held back and probed on its own while
+    the other tenants' connections go on being refreshed."""
+    down, healthy = Provider(mode="503"), Provider()
+    template = "https://{tenant}.engine.provider.test/oauth/token"
+    app = await insert_app(
+        rig.resources, rig.unique("tenants"), template, connection_settings=["tenant"]
+    )
+    urls = {t: template.replace("{tenant}", t) for t in ("acme", "globex")}
+    rig.mock.post(urls["acme"], callback=down.respond, repeat=True)
+    rig.mock.post(urls["globex"], callback=healthy.respond, repeat=True)
+    failing = await rig.connections(app, down, 12)
+    fine = await rig.connections(app, healthy, 4)
+    for ids, tenant in ((failing, "acme"), (fine, "globex")):
+        await rig.resources.pool.execute(
+            "UPDATE connections SET settings = $2 WHERE id = ANY($1)", ids, {"tenant": tenant}
+        )
+    engine = rig.engine(concurrency=16)
+
+    await one_pass(engine)
+    assert down.served["503"] == 12 and await rig.refreshed(fine) == len(fine)
+    acme = await endpoints.get(rig.resources.pool, urls["acme"])
+    assert acme is not None and acme.available is False
+    assert await endpoints.get(rig.resources.pool, template) is None
+    (event,) = await rig.app_events(app, "app.provider_unavailable")
+    assert event["data"]["token_endpoint"] == urls["acme"]
+
+    # Due again: acme's wait for their probe, globex's are refreshed.
+    await rig.make_due(failing + fine)
+    await one_pass(engine)
+    assert down.served["503"] == 12 and healthy.served["ok"] == 2 * len(fine)
+
+    # The probe is one of acme's connections, never a globex one that would pass for it.
+    await rig.resources.pool.execute(
+        "UPDATE token_endpoints SET next_probe_at = now() WHERE url = $1", urls["acme"]
+    )
+    assert await one_pass(engine) == 1
+    assert down.served["503"] == 13 and healthy.served["ok"] == 2 * len(fine)
+    down.mode = "ok"
+    await rig.resources.pool.execute(
+        "UPDATE token_endpoints SET next_probe_at = now() WHERE url = $1", urls["acme"]
+    )
+    await one_pass(engine)
+    recovered = await endpoints.get(rig.resources.pool, urls["acme"])
+    assert recovered is not None and recovered.available is True
+    await one_pass(engine)
+    assert await rig.refreshed(failing) == len(failing)
