@@ -536,19 +536,8 @@ class Webhook(Body):
 
     @classmethod
     def of(cls, webhook: WebhookRow) -> Webhook:
-        return cls(
-            id=webhook.id,
-            url=webhook.url,
-            description=webhook.description,
-            types=webhook.types,
-            apps=webhook.apps,
-            enabled=webhook.enabled,
-            disabled_reason=webhook.disabled_reason,  # type: ignore[arg-type]
-            disabled_at=webhook.disabled_at,
-            previous_secret_expires_at=webhook.previous_secret_expires_at,
-            created_at=webhook.created_at,
-            updated_at=webhook.updated_at,
-        )
+        # Only the fields declared here are read: never the sealed secrets of the row.
+        return cls.model_validate(webhook, from_attributes=True)
 
 
 class WebhookWithSecret(Webhook):
@@ -585,19 +574,7 @@ class WebhookAttempt(Body):
 
     @classmethod
     def of(cls, attempt: AttemptRow) -> WebhookAttempt:
-        return cls(
-            id=attempt.id,
-            delivery_id=attempt.delivery_id,
-            event_id=attempt.event_id,
-            event_type=attempt.event_type,
-            attempt=attempt.attempt,
-            attempted_at=attempt.attempted_at,
-            outcome=attempt.outcome,  # type: ignore[arg-type]
-            status_code=attempt.status_code,
-            latency_ms=attempt.latency_ms,
-            error=attempt.error,
-            next_attempt_at=attempt.next_attempt_at,
-        )
+        return cls.model_validate(attempt, from_attributes=True)
 
 
 class WebhookAttemptPage(Body):
@@ -643,13 +620,7 @@ class Check(Body):
 
     @classmethod
     def of(cls, check: diagnosis.Check) -> Check:
-        return cls(
-            name=check.name,
-            status=check.status,
-            summary=check.summary,
-            evidence=check.evidence,
-            remedy=check.remedy,
-        )
+        return cls.model_validate(check, from_attributes=True)
 
 
 class ConnectionDiagnosis(Body):
@@ -750,16 +721,7 @@ class CredentialRead(Body):
 
     @classmethod
     def of(cls, read: Found) -> CredentialRead:
-        return cls(
-            key_id=read.key_id,
-            key_name=read.key_name,
-            kind=read.kind,  # type: ignore[arg-type]
-            subject=read.subject,
-            day=read.day,
-            count=read.count,
-            first_at=read.first_at,
-            last_at=read.last_at,
-        )
+        return cls.model_validate(read, from_attributes=True)
 
 
 class CredentialReadList(Body):
