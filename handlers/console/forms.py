@@ -174,6 +174,24 @@ def app_create_model_has(field: str) -> bool:
     return field in AppCreate.model_fields
 
 
+def start_body(
+    form: Mapping[str, Any],
+    names: Sequence[str],
+    *,
+    texts: Sequence[str] = ("connection_id",),
+    lists: Sequence[str] = ("scopes",),
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """A form that starts a connection (connect, service connection, connect link) as it is
+    shown again and as the API's body takes it: `texts` stripped, `lists` split on white space,
+    empty ones left out, then the values of the app's connection settings `names`."""
+    fields = (*texts, *lists, *(SETTING + n for n in names))
+    shown = {k: str(form.get(k, "")) for k in fields}
+    body: dict[str, Any] = {k: shown[k].strip() for k in texts if shown[k].strip()}
+    body |= {k: shown[k].split() for k in lists if shown[k].strip()}
+    body.update(settings_given(names, shown))
+    return shown, body
+
+
 def settings_given(names: Sequence[str], shown: Mapping[str, str]) -> dict[str, Any]:
     """The `settings` of a connect form: a field per connection setting of the app. All left
     empty: none (an existing connection keeps its own; "Authorize again" buttons send none)."""

@@ -3,7 +3,6 @@ makes a link (`services.connect_links`) and shows it once, to copy."""
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
@@ -24,16 +23,10 @@ routes = web.RouteTableDef()
 async def make_link(request: web.Request) -> web.StreamResponse:
     res = resources(request)
     app = await load_app(request)
-    form = request[FORM]
     back = f"{PREFIX}/apps/{quote(app.name, safe='')}"
-    data: dict[str, Any] = {}
-    connection_id = str(form.get("connection_id", "")).strip()
-    if connection_id:
-        data["connection_id"] = connection_id
-        back += f"#conn-{quote(connection_id, safe='')}"
-    if str(form.get("scopes", "")).strip():
-        data["scopes"] = str(form["scopes"]).split()
-    data.update(forms.settings_given(app.connection_settings, {k: str(v) for k, v in form.items()}))
+    _, data = forms.start_body(request[FORM], app.connection_settings)
+    if "connection_id" in data:
+        back += f"#conn-{quote(data['connection_id'], safe='')}"
     model, errors = forms.validate(ConnectLinkCreate, data)
     if model is None:
         shown = " ".join(f"{field}: {message}" for field, message in errors.items())

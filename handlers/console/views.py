@@ -33,7 +33,6 @@ from handlers.apps import load_app
 from handlers.connections import load_connection
 from handlers.console import forms, live
 from handlers.console import session as sessions
-from handlers.console.forms import SETTING
 from handlers.console.render import (
     FORM,
     PREFIX,
@@ -693,15 +692,7 @@ async def _authorize_url(res: Resources, authorization_id: str, key_id: str) -> 
 async def connect(request: web.Request) -> web.StreamResponse:
     res = resources(request)
     app = await load_app(request)
-    form = request[FORM]
-    fields = ("connection_id", "scopes", *(SETTING + n for n in app.connection_settings))
-    shown = {k: str(form.get(k, "")) for k in fields}
-    data: dict[str, Any] = {}
-    if shown["connection_id"].strip():
-        data["connection_id"] = shown["connection_id"].strip()
-    if shown["scopes"].strip():
-        data["scopes"] = shown["scopes"].split()
-    data.update(forms.settings_given(app.connection_settings, shown))
+    shown, data = forms.start_body(request[FORM], app.connection_settings)
     model, errors = forms.validate(ConnectionStart, data)
     if model is None:
         return await _app_page(request, app, connect_form=shown, connect_errors=errors, status=400)
@@ -737,21 +728,13 @@ async def service_connection(request: web.Request) -> web.StreamResponse:
     """A service connection (client credentials): requested now, followed on the app's page."""
     res = resources(request)
     app = await load_app(request)
-    form = request[FORM]
-    fields = ("connection_id", "scopes", "audience", "resource")
-    fields += tuple(SETTING + n for n in app.connection_settings)
-    shown = {k: str(form.get(k, "")) for k in fields}
-    data: dict[str, Any] = {"grant": "client_credentials"}
-    if shown["connection_id"].strip():
-        data["connection_id"] = shown["connection_id"].strip()
-    if shown["scopes"].strip():
-        data["scopes"] = shown["scopes"].split()
-    if shown["audience"].strip():
-        data["audience"] = shown["audience"].strip()
-    if shown["resource"].strip():
-        data["resource"] = shown["resource"].split()
-    data.update(forms.settings_given(app.connection_settings, shown))
-    model, errors = forms.validate(ConnectionStart, data)
+    shown, data = forms.start_body(
+        request[FORM],
+        app.connection_settings,
+        texts=("connection_id", "audience"),
+        lists=("scopes", "resource"),
+    )
+    model, errors = forms.validate(ConnectionStart, {"grant": "client_credentials", **data})
     if model is None:
         return await _app_page(request, app, service_form=shown, service_errors=errors, status=400)
     try:
